@@ -1,0 +1,56 @@
+//! `Bus`: the runtime as seen from inside a handler. Follow-ups keep the correlation id and name the
+//! handled message as their cause.
+
+use crate::delivery::{CommandReply, Delivery};
+use crate::envelope::{Envelope, MessageId, PublishOptions};
+use crate::error::PublishError;
+use crate::message::{Command, Event};
+use crate::runtime::Herald;
+
+/// Publishes follow-up messages from a handler: `async fn h(e: OrderPlaced, bus: Bus)`.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    herald: Herald,
+    correlation_id: MessageId,
+    causation_id: MessageId,
+}
+
+impl Bus {
+    pub(crate) fn caused_by(herald: Herald, cause: &Envelope) -> Self {
+        Bus {
+            herald,
+            correlation_id: cause.correlation_id(),
+            causation_id: cause.id,
+        }
+    }
+
+    fn options(&self) -> PublishOptions {
+        PublishOptions::new()
+            .correlation_id(self.correlation_id)
+            .causation_id(self.causation_id)
+    }
+
+    /// Publishes a follow-up event (see [`Herald::publish`]).
+    ///
+    /// # Errors
+    /// As [`Herald::publish`].
+    pub async fn publish<E: Event>(&self, event: E) -> Result<Delivery, PublishError<E>> {
+        self.herald.publish_with(event, self.options()).await
+    }
+
+    /// Sends a follow-up command (see [`Herald::send`]).
+    ///
+    /// # Errors
+    /// As [`Herald::send`].
+    pub async fn send<C: Command>(
+        &self,
+        command: C,
+    ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
+        self.herald.send_with(command, self.options()).await
+    }
+
+    /// The runtime itself.
+    pub fn herald(&self) -> &Herald {
+        &self.herald
+    }
+}

@@ -1,0 +1,207 @@
+//! Dead letters: messages that did not succeed, kept with their history for inspection and re-drive.
+
+use crate::envelope::Envelope;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identifies one dead letter in its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeadLetterId(pub i64);
+
+impl fmt::Display for DeadLetterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Why a message is in the dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// Its handler failed on every attempt (or with a permanent error).
+    Failed,
+    /// The pool overflowed under `DropNewest`/`DropOldest`.
+    Overflow,
+    /// The runtime shut down before it finished.
+    Shutdown,
+    /// The stored payload could not be decoded.
+    Malformed,
+}
+
+impl DeadLetterReason {
+    /// The reason as stored (`failed`, `overflow`, `shutdown`, `malformed`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadLetterReason::Failed => "failed",
+            DeadLetterReason::Overflow => "overflow",
+            DeadLetterReason::Shutdown => "shutdown",
+            DeadLetterReason::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeadLetterReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "failed" => Ok(DeadLetterReason::Failed),
+            "overflow" => Ok(DeadLetterReason::Overflow),
+            "shutdown" => Ok(DeadLetterReason::Shutdown),
+            "malformed" => Ok(DeadLetterReason::Malformed),
+            other => Err(format!("unknown dead-letter reason `{other}`")),
+        }
+    }
+}
+
+/// A message that did not succeed for one handler, with everything needed to understand and re-drive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Store id (assigned by the store).
+    pub id: DeadLetterId,
+    /// The original envelope (id, name, time, key, headers).
+    pub envelope: Envelope,
+    /// The payload as JSON (the raw text when it could not be decoded).
+    pub payload: serde_json::Value,
+    /// The handler it failed for.
+    pub handler: String,
+    /// Why it is here.
+    pub reason: DeadLetterReason,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The first error (a panic's message included).
+    pub first_error: Option<String>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When the first attempt failed.
+    pub first_failed_at: Option<DateTime<Utc>>,
+    /// When the last attempt failed.
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// When it entered the dead letters.
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// Where dead letters are kept. The in-memory store is the default; the SQL stores survive restarts.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
+    /// Stores an entry (its `id` is ignored and assigned by the store).
+    ///
+    /// # Errors
+    /// When the store cannot write; the caller logs the entry in full so it is not lost silently.
+    async fn put(&self, entry: DeadLetter) -> Result<DeadLetterId, DeadLetterError>;
+    /// Oldest first, at most `limit`.
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError>;
+    /// One entry.
+    async fn get(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError>;
+    /// Removes and returns one entry (for re-drive).
+    async fn take(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError>;
+    /// Removes entries: one, or all when `id` is `None`. Returns how many were removed.
+    async fn purge(&self, id: Option<DeadLetterId>) -> Result<u64, DeadLetterError>;
+    /// How many entries are stored.
+    async fn count(&self) -> Result<u64, DeadLetterError>;
+}
+
+/// A dead-letter store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter store error: {0}")]
+pub struct DeadLetterError(pub String);
+
+/// Bounded in-memory dead letters (the default). When full, the oldest entry is evicted with an
+/// error log that carries it in full, and counted in [`evicted`](Self::evicted); use a SQL store
+/// where dead letters must survive restarts.
+#[derive(Debug)]
+pub struct InMemoryDeadLetters {
+    capacity: usize,
+    next_id: AtomicU64,
+    evicted: AtomicU64,
+    entries: Mutex<VecDeque<DeadLetter>>,
+}
+
+impl InMemoryDeadLetters {
+    /// Default capacity: 10,000 entries.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+
+    /// A store that keeps at most `capacity` entries (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        InMemoryDeadLetters {
+            capacity: capacity.max(1),
+            next_id: AtomicU64::new(1),
+            evicted: AtomicU64::new(0),
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Entries evicted because the store was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for InMemoryDeadLetters {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for InMemoryDeadLetters {
+    async fn put(&self, mut entry: DeadLetter) -> Result<DeadLetterId, DeadLetterError> {
+        let id = DeadLetterId(self.next_id.fetch_add(1, Ordering::Relaxed) as i64);
+        entry.id = id;
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            if let Some(oldest) = entries.pop_front() {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    dead_letter = %serde_json::to_string(&oldest).unwrap_or_default(),
+                    capacity = self.capacity,
+                    "in-memory dead letters are full: evicting the oldest entry (logged here in full); use a durable dead-letter store or raise the capacity"
+                );
+            }
+        }
+        entries.push_back(entry);
+        Ok(id)
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        Ok(self.entries.lock().iter().take(limit).cloned().collect())
+    }
+
+    async fn get(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError> {
+        Ok(self.entries.lock().iter().find(|e| e.id == id).cloned())
+    }
+
+    async fn take(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError> {
+        let mut entries = self.entries.lock();
+        Ok(entries
+            .iter()
+            .position(|e| e.id == id)
+            .and_then(|at| entries.remove(at)))
+    }
+
+    async fn purge(&self, id: Option<DeadLetterId>) -> Result<u64, DeadLetterError> {
+        let mut entries = self.entries.lock();
+        let before = entries.len();
+        match id {
+            Some(id) => entries.retain(|e| e.id != id),
+            None => entries.clear(),
+        }
+        Ok((before - entries.len()) as u64)
+    }
+
+    async fn count(&self) -> Result<u64, DeadLetterError> {
+        Ok(self.entries.lock().len() as u64)
+    }
+}

@@ -1,0 +1,234 @@
+//! Handles returned by `publish` and `send`: await one for the outcome, or drop it to fire and forget.
+
+use crate::envelope::MessageId;
+use crate::error::{CommandError, Disposition, HandlerError, HandlerFailure};
+use crate::handler::AnyReply;
+use parking_lot::Mutex;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tokio::sync::oneshot;
+
+/// How one handler ended for one message.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HandlerStatus {
+    /// The handler succeeded on attempt `attempts`.
+    Succeeded {
+        /// Attempts made (1 = first try).
+        attempts: u32,
+    },
+    /// Every attempt failed; the failure says where the message went.
+    Failed(HandlerFailure),
+    /// Skipped: the handler had already completed this id (`dedupe`).
+    Deduplicated,
+    /// Dropped on overflow (`DropNewest`/`DropOldest`); it is in the dead letters with reason `overflow`.
+    Dropped,
+    /// The runtime shut down first; it is in the dead letters with reason `shutdown`.
+    Interrupted,
+}
+
+/// One handler's part of an event's outcome.
+#[derive(Debug, Clone)]
+pub struct HandlerReport {
+    /// The handler.
+    pub handler: &'static str,
+    /// How it ended.
+    pub status: HandlerStatus,
+}
+
+/// The outcome of a published event: one report per handler.
+#[derive(Debug, Clone)]
+pub struct EventOutcome {
+    /// The event's id.
+    pub message_id: MessageId,
+    /// One report per handler, in the order they finished.
+    pub reports: Vec<HandlerReport>,
+    /// False when the runtime went away before every handler reported.
+    pub complete: bool,
+}
+
+impl EventOutcome {
+    /// Every handler succeeded (or had already handled this id).
+    pub fn is_success(&self) -> bool {
+        self.complete
+            && self.reports.iter().all(|r| {
+                matches!(
+                    r.status,
+                    HandlerStatus::Succeeded { .. } | HandlerStatus::Deduplicated
+                )
+            })
+    }
+
+    /// The failures, if any.
+    pub fn failures(&self) -> impl Iterator<Item = &HandlerFailure> {
+        self.reports.iter().filter_map(|r| match &r.status {
+            HandlerStatus::Failed(failure) => Some(failure),
+            _ => None,
+        })
+    }
+}
+
+/// Handle to a published event. Await it for the [`EventOutcome`]; drop it to fire and forget.
+#[derive(Debug)]
+#[must_use = "await the delivery for the outcome, or drop it explicitly to fire and forget"]
+pub struct Delivery {
+    message_id: MessageId,
+    rx: oneshot::Receiver<EventOutcome>,
+}
+
+impl Delivery {
+    pub(crate) fn new(message_id: MessageId, rx: oneshot::Receiver<EventOutcome>) -> Self {
+        Delivery { message_id, rx }
+    }
+
+    /// The event's id.
+    pub fn message_id(&self) -> MessageId {
+        self.message_id
+    }
+}
+
+impl Future for Delivery {
+    type Output = EventOutcome;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<EventOutcome> {
+        let message_id = self.message_id;
+        Pin::new(&mut self.rx).poll(cx).map(|received| {
+            received.unwrap_or(EventOutcome {
+                message_id,
+                reports: Vec::new(),
+                complete: false,
+            })
+        })
+    }
+}
+
+/// Handle to a sent command. Await it for the reply; drop it to fire and forget.
+#[derive(Debug)]
+#[must_use = "await the reply, or drop it explicitly to fire and forget"]
+pub struct CommandReply<R> {
+    message_id: MessageId,
+    rx: oneshot::Receiver<Result<AnyReply, CommandError>>,
+    reply: PhantomData<fn() -> R>,
+}
+
+impl<R> CommandReply<R> {
+    pub(crate) fn new(
+        message_id: MessageId,
+        rx: oneshot::Receiver<Result<AnyReply, CommandError>>,
+    ) -> Self {
+        CommandReply {
+            message_id,
+            rx,
+            reply: PhantomData,
+        }
+    }
+
+    /// The command's id.
+    pub fn message_id(&self) -> MessageId {
+        self.message_id
+    }
+}
+
+impl<R: 'static> Future for CommandReply<R> {
+    type Output = Result<R, CommandError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let message_id = self.message_id;
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|received| match received {
+                Ok(Ok(reply)) => reply.downcast::<R>().map(|reply| *reply).map_err(|_| {
+                    CommandError::Failed(HandlerFailure {
+                        handler: "<reply>",
+                        message_id,
+                        attempts: 0,
+                        error: HandlerError::malformed(format!(
+                            "the handler's reply is not a `{}`: two commands share one wire name",
+                            std::any::type_name::<R>()
+                        )),
+                        disposition: Disposition::Logged,
+                    })
+                }),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(CommandError::Interrupted(message_id)),
+            })
+    }
+}
+
+/// Where handler results go: the waiting handle, if the caller kept one.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    Event {
+        remaining: AtomicUsize,
+        reports: Mutex<Vec<HandlerReport>>,
+        tx: Mutex<Option<oneshot::Sender<EventOutcome>>>,
+    },
+    Command {
+        tx: Mutex<Option<oneshot::Sender<Result<AnyReply, CommandError>>>>,
+    },
+}
+
+impl Sink {
+    pub(crate) fn event(handlers: usize) -> (Self, oneshot::Receiver<EventOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        let sink = Sink::Event {
+            remaining: AtomicUsize::new(handlers),
+            reports: Mutex::new(Vec::with_capacity(handlers)),
+            tx: Mutex::new(Some(tx)),
+        };
+        (sink, rx)
+    }
+
+    pub(crate) fn command() -> (Self, oneshot::Receiver<Result<AnyReply, CommandError>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Sink::Command {
+                tx: Mutex::new(Some(tx)),
+            },
+            rx,
+        )
+    }
+
+    /// Records one handler's ending. The event handle completes when the last handler reports.
+    pub(crate) fn report(
+        &self,
+        message_id: MessageId,
+        handler: &'static str,
+        status: HandlerStatus,
+        reply: Option<AnyReply>,
+    ) {
+        match self {
+            Sink::Event {
+                remaining,
+                reports,
+                tx,
+            } => {
+                reports.lock().push(HandlerReport { handler, status });
+                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if let Some(tx) = tx.lock().take() {
+                        let reports = std::mem::take(&mut *reports.lock());
+                        // The caller may have dropped the handle: fire and forget.
+                        let _ = tx.send(EventOutcome {
+                            message_id,
+                            reports,
+                            complete: true,
+                        });
+                    }
+                }
+            }
+            Sink::Command { tx } => {
+                let result = match status {
+                    HandlerStatus::Succeeded { .. } => Ok(reply.unwrap_or_else(|| Box::new(()))),
+                    HandlerStatus::Failed(failure) => Err(CommandError::Failed(failure)),
+                    HandlerStatus::Deduplicated => Err(CommandError::Deduplicated(message_id)),
+                    HandlerStatus::Dropped => Err(CommandError::Dropped(message_id)),
+                    HandlerStatus::Interrupted => Err(CommandError::Interrupted(message_id)),
+                };
+                if let Some(tx) = tx.lock().take() {
+                    let _ = tx.send(result);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Runtime of [Herald](https://docs.rs/herald): registry, dispatcher, pools, retries, dead letters.
+//!
+//! Users depend on the `herald` facade crate, which re-exports this crate and the macros.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+mod builder;
+mod bus;
+pub mod dead_letter;
+mod dedupe;
+mod delivery;
+mod dispatch;
+mod envelope;
+mod error;
+mod extract;
+mod handler;
+mod invocation;
+mod ledger;
+mod message;
+mod ordering;
+mod pool;
+mod registry;
+mod retry;
+mod runtime;
+mod shutdown;
+mod worker;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
+pub use bus::Bus;
+pub use dead_letter::{
+    DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, InMemoryDeadLetters,
+};
+pub use delivery::{CommandReply, Delivery, EventOutcome, HandlerReport, HandlerStatus};
+pub use envelope::{Envelope, Headers, MessageId, PublishOptions};
+pub use error::{
+    CommandError, Disposition, HandlerError, HandlerErrorKind, HandlerFailure, PublishError,
+};
+pub use extract::{FromInvocation, Meta, Requirement, State};
+pub use handler::{
+    AnyReply, Backoff, HandlerDescriptor, HandlerFn, HandlerOptions, OnFailure, Rate, RetryPolicy,
+};
+pub use invocation::Invocation;
+pub use ledger::{Counts, LedgerSnapshot};
+pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
+pub use pool::{Overload, PoolConfig, PoolStats};
+pub use registry::RoutingTable;
+pub use runtime::{Herald, RedriveError};
+pub use shutdown::ShutdownReport;

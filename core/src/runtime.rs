@@ -1,0 +1,236 @@
+//! `Herald`: the cheap-to-clone handle to a running runtime.
+
+use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterStore};
+use crate::dedupe::DedupeWindow;
+use crate::delivery::{Delivery, Sink};
+use crate::dispatch::{Dispatch, Patience};
+use crate::handler::HandlerDescriptor;
+use crate::ledger::{Counters, LedgerSnapshot};
+use crate::message::MessageDescriptor;
+use crate::ordering::KeyLanes;
+use crate::pool::{Pool, PoolStats};
+use crate::registry::RoutingTable;
+use crate::worker;
+use governor::DefaultDirectRateLimiter;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+
+/// The runtime: publish events, send commands, read the ledger, shut down.
+///
+/// Cheap to clone (one `Arc`), `Send + Sync`. Build it with [`Herald::builder`].
+#[derive(Clone)]
+pub struct Herald {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Herald {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Herald")
+            .field("handlers", &self.inner.handlers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One handler as the runtime runs it.
+pub(crate) struct HandlerRuntime {
+    pub(crate) desc: &'static HandlerDescriptor,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) counters: Counters,
+    pub(crate) rate: Option<DefaultDirectRateLimiter>,
+    pub(crate) dedupe: Option<DedupeWindow>,
+    pub(crate) lanes: Option<KeyLanes>,
+}
+
+impl fmt::Debug for HandlerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerRuntime")
+            .field("name", &self.desc.name)
+            .field("pool", &self.pool.name)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) handlers: Vec<Arc<HandlerRuntime>>,
+    pub(crate) routes: HashMap<&'static str, Vec<Arc<HandlerRuntime>>>,
+    pub(crate) pools: Vec<Arc<Pool>>,
+    pub(crate) states: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
+    pub(crate) messages: HashMap<&'static str, &'static MessageDescriptor>,
+    pub(crate) table: RoutingTable,
+    pub(crate) accepting: AtomicBool,
+    /// Dead-letter writes started where the caller cannot wait (`try_publish`); shutdown awaits them.
+    pub(crate) background: TaskTracker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: close the queues so the workers end.
+        for pool in &self.pools {
+            pool.rx.close();
+        }
+    }
+}
+
+impl Inner {
+    /// Stores a dead letter; if the store fails, the entry is logged in full so it is not lost silently.
+    pub(crate) async fn store_dead_letter(&self, entry: DeadLetter) {
+        store(self.dead_letters.clone(), entry).await;
+    }
+
+    /// As [`store_dead_letter`](Self::store_dead_letter), from code that cannot wait.
+    pub(crate) fn store_dead_letter_later(&self, entry: DeadLetter) {
+        self.background
+            .spawn(store(self.dead_letters.clone(), entry));
+    }
+}
+
+async fn store(store: Arc<dyn DeadLetterStore>, entry: DeadLetter) {
+    if let Err(error) = store.put(entry.clone()).await {
+        tracing::error!(
+            error = %error,
+            dead_letter = %serde_json::to_string(&entry).unwrap_or_default(),
+            "could not store a dead letter; it is logged here in full"
+        );
+    }
+}
+
+impl Herald {
+    /// Starts configuring a runtime.
+    pub fn builder() -> crate::builder::HeraldBuilder {
+        crate::builder::HeraldBuilder::new()
+    }
+
+    pub(crate) fn handlers_of(&self, name: &str) -> Vec<Arc<HandlerRuntime>> {
+        self.inner.routes.get(name).cloned().unwrap_or_default()
+    }
+
+    /// A state value registered with `.state(..)`.
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.inner
+            .states
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>())
+            .cloned()
+    }
+
+    /// The routing table: message → handlers, pool and options. Print it with `{}`.
+    pub fn routes(&self) -> &RoutingTable {
+        &self.inner.table
+    }
+
+    /// The ledger, per handler and in total.
+    pub fn ledger(&self) -> LedgerSnapshot {
+        LedgerSnapshot::from_handlers(
+            self.inner
+                .handlers
+                .iter()
+                .map(|h| (h.desc.name, &h.counters)),
+        )
+    }
+
+    /// Depth and bounds of every pool.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.inner.pools.iter().map(|pool| pool.stats()).collect()
+    }
+
+    /// The dead-letter store.
+    pub fn dead_letters(&self) -> &Arc<dyn DeadLetterStore> {
+        &self.inner.dead_letters
+    }
+
+    /// Takes a dead letter out of the store and dispatches it again to its handler, with a fresh
+    /// attempt count and its original envelope. If it cannot be dispatched, it is put back.
+    ///
+    /// # Errors
+    /// See [`RedriveError`]; in every case but `NotFound` the entry is back in the store.
+    pub async fn redrive(&self, id: DeadLetterId) -> Result<Delivery, RedriveError> {
+        let store = &self.inner.dead_letters;
+        let entry = store
+            .take(id)
+            .await
+            .map_err(|e| RedriveError::Store(e.to_string()))?
+            .ok_or(RedriveError::NotFound(id))?;
+        match self.redrive_entry(&entry).await {
+            Ok(delivery) => Ok(delivery),
+            Err(error) => {
+                self.inner.store_dead_letter(entry).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn redrive_entry(&self, entry: &DeadLetter) -> Result<Delivery, RedriveError> {
+        let handler = self
+            .inner
+            .handlers
+            .iter()
+            .find(|h| h.desc.name == entry.handler)
+            .ok_or_else(|| RedriveError::UnknownHandler(entry.handler.clone()))?
+            .clone();
+        let descriptor = self
+            .inner
+            .messages
+            .get(entry.envelope.name.as_ref())
+            .ok_or_else(|| RedriveError::UnknownMessage(entry.envelope.name.to_string()))?;
+        let bytes = serde_json::to_vec(&entry.payload)
+            .map_err(|e| RedriveError::Malformed(e.to_string()))?;
+        let payload =
+            (descriptor.decode)(&bytes).map_err(|e| RedriveError::Malformed(e.to_string()))?;
+        if !self
+            .inner
+            .accepting
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(RedriveError::ShuttingDown);
+        }
+        let handlers = [handler];
+        let slots = self
+            .reserve(&handlers, Patience::Wait)
+            .await
+            .map_err(|_| RedriveError::Rejected)?;
+        let (sink, rx) = Sink::event(1);
+        let mut envelope = entry.envelope.clone();
+        envelope.name = std::borrow::Cow::Borrowed(descriptor.name);
+        let dispatch = Arc::new(Dispatch {
+            envelope,
+            payload,
+            herald: self.clone(),
+            sink,
+        });
+        let inline = self.admit(&dispatch, &handlers, &slots);
+        worker::run_inline(inline).await;
+        Ok(Delivery::new(dispatch.envelope.id, rx))
+    }
+}
+
+/// A dead letter could not be re-driven.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedriveError {
+    /// No dead letter has this id.
+    #[error("no dead letter with id {0}")]
+    NotFound(DeadLetterId),
+    /// The handler no longer exists in this process; the entry was put back.
+    #[error("handler `{0}` is not registered in this process; the dead letter was put back")]
+    UnknownHandler(String),
+    /// The message type is not registered (`#[derive(Event)]`/`#[derive(Command)]`); the entry was put back.
+    #[error("message `{0}` is not registered in this process; the dead letter was put back")]
+    UnknownMessage(String),
+    /// The payload no longer decodes into the message type; the entry was put back.
+    #[error("the stored payload does not decode: {0}; fix the payload or the type, the dead letter was put back")]
+    Malformed(String),
+    /// The handler's pool refused it; the entry was put back.
+    #[error("the handler's pool is full; the dead letter was put back, try again later")]
+    Rejected,
+    /// The runtime is shutting down; the entry was put back.
+    #[error("Herald is shutting down; the dead letter was put back")]
+    ShuttingDown,
+    /// The store failed.
+    #[error("dead-letter store error: {0}")]
+    Store(String),
+}
