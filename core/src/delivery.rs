@@ -28,6 +28,14 @@ pub enum HandlerStatus {
     Dropped,
     /// The runtime shut down first; it is in the dead letters with reason `shutdown`.
     Interrupted,
+    /// A single attempt (relay delivery) failed before the last attempt: the relay keeps the message
+    /// stored and schedules the next attempt.
+    Deferred {
+        /// The attempt that failed.
+        attempt: u32,
+        /// Its error.
+        error: HandlerError,
+    },
 }
 
 /// One handler's part of an event's outcome.
@@ -223,7 +231,9 @@ impl Sink {
                     HandlerStatus::Failed(failure) => Err(CommandError::Failed(failure)),
                     HandlerStatus::Deduplicated => Err(CommandError::Deduplicated(message_id)),
                     HandlerStatus::Dropped => Err(CommandError::Dropped(message_id)),
-                    HandlerStatus::Interrupted => Err(CommandError::Interrupted(message_id)),
+                    HandlerStatus::Interrupted | HandlerStatus::Deferred { .. } => {
+                        Err(CommandError::Interrupted(message_id))
+                    }
                 };
                 if let Some(tx) = tx.lock().take() {
                     let _ = tx.send(result);

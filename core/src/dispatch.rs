@@ -27,6 +27,17 @@ pub(crate) struct Dispatch {
 pub(crate) struct Job {
     pub(crate) handler: Arc<HandlerRuntime>,
     pub(crate) dispatch: Arc<Dispatch>,
+    pub(crate) attempts: Attempts,
+}
+
+/// How many attempts a job makes here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempts {
+    /// All of them, as the handler's `retry` option says (in-memory delivery).
+    Policy,
+    /// Only attempt number `n`; a failure before the last attempt is handed back to the caller
+    /// (a relay that stores the message and schedules the next attempt itself).
+    Once(u32),
 }
 
 /// Whether the publisher may wait for room.
@@ -202,7 +213,7 @@ impl Herald {
             herald: self.clone(),
             sink,
         });
-        let inline = self.admit(&dispatch, handlers, &slots);
+        let inline = self.admit(&dispatch, handlers, &slots, Attempts::Policy);
         Ok((dispatch, inline))
     }
 
@@ -263,12 +274,14 @@ impl Herald {
         dispatch: &Arc<Dispatch>,
         handlers: &[Arc<HandlerRuntime>],
         slots: &[Slot],
+        attempts: Attempts,
     ) -> Vec<Job> {
         let mut inline = Vec::new();
         for (handler, slot) in handlers.iter().zip(slots) {
             let job = Job {
                 handler: handler.clone(),
                 dispatch: dispatch.clone(),
+                attempts,
             };
             match slot {
                 Slot::Queued => {

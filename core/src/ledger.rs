@@ -1,7 +1,8 @@
 //! The ledger: per-handler counters that prove nothing was lost.
 //!
 //! Every accepted handler job ends in exactly one bucket, so at any quiet moment
-//! `accepted = succeeded + dead_lettered + dropped + ignored + deduplicated + in_flight + queued`.
+//! `accepted = succeeded + dead_lettered + dropped + ignored + deduplicated + in_flight + queued`
+//! (plus `deferred`: single attempts handed back to an outbox relay, which keeps the message).
 //! Counts are per handler job: an event fanned out to four handlers is four accepted jobs.
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -21,6 +22,7 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     deduplicated: AtomicU64,
     ignored: AtomicU64,
+    deferred: AtomicU64,
     in_flight: AtomicU64,
     queued: AtomicU64,
     mirror: Mirror,
@@ -38,6 +40,7 @@ struct Mirror {
     dropped: Counter,
     deduplicated: Counter,
     ignored: Counter,
+    deferred: Counter,
     in_flight: Gauge,
     queued: Gauge,
 }
@@ -55,6 +58,7 @@ impl Mirror {
             dropped: c("dropped"),
             deduplicated: c("deduplicated"),
             ignored: c("ignored"),
+            deferred: c("deferred"),
             in_flight: gauge!("herald_in_flight", "handler" => handler),
             queued: gauge!("herald_queued", "handler" => handler),
         }
@@ -68,6 +72,7 @@ pub(crate) enum Ending {
     DeadLettered,
     Ignored,
     Deduplicated,
+    Deferred,
 }
 
 impl Counters {
@@ -82,6 +87,7 @@ impl Counters {
             dropped: AtomicU64::new(0),
             deduplicated: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             mirror: Mirror::new(handler),
@@ -162,6 +168,7 @@ impl Counters {
             Ending::DeadLettered => &self.dead_lettered,
             Ending::Ignored => &self.ignored,
             Ending::Deduplicated => &self.deduplicated,
+            Ending::Deferred => &self.deferred,
         }
     }
 
@@ -171,6 +178,7 @@ impl Counters {
             Ending::DeadLettered => self.mirror.dead_lettered.increment(1),
             Ending::Ignored => self.mirror.ignored.increment(1),
             Ending::Deduplicated => self.mirror.deduplicated.increment(1),
+            Ending::Deferred => self.mirror.deferred.increment(1),
         }
     }
 
@@ -190,6 +198,7 @@ impl Counters {
             dropped: self.dropped.load(Relaxed),
             deduplicated: self.deduplicated.load(Relaxed),
             ignored: self.ignored.load(Relaxed),
+            deferred: self.deferred.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             queued: self.queued.load(Relaxed),
         }
@@ -217,6 +226,9 @@ pub struct Counts {
     pub deduplicated: u64,
     /// Jobs that failed with `on_failure = log` or `ignore`.
     pub ignored: u64,
+    /// Single attempts that failed and were handed back to a relay, which keeps the message stored
+    /// and schedules the next attempt (durable delivery only).
+    pub deferred: u64,
     /// Jobs running now.
     pub in_flight: u64,
     /// Jobs waiting in a queue now.
@@ -230,6 +242,7 @@ impl Counts {
             + self.dead_lettered
             + self.dropped
             + self.ignored
+            + self.deferred
             + self.deduplicated
             + self.in_flight
             + self.queued
@@ -250,6 +263,7 @@ impl Counts {
         self.dropped += other.dropped;
         self.deduplicated += other.deduplicated;
         self.ignored += other.ignored;
+        self.deferred += other.deferred;
         self.in_flight += other.in_flight;
         self.queued += other.queued;
     }
@@ -259,13 +273,14 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted {} = succeeded {} + dead-lettered {} + dropped {} + ignored {} + deduplicated {} + in flight {} + queued {} (rejected {}, failed attempts {}, retried {})",
+            "accepted {} = succeeded {} + dead-lettered {} + dropped {} + ignored {} + deduplicated {} + deferred {} + in flight {} + queued {} (rejected {}, failed attempts {}, retried {})",
             self.accepted,
             self.succeeded,
             self.dead_lettered,
             self.dropped,
             self.ignored,
             self.deduplicated,
+            self.deferred,
             self.in_flight,
             self.queued,
             self.rejected,

@@ -27,6 +27,7 @@ mod registry;
 mod retry;
 mod runtime;
 mod shutdown;
+mod stored;
 mod worker;
 
 #[doc(hidden)]
@@ -52,5 +53,6 @@ pub use ledger::{Counts, LedgerSnapshot};
 pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
 pub use pool::{Overload, PoolConfig, PoolStats};
 pub use registry::RoutingTable;
-pub use runtime::{Herald, RedriveError};
+pub use runtime::Herald;
 pub use shutdown::ShutdownReport;
+pub use stored::StoredError;

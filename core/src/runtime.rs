@@ -1,16 +1,13 @@
 //! `Herald`: the cheap-to-clone handle to a running runtime.
 
-use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterStore};
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::dedupe::DedupeWindow;
-use crate::delivery::{Delivery, Sink};
-use crate::dispatch::{Dispatch, Patience};
 use crate::handler::HandlerDescriptor;
 use crate::ledger::{Counters, LedgerSnapshot};
 use crate::message::MessageDescriptor;
 use crate::ordering::KeyLanes;
 use crate::pool::{Pool, PoolStats};
 use crate::registry::RoutingTable;
-use crate::worker;
 use governor::DefaultDirectRateLimiter;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -142,95 +139,4 @@ impl Herald {
     pub fn dead_letters(&self) -> &Arc<dyn DeadLetterStore> {
         &self.inner.dead_letters
     }
-
-    /// Takes a dead letter out of the store and dispatches it again to its handler, with a fresh
-    /// attempt count and its original envelope. If it cannot be dispatched, it is put back.
-    ///
-    /// # Errors
-    /// See [`RedriveError`]; in every case but `NotFound` the entry is back in the store.
-    pub async fn redrive(&self, id: DeadLetterId) -> Result<Delivery, RedriveError> {
-        let store = &self.inner.dead_letters;
-        let entry = store
-            .take(id)
-            .await
-            .map_err(|e| RedriveError::Store(e.to_string()))?
-            .ok_or(RedriveError::NotFound(id))?;
-        match self.redrive_entry(&entry).await {
-            Ok(delivery) => Ok(delivery),
-            Err(error) => {
-                self.inner.store_dead_letter(entry).await;
-                Err(error)
-            }
-        }
-    }
-
-    async fn redrive_entry(&self, entry: &DeadLetter) -> Result<Delivery, RedriveError> {
-        let handler = self
-            .inner
-            .handlers
-            .iter()
-            .find(|h| h.desc.name == entry.handler)
-            .ok_or_else(|| RedriveError::UnknownHandler(entry.handler.clone()))?
-            .clone();
-        let descriptor = self
-            .inner
-            .messages
-            .get(entry.envelope.name.as_ref())
-            .ok_or_else(|| RedriveError::UnknownMessage(entry.envelope.name.to_string()))?;
-        let bytes = serde_json::to_vec(&entry.payload)
-            .map_err(|e| RedriveError::Malformed(e.to_string()))?;
-        let payload =
-            (descriptor.decode)(&bytes).map_err(|e| RedriveError::Malformed(e.to_string()))?;
-        if !self
-            .inner
-            .accepting
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Err(RedriveError::ShuttingDown);
-        }
-        let handlers = [handler];
-        let slots = self
-            .reserve(&handlers, Patience::Wait)
-            .await
-            .map_err(|_| RedriveError::Rejected)?;
-        let (sink, rx) = Sink::event(1);
-        let mut envelope = entry.envelope.clone();
-        envelope.name = std::borrow::Cow::Borrowed(descriptor.name);
-        let dispatch = Arc::new(Dispatch {
-            envelope,
-            payload,
-            herald: self.clone(),
-            sink,
-        });
-        let inline = self.admit(&dispatch, &handlers, &slots);
-        worker::run_inline(inline).await;
-        Ok(Delivery::new(dispatch.envelope.id, rx))
-    }
-}
-
-/// A dead letter could not be re-driven.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedriveError {
-    /// No dead letter has this id.
-    #[error("no dead letter with id {0}")]
-    NotFound(DeadLetterId),
-    /// The handler no longer exists in this process; the entry was put back.
-    #[error("handler `{0}` is not registered in this process; the dead letter was put back")]
-    UnknownHandler(String),
-    /// The message type is not registered (`#[derive(Event)]`/`#[derive(Command)]`); the entry was put back.
-    #[error("message `{0}` is not registered in this process; the dead letter was put back")]
-    UnknownMessage(String),
-    /// The payload no longer decodes into the message type; the entry was put back.
-    #[error("the stored payload does not decode: {0}; fix the payload or the type, the dead letter was put back")]
-    Malformed(String),
-    /// The handler's pool refused it; the entry was put back.
-    #[error("the handler's pool is full; the dead letter was put back, try again later")]
-    Rejected,
-    /// The runtime is shutting down; the entry was put back.
-    #[error("Herald is shutting down; the dead letter was put back")]
-    ShuttingDown,
-    /// The store failed.
-    #[error("dead-letter store error: {0}")]
-    Store(String),
 }

@@ -3,7 +3,7 @@
 
 use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason};
 use crate::delivery::HandlerStatus;
-use crate::dispatch::Job;
+use crate::dispatch::{Attempts, Job};
 use crate::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
 use crate::handler::{AnyReply, OnFailure};
 use crate::invocation::Invocation;
@@ -126,10 +126,14 @@ impl Drop for InFlight {
 async fn execute(job: Job) {
     let handler = job.handler.clone();
     let options = &handler.desc.options;
+    let mode = job.attempts;
     let mut guard = InFlight {
         job: Some(job),
         progress: Progress::default(),
     };
+    if let Attempts::Once(attempt) = mode {
+        guard.progress.attempts = attempt.saturating_sub(1);
+    }
     let dedupe_id = handler
         .dedupe
         .as_ref()
@@ -179,12 +183,27 @@ async fn execute(job: Job) {
             Err(error) => {
                 handler.counters.failed_attempt();
                 guard.progress.record(&error);
-                let delay = if error.is_permanent() {
-                    None
-                } else {
-                    delays
+                let delay = match mode {
+                    _ if error.is_permanent() => None,
+                    Attempts::Policy => delays
                         .get_or_insert_with(|| retry::delays(&options.retry))
-                        .next()
+                        .next(),
+                    Attempts::Once(_) if attempt < options.retry.max_attempts => {
+                        if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
+                            window.release(id, false);
+                        }
+                        let job = guard.disarm();
+                        handler.counters.finished(Ending::Deferred);
+                        let status = HandlerStatus::Deferred { attempt, error };
+                        job.dispatch.sink.report(
+                            job.dispatch.envelope.id,
+                            handler.desc.name,
+                            status,
+                            None,
+                        );
+                        return;
+                    }
+                    Attempts::Once(_) => None,
                 };
                 let Some(delay) = delay else {
                     if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
