@@ -22,6 +22,8 @@ pub enum HandlerErrorKind {
     Malformed,
     /// The runtime stopped before the message finished.
     Shutdown,
+    /// The message was already handled (a durable inbox found its id): the job counts as deduplicated.
+    Duplicate,
 }
 
 /// The error of one handler attempt.
@@ -77,6 +79,14 @@ impl HandlerError {
     /// A payload that cannot be decoded: permanent, it goes to the dead letters with its reason.
     pub fn malformed(message: impl Into<String>) -> Self {
         let mut error = Self::with_kind(HandlerErrorKind::Malformed, message);
+        error.permanent = true;
+        error
+    }
+
+    /// Not a failure: the message was already handled (an extractor such as a durable inbox found its
+    /// id). The job ends as deduplicated, without retry or dead letter.
+    pub fn duplicate(message: impl Into<String>) -> Self {
+        let mut error = Self::with_kind(HandlerErrorKind::Duplicate, message);
         error.permanent = true;
         error
     }

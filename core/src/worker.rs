@@ -180,6 +180,21 @@ async fn execute(job: Job) {
                 );
                 return;
             }
+            Err(error) if error.kind() == HandlerErrorKind::Duplicate => {
+                if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
+                    window.release(id, true);
+                }
+                let job = guard.disarm();
+                handler.counters.finished(Ending::Deduplicated);
+                tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, reason = %error, "duplicate skipped");
+                job.dispatch.sink.report(
+                    job.dispatch.envelope.id,
+                    handler.desc.name,
+                    HandlerStatus::Deduplicated,
+                    None,
+                );
+                return;
+            }
             Err(error) => {
                 handler.counters.failed_attempt();
                 guard.progress.record(&error);
