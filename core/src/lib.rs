@@ -18,10 +18,13 @@ mod envelope;
 mod error;
 mod extract;
 mod handler;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod inbox;
 mod invocation;
 mod ledger;
 mod message;
 mod ordering;
+pub mod outbox;
 mod pool;
 mod registry;
 mod retry;
@@ -36,6 +39,8 @@ pub mod __private;
 
 pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
 pub use bus::Bus;
+#[cfg(feature = "sqlite")]
+pub use dead_letter::SqliteDeadLetters;
 pub use dead_letter::{
     DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, InMemoryDeadLetters,
 };
@@ -56,3 +61,7 @@ pub use registry::RoutingTable;
 pub use runtime::Herald;
 pub use shutdown::ShutdownReport;
 pub use stored::StoredError;
+
+/// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;

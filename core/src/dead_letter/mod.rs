@@ -9,6 +9,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteDeadLetters;
+
 /// Identifies one dead letter in its store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -117,6 +123,12 @@ pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug, thiserror::Error)]
 #[error("dead-letter store error: {0}")]
 pub struct DeadLetterError(pub String);
+
+impl From<crate::outbox::OutboxError> for DeadLetterError {
+    fn from(error: crate::outbox::OutboxError) -> Self {
+        DeadLetterError(error.to_string())
+    }
+}
 
 /// Bounded in-memory dead letters (the default). When full, the oldest entry is evicted with an
 /// error log that carries it in full, and counted in [`evicted`](Self::evicted); use a SQL store

@@ -1,0 +1,162 @@
+//! The durable inbox (the seeds' consumer-side dedupe, §6): a handler records the message id in its
+//! own database transaction, together with its effects. A redelivered message (a relay retry, a
+//! lease taken over after a crash) is skipped exactly when those effects were committed.
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlite")] mod example {
+//! use herald_core::{HandlerError, inbox::SqliteInbox};
+//! # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: i64 }
+//! // #[async_handler]
+//! async fn grant_points(order: OrderPlaced, inbox: SqliteInbox) -> Result<(), HandlerError> {
+//!     // Err(duplicate) when this handler already committed this message: the job then ends as
+//!     // `Deduplicated`, without retry or dead letter.
+//!     let mut tx = inbox.begin().await?;
+//!     sqlx::query("UPDATE points SET total = total + 10 WHERE order_id = ?1")
+//!         .bind(order.id)
+//!         .execute(&mut *tx)
+//!         .await?;
+//!     tx.commit().await?; // effects and inbox row together, or neither
+//!     Ok(())
+//! }
+//! # }
+//! ```
+//!
+//! The inbox needs the pool registered as state (`Herald::builder().state(pool)`) and the table
+//! `herald_inbox` from the outbox migrations. On PostgreSQL a second relay delivering the same
+//! message at once waits on the first one's row lock, then sees its commit (duplicate) or its
+//! rollback (goes ahead).
+
+use crate::error::{HandlerError, HandlerErrorKind};
+use crate::extract::{FromInvocation, Requirement};
+use crate::invocation::Invocation;
+use std::any::TypeId;
+use std::fmt;
+
+/// Handler argument that opens a transaction recording this handler's receipt of this message.
+/// See the [module docs](self).
+pub struct Inbox<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    handler: &'static str,
+    message_id: String,
+}
+
+/// The inbox on SQLite.
+#[cfg(feature = "sqlite")]
+pub type SqliteInbox = Inbox<sqlx::Sqlite>;
+
+/// The inbox on PostgreSQL.
+#[cfg(feature = "postgres")]
+pub type PgInbox = Inbox<sqlx::Postgres>;
+
+impl<DB: sqlx::Database> fmt::Debug for Inbox<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("handler", &self.handler)
+            .field("message_id", &self.message_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: sqlx::Database> Inbox<DB> {
+    /// The handler this inbox records for.
+    pub fn handler(&self) -> &'static str {
+        self.handler
+    }
+
+    /// The id recorded: the caller's idempotency key, or else the message id.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        &self.pool
+    }
+
+    fn duplicate(&self) -> HandlerError {
+        HandlerError::duplicate(format!(
+            "handler `{}` already committed message `{}` (durable inbox)",
+            self.handler, self.message_id
+        ))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Inbox<sqlx::Sqlite> {
+    /// Begins the handler's transaction and records the message in it.
+    ///
+    /// # Errors
+    /// [`HandlerError::duplicate`] when the message's effects were already committed; a database
+    /// error (retried like any failure) otherwise.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (handler, message_id) DO NOTHING",
+        )
+        .bind(self.handler)
+        .bind(&self.message_id)
+        .bind(crate::outbox::sqlite::text_time(chrono::Utc::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(self.duplicate());
+        }
+        Ok(tx)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Inbox<sqlx::Postgres> {
+    /// Begins the handler's transaction and records the message in it.
+    ///
+    /// # Errors
+    /// [`HandlerError::duplicate`] when the message's effects were already committed; a database
+    /// error (retried like any failure) otherwise.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO herald_inbox (handler, message_id) VALUES ($1, $2)
+             ON CONFLICT (handler, message_id) DO NOTHING",
+        )
+        .bind(self.handler)
+        .bind(&self.message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(self.duplicate());
+        }
+        Ok(tx)
+    }
+}
+
+impl<DB: sqlx::Database> FromInvocation for Inbox<DB> {
+    fn requirement() -> Option<Requirement> {
+        Some(Requirement {
+            type_id: TypeId::of::<sqlx::Pool<DB>>(),
+            type_name: std::any::type_name::<sqlx::Pool<DB>>(),
+        })
+    }
+
+    fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
+        let pool = invocation
+            .herald()
+            .state::<sqlx::Pool<DB>>()
+            .ok_or_else(|| {
+                HandlerError::with_kind(
+                    HandlerErrorKind::Extraction,
+                    format!(
+                        "the durable inbox needs the pool as state: add `.state(pool)` (a `{}`) to the builder",
+                        std::any::type_name::<sqlx::Pool<DB>>()
+                    ),
+                )
+            })?;
+        Ok(Inbox {
+            pool,
+            handler: invocation.handler(),
+            message_id: invocation.envelope().dedupe_id(),
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! The relay (the seeds' forwarder): leases due rows in batches, delivers them through the pools,
+//! writes the outcome back, and deletes finished rows after the retention period.
+
+use super::row::{self, Backend, Outcome};
+use crate::runtime::Herald;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Configures a [`Relay`]; made by `SqliteOutbox::relay` / `PgOutbox::relay`.
+#[must_use = "a relay builder does nothing until `start()`"]
+pub struct RelayBuilder {
+    backend: Arc<dyn Backend>,
+    herald: Herald,
+    owner: String,
+    batch_size: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    retention: Option<Duration>,
+    retention_every: Duration,
+    retention_batch: usize,
+}
+
+impl fmt::Debug for RelayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayBuilder")
+            .field("owner", &self.owner)
+            .field("batch_size", &self.batch_size)
+            .field("lease", &self.lease)
+            .field("poll_interval", &self.poll_interval)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayBuilder {
+    pub(crate) fn new(backend: Arc<dyn Backend>, herald: &Herald) -> Self {
+        RelayBuilder {
+            backend,
+            herald: herald.clone(),
+            owner: format!("relay-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            batch_size: 100,
+            lease: super::DEFAULT_LEASE,
+            poll_interval: Duration::from_millis(100),
+            retention: None,
+            retention_every: Duration::from_secs(60),
+            retention_batch: 1_000,
+        }
+    }
+
+    /// Rows leased and delivered together (default 100). Each row's handlers run concurrently.
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// How long a lease lasts (default 30 s). A relay that dies holding rows (kill -9) loses them to
+    /// another relay once the lease expires, so keep it above the slowest handler's time.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long an idle relay waits before it looks again (default 100 ms). On PostgreSQL a
+    /// `NOTIFY` from a committed publish wakes it sooner.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The name written into `lease_owner` (default: `relay-<pid>-<uuid>`). Must be unique per relay.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Keeps finished rows for `period` (they are the event store), then deletes them in batches.
+    /// Default: kept forever.
+    pub fn retention(mut self, period: Duration) -> Self {
+        self.retention = Some(period);
+        self
+    }
+
+    /// How often the retention sweep runs (default every 60 s) and how many rows one `DELETE`
+    /// removes (default 1,000).
+    pub fn retention_sweep(mut self, every: Duration, batch: usize) -> Self {
+        self.retention_every = every;
+        self.retention_batch = batch.max(1);
+        self
+    }
+
+    /// Starts the relay on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(self) -> Relay {
+        let stop = CancellationToken::new();
+        let stats = Arc::new(Counters::default());
+        let owner = self.owner.clone();
+        let task = tokio::spawn(run(self, stop.clone(), stats.clone()));
+        Relay {
+            owner,
+            stop,
+            stats,
+            task,
+        }
+    }
+}
+
+/// A running relay. [`stop`](Self::stop) it to finish the batch in hand and end; dropping it leaves
+/// it running in the background until the runtime ends.
+#[derive(Debug)]
+pub struct Relay {
+    owner: String,
+    stop: CancellationToken,
+    stats: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Its lease owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// What it has done so far.
+    pub fn stats(&self) -> RelayStats {
+        self.stats.snapshot()
+    }
+
+    /// Finishes the batch in hand, writes its outcome, and stops.
+    pub async fn stop(self) -> RelayStats {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, owner = %self.owner, "relay task ended abnormally");
+        }
+        self.stats.snapshot()
+    }
+}
+
+/// Counters of one relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayStats {
+    /// Batches leased (non-empty).
+    pub batches: u64,
+    /// Rows finished with every handler succeeded.
+    pub processed: u64,
+    /// Rows finished with a handler failed for good (dead-lettered, logged or ignored).
+    pub failed: u64,
+    /// Rows rescheduled for another attempt.
+    pub retried: u64,
+    /// Rows given back without an attempt (pool rejected, shutting down).
+    pub released: u64,
+    /// Finished rows deleted by retention.
+    pub deleted: u64,
+    /// Database errors (the relay retries after its poll interval).
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    processed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    released: AtomicU64,
+    deleted: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> RelayStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RelayStats {
+            batches: get(&self.batches),
+            processed: get(&self.processed),
+            failed: get(&self.failed),
+            retried: get(&self.retried),
+            released: get(&self.released),
+            deleted: get(&self.deleted),
+            errors: get(&self.errors),
+        }
+    }
+}
+
+async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>) {
+    let backend = config.backend.clone();
+    let mut waiter = backend.waiter().await;
+    let mut last_sweep = Instant::now();
+    tracing::debug!(owner = %config.owner, "relay started");
+    while !stop.is_cancelled() {
+        if let Some(period) = config.retention {
+            if last_sweep.elapsed() >= config.retention_every {
+                last_sweep = Instant::now();
+                match backend
+                    .delete_finished(period, config.retention_batch)
+                    .await
+                {
+                    Ok(deleted) => {
+                        stats.deleted.fetch_add(deleted, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "outbox retention sweep failed; trying again later");
+                    }
+                }
+            }
+        }
+        let rows = match backend
+            .claim(&config.owner, config.batch_size, config.lease)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, owner = %config.owner, "outbox relay could not lease rows; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(config.poll_interval) => continue,
+                }
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = waiter.wait(config.poll_interval) => continue,
+            }
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        let outcomes = futures_util::future::join_all(
+            rows.into_iter()
+                .map(|claimed| row::deliver(&config.herald, claimed)),
+        )
+        .await;
+        for outcome in &outcomes {
+            let counter = match outcome {
+                Outcome::Done { failed: false, .. } => &stats.processed,
+                Outcome::Done { failed: true, .. } => &stats.failed,
+                Outcome::Retry { .. } => &stats.retried,
+                Outcome::Release { .. } => &stats.released,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let released = outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Release { .. }));
+        if let Err(error) = backend.finish(&config.owner, outcomes).await {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            // The leases expire and another attempt delivers these rows again (at least once).
+            tracing::warn!(%error, owner = %config.owner, "outbox relay could not record a batch; its rows are redelivered after the lease");
+        }
+        if released {
+            // Every pool refused: back off instead of spinning.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(config.poll_interval) => {}
+            }
+        }
+    }
+    tracing::debug!(owner = %config.owner, "relay stopped");
+}

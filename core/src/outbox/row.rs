@@ -1,0 +1,331 @@
+//! What the relay reads from and writes back to a backend, and how one row is delivered.
+
+use super::OutboxError;
+use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason};
+use crate::delivery::HandlerStatus;
+use crate::envelope::{Envelope, Headers, MessageId};
+use crate::runtime::Herald;
+use crate::stored::StoredError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// What is kept in the `headers` column: the envelope fields besides id, name, time and key.
+/// Every field is optional, so that rows written by hand or by other tools (`'{}'`) are valid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct StoredHeaders {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) correlation_id: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) causation_id: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) extra: BTreeMap<String, String>,
+}
+
+/// A row a relay holds a lease on.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedRow {
+    pub(crate) id: i64,
+    pub(crate) message_id: String,
+    pub(crate) message_type: String,
+    pub(crate) key: Option<String>,
+    pub(crate) payload: String,
+    pub(crate) headers: String,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) fail_count: i32,
+    pub(crate) handlers_done: Vec<String>,
+    pub(crate) only_handlers: Option<Vec<String>>,
+}
+
+/// How one delivery of a row ended, to be written back.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// Every handler finished: `failed` when one of them failed for good.
+    Done {
+        id: i64,
+        failed: bool,
+        handlers_done: Vec<String>,
+        error: Option<String>,
+    },
+    /// Some handler failed before its last attempt: try again after `delay`.
+    Retry {
+        id: i64,
+        handlers_done: Vec<String>,
+        delay: Duration,
+        error: String,
+    },
+    /// Nothing ran (a pool rejected, shutdown): give the row back without counting an attempt.
+    Release { id: i64 },
+}
+
+/// A backend's relay side.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Leases up to `limit` due rows (never two of one key, never a key with an earlier pending row).
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRow>, OutboxError>;
+    /// Writes the outcomes back in one transaction (rows whose lease was lost are left alone).
+    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError>;
+    /// Something that waits for new rows.
+    async fn waiter(&self) -> Box<dyn Waiter>;
+    /// Deletes finished rows older than `older_than`, `batch` rows per statement.
+    async fn delete_finished(&self, older_than: Duration, batch: usize)
+        -> Result<u64, OutboxError>;
+}
+
+/// Waits for new rows (`LISTEN` on PostgreSQL, a timer on SQLite).
+#[async_trait]
+pub(crate) trait Waiter: Send {
+    async fn wait(&mut self, timeout: Duration);
+}
+
+/// Waits by sleeping.
+#[derive(Debug)]
+pub(crate) struct Sleeper;
+
+#[async_trait]
+impl Waiter for Sleeper {
+    async fn wait(&mut self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+impl ClaimedRow {
+    fn envelope(&self) -> Result<Envelope, String> {
+        let id: MessageId = self
+            .message_id
+            .parse()
+            .map_err(|e| format!("message_id `{}` is not a UUID: {e}", self.message_id))?;
+        let headers: StoredHeaders = serde_json::from_str(&self.headers)
+            .map_err(|e| format!("headers are not valid: {e}"))?;
+        Ok(Envelope {
+            id,
+            name: Cow::Owned(self.message_type.clone()),
+            occurred_at: self.occurred_at,
+            key: self.key.clone(),
+            idempotency_key: headers.idempotency_key,
+            headers: Headers {
+                correlation_id: headers.correlation_id,
+                causation_id: headers.causation_id,
+                extra: headers.extra,
+            },
+        })
+    }
+
+    fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload)
+            .unwrap_or_else(|_| serde_json::Value::String(self.payload.clone()))
+    }
+
+    /// An envelope good enough for a dead letter even when the stored one is not valid.
+    fn lenient_envelope(&self) -> Envelope {
+        self.envelope().unwrap_or_else(|_| {
+            let mut envelope = Envelope::new(self.message_type.clone());
+            envelope.occurred_at = self.occurred_at;
+            envelope.key = self.key.clone();
+            envelope
+        })
+    }
+}
+
+/// Delivers one row: the handlers not yet done, attempt `fail_count + 1`.
+pub(crate) async fn deliver(herald: &Herald, row: ClaimedRow) -> Outcome {
+    let id = row.id;
+    let targets: Vec<&'static str> = herald
+        .handler_names(&row.message_type)
+        .into_iter()
+        .filter(|h| !is_done(&row.handlers_done, h))
+        .filter(|h| {
+            row.only_handlers
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == h))
+        })
+        .collect();
+    let decoded = row.envelope().and_then(|envelope| {
+        herald
+            .decode(&row.message_type, row.payload.as_bytes())
+            .map(|payload| (envelope, payload))
+            .map_err(|e| e.to_string())
+    });
+    let (envelope, payload) = match decoded {
+        Ok(decoded) => decoded,
+        Err(reason) => return malformed(herald, row, targets, reason).await,
+    };
+    if targets.is_empty() {
+        return Outcome::Done {
+            id,
+            failed: false,
+            handlers_done: row.handlers_done,
+            error: None,
+        };
+    }
+    let attempt = u32::try_from(row.fail_count.max(0))
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let delivery = match herald
+        .deliver_attempt(envelope, payload, &targets, attempt)
+        .await
+    {
+        Ok(delivery) => delivery,
+        Err(StoredError::Rejected | StoredError::ShuttingDown) => return Outcome::Release { id },
+        Err(error) => {
+            return malformed(herald, row, targets, error.to_string()).await;
+        }
+    };
+    let outcome = delivery.await;
+    if !outcome.complete {
+        return Outcome::Release { id };
+    }
+    // A handler that failed for good in an earlier round keeps the row `failed`.
+    let mut failed = row.handlers_done.iter().any(|h| h.starts_with(FAILED_MARK));
+    let mut handlers_done = row.handlers_done;
+    let mut retry: Option<(Duration, String)> = None;
+    let mut last_error = None;
+    for report in outcome.reports {
+        match report.status {
+            HandlerStatus::Succeeded { .. } | HandlerStatus::Deduplicated => {
+                handlers_done.push(report.handler.to_owned());
+            }
+            HandlerStatus::Failed(failure) => {
+                failed = true;
+                last_error = Some(format!("{}: {}", report.handler, failure.error));
+                handlers_done.push(format!("{FAILED_MARK}{}", report.handler));
+            }
+            HandlerStatus::Dropped | HandlerStatus::Interrupted => {
+                // Core has put it in the dead letters (overflow or shutdown): re-drive from there.
+                failed = true;
+                last_error = Some(format!(
+                    "{}: dropped or interrupted (see dead letters)",
+                    report.handler
+                ));
+                handlers_done.push(format!("{FAILED_MARK}{}", report.handler));
+            }
+            HandlerStatus::Deferred { attempt, error } => {
+                let delay = herald
+                    .handler_options(report.handler)
+                    .and_then(|options| {
+                        crate::retry::delays(&options.retry).nth(attempt.saturating_sub(1) as usize)
+                    })
+                    .unwrap_or(Duration::from_secs(1));
+                let error = format!("{}: {error}", report.handler);
+                retry = Some(match retry {
+                    Some((longest, first)) => (longest.max(delay), first),
+                    None => (delay, error),
+                });
+            }
+        }
+    }
+    match retry {
+        Some((delay, error)) => Outcome::Retry {
+            id,
+            handlers_done,
+            delay,
+            error,
+        },
+        None => Outcome::Done {
+            id,
+            failed,
+            handlers_done,
+            error: last_error,
+        },
+    }
+}
+
+/// A row that cannot be decoded: dead-lettered (one entry per handler, or one for the outbox when
+/// no handler of it is known) with the reason; the relay carries on.
+async fn malformed(
+    herald: &Herald,
+    row: ClaimedRow,
+    targets: Vec<&'static str>,
+    reason: String,
+) -> Outcome {
+    tracing::error!(outbox_id = row.id, message_id = %row.message_id, message_type = %row.message_type, %reason, "outbox row cannot be delivered; dead-lettering it");
+    let envelope = row.lenient_envelope();
+    let payload = row.payload_json();
+    let now = Utc::now();
+    let handlers: Vec<String> = if targets.is_empty() {
+        vec![OUTBOX_HANDLER.to_owned()]
+    } else {
+        targets.iter().map(|h| (*h).to_owned()).collect()
+    };
+    let mut handlers_done = row.handlers_done;
+    for handler in handlers {
+        herald
+            .dead_letter(DeadLetter {
+                id: DeadLetterId(0),
+                envelope: envelope.clone(),
+                payload: payload.clone(),
+                handler: handler.clone(),
+                reason: DeadLetterReason::Malformed,
+                attempts: 1,
+                first_error: Some(reason.clone()),
+                last_error: Some(reason.clone()),
+                first_failed_at: Some(now),
+                last_failed_at: Some(now),
+                dead_lettered_at: now,
+            })
+            .await;
+        handlers_done.push(format!("{FAILED_MARK}{handler}"));
+    }
+    Outcome::Done {
+        id: row.id,
+        failed: true,
+        handlers_done,
+        error: Some(reason),
+    }
+}
+
+/// Prefix of a `handlers_done` entry whose handler failed for good (dead-lettered, logged, ignored).
+pub(crate) const FAILED_MARK: char = '!';
+
+/// Whether `handler` has finished (succeeded, or failed for good) according to `done`.
+pub(crate) fn is_done(done: &[String], handler: &str) -> bool {
+    done.iter()
+        .any(|d| d.strip_prefix(FAILED_MARK).unwrap_or(d) == handler)
+}
+
+/// Forgets that `handler` finished, so the relay runs it again (re-drive).
+pub(crate) fn forget(done: &mut Vec<String>, handler: &str) {
+    done.retain(|d| d.strip_prefix(FAILED_MARK).unwrap_or(d) != handler);
+}
+
+/// The handler name on a dead letter for a row that no handler in this process could take.
+pub const OUTBOX_HANDLER: &str = "herald.outbox";
+
+/// JSON array text of handler names, or `None` when empty.
+pub(crate) fn handlers_json(handlers: &[String]) -> Option<String> {
+    if handlers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(handlers).ok()
+    }
+}
+
+/// Parses a JSON array of handler names (NULL → empty).
+pub(crate) fn parse_handlers(text: Option<&str>) -> Result<Vec<String>, OutboxError> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| OutboxError::Corrupt(format!("handler list `{text}`: {e}"))),
+    }
+}
+
+/// The stored headers JSON for an envelope.
+pub(crate) fn headers_json(envelope: &Envelope) -> Result<String, OutboxError> {
+    Ok(serde_json::to_string(&StoredHeaders {
+        idempotency_key: envelope.idempotency_key.clone(),
+        correlation_id: envelope.headers.correlation_id,
+        causation_id: envelope.headers.causation_id,
+        extra: envelope.headers.extra.clone(),
+    })?)
+}

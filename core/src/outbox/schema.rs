@@ -1,0 +1,32 @@
+//! Herald's versioned schema. Herald keeps its own version table (`herald_schema`) rather than
+//! sqlx's `_sqlx_migrations`, so that it never collides with the application's own migrations in
+//! the same database.
+
+/// The table that records which Herald schema versions are applied.
+pub const MIGRATIONS_TABLE: &str = "herald_schema";
+
+/// One schema version, for both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version number, from 1, applied in order.
+    pub version: i64,
+    /// What it changes.
+    pub description: &'static str,
+    /// The SQL for SQLite.
+    pub sqlite: &'static str,
+    /// The SQL for PostgreSQL.
+    pub postgres: &'static str,
+}
+
+/// Every version this build of Herald ships, oldest first.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "outbox, dead letters, inbox",
+    sqlite: include_str!("../../migrations/sqlite/0001_outbox.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_outbox.sql"),
+}];
+
+/// The newest version this build ships.
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}

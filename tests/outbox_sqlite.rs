@@ -1,0 +1,564 @@
+//! The transactional outbox on real SQLite files: commit and rollback, restart with pending rows,
+//! retries with per-handler progress, durable dead letters and re-drive, a malformed row, the
+//! durable inbox, per-key order with two relays, retention and `events_after`.
+#![cfg(feature = "sqlite")]
+
+use herald::outbox::{self, SqliteOutbox};
+use herald::sqlx::{self, SqlitePool};
+use herald::{
+    async_handler, DeadLetterReason, DeadLetterStore, Event, HandlerError, Herald, Meta, State,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, what: impl Into<String>) {
+        self.0.lock().expect("lock").push(what.into());
+    }
+    fn all(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+    fn count(&self, what: &str) -> usize {
+        self.all().iter().filter(|s| *s == what).count()
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> (SqlitePool, SqliteOutbox) {
+    let pool = outbox::sqlite::connect(dir.path().join("app.db"))
+        .await
+        .expect("open sqlite file");
+    let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+    (pool, outbox)
+}
+
+fn build(module: &str, pool: &SqlitePool, seen: &Seen) -> Herald {
+    Herald::builder()
+        .handlers_under(module)
+        .state(seen.clone())
+        .state(pool.clone())
+        .dead_letters(herald::SqliteDeadLetters::new(pool.clone()))
+        .build()
+        .expect("valid registry")
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn scalar(pool: &SqlitePool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("query")
+}
+
+mod commit {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.order_placed")]
+    pub(crate) struct OrderPlaced {
+        pub(crate) order: String,
+    }
+
+    #[async_handler]
+    async fn record(event: OrderPlaced, State(seen): State<Seen>) {
+        seen.push(event.order);
+    }
+
+    #[tokio::test]
+    async fn a_committed_event_is_delivered_and_a_rolled_back_one_never_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        sqlx::query("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO orders (id) VALUES ('rolled-back')")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        outbox
+            .publish(
+                &mut *tx,
+                OrderPlaced {
+                    order: "rolled-back".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        tx.rollback().await.expect("rollback");
+
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO orders (id) VALUES ('committed')")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        outbox
+            .publish(
+                &mut tx,
+                OrderPlaced {
+                    order: "committed".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        tx.commit().await.expect("commit");
+
+        eventually("the committed event is handled", async || {
+            seen.count("committed") == 1
+        })
+        .await;
+        eventually("the row is processed", async || {
+            scalar(
+                &pool,
+                "SELECT COUNT(*) FROM herald_outbox WHERE status = 'processed'",
+            )
+            .await
+                == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(seen.all(), vec!["committed".to_owned()]);
+        assert_eq!(scalar(&pool, "SELECT COUNT(*) FROM herald_outbox").await, 1);
+        let stats = relay.stop().await;
+        assert_eq!(stats.processed, 1);
+        let status = outbox.status().await.expect("status");
+        assert_eq!((status.pending, status.processed), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn pending_rows_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (pool, outbox) = open(&dir).await;
+            let mut tx = pool.begin().await.expect("begin");
+            for i in 0..50 {
+                outbox
+                    .publish(
+                        &mut *tx,
+                        OrderPlaced {
+                            order: format!("r{i}"),
+                        },
+                    )
+                    .await
+                    .expect("publish");
+            }
+            tx.commit().await.expect("commit");
+            assert_eq!(outbox.status().await.expect("status").pending, 50);
+            pool.close().await;
+        }
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox.relay(&herald).batch_size(7).start();
+        eventually("every row delivered after the restart", async || {
+            outbox.status().await.expect("status").processed == 50
+        })
+        .await;
+        relay.stop().await;
+        let mut got = seen.all();
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 50);
+    }
+}
+
+mod progress {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.user_signed_up")]
+    pub(crate) struct SignedUp {
+        pub(crate) fail_mail: u32,
+    }
+
+    #[async_handler]
+    async fn grant_points(_event: SignedUp, State(seen): State<Seen>) {
+        seen.push("points");
+    }
+
+    #[async_handler(retry(max_attempts = 3, backoff = fixed(20ms)))]
+    async fn send_mail(
+        event: SignedUp,
+        meta: Meta,
+        State(seen): State<Seen>,
+    ) -> Result<(), HandlerError> {
+        seen.push(format!("mail#{}", meta.attempt()));
+        if meta.attempt() <= event.fail_mail && seen.count("smtp-fixed") == 0 {
+            return Err(HandlerError::msg("smtp timeout"));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_retry_runs_only_the_handlers_that_have_not_succeeded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        outbox
+            .publish(&pool, SignedUp { fail_mail: 2 })
+            .await
+            .expect("publish");
+        eventually("processed after two failures", async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(seen.count("points"), 1, "{:?}", seen.all());
+        assert_eq!(seen.count("mail#1"), 1);
+        assert_eq!(seen.count("mail#2"), 1);
+        assert_eq!(seen.count("mail#3"), 1);
+        assert_eq!(
+            scalar(&pool, "SELECT fail_count FROM herald_outbox").await,
+            2,
+            "fail_count counts the failed deliveries"
+        );
+        assert_eq!(
+            scalar(&pool, "SELECT failed_at IS NOT NULL FROM herald_outbox").await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_failure_is_dead_lettered_durably_and_redrive_runs_only_that_handler() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        outbox
+            .publish(&pool, SignedUp { fail_mail: 3 })
+            .await
+            .expect("publish");
+        eventually("row finished as failed", async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        pool.close().await;
+
+        // A new process: the dead letter is still there.
+        let (pool, outbox) = open(&dir).await;
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1);
+        let letter = &letters[0];
+        assert!(letter.handler.ends_with("send_mail"), "{letter:?}");
+        assert_eq!(letter.reason, DeadLetterReason::Failed);
+        assert_eq!(letter.attempts, 3);
+        assert_eq!(letter.last_error.as_deref(), Some("smtp timeout"));
+        assert_eq!(letter.payload, serde_json::json!({ "fail_mail": 3 }));
+
+        // Re-drive through the outbox (what the CLI does); this time the mail goes out on attempt 1.
+        let seen = Seen::default();
+        seen.push("smtp-fixed");
+        let herald = build(module_path!(), &pool, &seen);
+        store
+            .redrive_to_outbox(letter.id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        assert_eq!(store.count().await.expect("count"), 0);
+        let relay = outbox.relay(&herald).start();
+        eventually("re-driven row processed", async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(
+            seen.all(),
+            vec!["smtp-fixed".to_owned(), "mail#1".to_owned()],
+            "points did not run again"
+        );
+    }
+}
+
+mod malformed {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.sms_requested")]
+    pub(crate) struct SmsRequested {
+        pub(crate) phone: String,
+    }
+
+    #[async_handler]
+    async fn send_sms(event: SmsRequested, State(seen): State<Seen>) {
+        seen.push(event.phone);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_row_is_dead_lettered_with_its_reason_and_the_relay_carries_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        sqlx::query(
+            "INSERT INTO herald_outbox (message_id, message_type, payload, occurred_at)
+             VALUES ('0190a0f0-0000-7000-8000-000000000001', 'outbox_sqlite.sms_requested',
+                     '{\"telephone\": 42}', '2024-01-01T00:00:00.000Z')",
+        )
+        .execute(&pool)
+        .await
+        .expect("insert malformed");
+        outbox
+            .publish(
+                &pool,
+                SmsRequested {
+                    phone: "010-1234".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox.relay(&herald).start();
+        eventually("the good row is delivered", async || {
+            seen.count("010-1234") == 1
+        })
+        .await;
+        eventually("the malformed row is finished as failed", async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let letters = outbox.dead_letters().list(10).await.expect("list");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, DeadLetterReason::Malformed);
+        assert!(
+            letters[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("phone")),
+            "{:?}",
+            letters[0]
+        );
+        assert_eq!(letters[0].payload, serde_json::json!({ "telephone": 42 }));
+    }
+}
+
+mod inbox {
+    use super::*;
+    use herald::inbox::SqliteInbox;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.login_succeeded")]
+    pub(crate) struct LoginSucceeded {
+        pub(crate) user: String,
+    }
+
+    #[async_handler]
+    async fn grant_login_points(
+        event: LoginSucceeded,
+        inbox: SqliteInbox,
+        State(seen): State<Seen>,
+    ) -> Result<(), HandlerError> {
+        let mut tx = inbox.begin().await?;
+        sqlx::query("UPDATE points SET total = total + 10 WHERE user = ?1")
+            .bind(&event.user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        seen.push("granted");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_message_is_skipped_when_its_effects_were_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        sqlx::raw_sql(
+            "CREATE TABLE points (user TEXT PRIMARY KEY, total INTEGER NOT NULL);
+             INSERT INTO points VALUES ('kim', 0);",
+        )
+        .execute(&pool)
+        .await
+        .expect("schema");
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        outbox
+            .publish(&pool, LoginSucceeded { user: "kim".into() })
+            .await
+            .expect("publish");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        eventually("delivered once", async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        // Redeliver, as a relay does after a crash before it recorded the outcome.
+        sqlx::query("UPDATE herald_outbox SET status = 'pending', processed_at = NULL")
+            .execute(&pool)
+            .await
+            .expect("reset");
+        eventually("delivered again", async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(seen.count("granted"), 1);
+        assert_eq!(
+            scalar(&pool, "SELECT total FROM points WHERE user = 'kim'").await,
+            10
+        );
+        assert_eq!(outbox.dead_letters().count().await.expect("count"), 0);
+    }
+}
+
+mod order {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.account_changed", key = account)]
+    pub(crate) struct AccountChanged {
+        pub(crate) account: String,
+        pub(crate) seq: u32,
+    }
+
+    #[async_handler]
+    async fn apply(event: AccountChanged, State(seen): State<Seen>) {
+        // Uneven work so that a relay that ignored keys would reorder.
+        if event.seq % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen.push(format!("{}:{}", event.account, event.seq));
+    }
+
+    #[tokio::test]
+    async fn events_with_the_same_key_are_delivered_in_order_with_two_relays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let mut tx = pool.begin().await.expect("begin");
+        for seq in 0..40 {
+            for account in ["a", "b", "c"] {
+                outbox
+                    .publish(
+                        &mut *tx,
+                        AccountChanged {
+                            account: account.into(),
+                            seq,
+                        },
+                    )
+                    .await
+                    .expect("publish");
+            }
+        }
+        tx.commit().await.expect("commit");
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relays = [
+            outbox.relay(&herald).batch_size(10).start(),
+            outbox.relay(&herald).batch_size(10).start(),
+        ];
+        eventually("all processed", async || {
+            outbox.status().await.expect("status").processed == 120
+        })
+        .await;
+        for relay in relays {
+            relay.stop().await;
+        }
+        for account in ["a", "b", "c"] {
+            let order: Vec<u32> = seen
+                .all()
+                .iter()
+                .filter_map(|s| s.strip_prefix(&format!("{account}:")))
+                .map(|n| n.parse().expect("number"))
+                .collect();
+            assert_eq!(order, (0..40).collect::<Vec<_>>(), "account {account}");
+        }
+    }
+}
+
+mod store {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.item_indexed")]
+    pub(crate) struct ItemIndexed {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler]
+    async fn index(_event: ItemIndexed) {}
+
+    #[tokio::test]
+    async fn events_after_pages_in_commit_order_and_retention_deletes_finished_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        for n in 0..25 {
+            outbox
+                .publish(&pool, ItemIndexed { n })
+                .await
+                .expect("publish");
+        }
+        let mut offset = 0;
+        let mut got = Vec::new();
+        loop {
+            let page = outbox.events_after(offset, 10).await.expect("page");
+            let Some(last) = page.last() else { break };
+            offset = last.position;
+            got.extend(page.iter().map(|e| e.payload["n"].as_u64().expect("n")));
+        }
+        assert_eq!(got, (0..25).collect::<Vec<_>>());
+
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox.relay(&herald).start();
+        eventually("all processed", async || {
+            outbox.status().await.expect("status").processed == 25
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(
+            outbox
+                .delete_finished(Duration::from_secs(3600), 10)
+                .await
+                .expect("retention"),
+            0,
+            "young rows are kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            outbox
+                .delete_finished(Duration::from_millis(1), 10)
+                .await
+                .expect("retention"),
+            25
+        );
+        assert!(outbox.events_after(0, 10).await.expect("page").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_outbox_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SqliteOutbox>();
+        assert_send_sync::<herald::SqliteDeadLetters>();
+        assert_send_sync::<herald::outbox::Relay>();
+        assert_send_sync::<herald::outbox::OutboxStatus>();
+    }
+}
