@@ -2,7 +2,7 @@
 
 use crate::dead_letter::{DeadLetterStore, InMemoryDeadLetters};
 use crate::dedupe::DedupeWindow;
-use crate::handler::HandlerDescriptor;
+use crate::handler::{HandlerDescriptor, Rate};
 use crate::ledger::Counters;
 use crate::message::{MessageDescriptor, MessageKind};
 use crate::ordering::KeyLanes;
@@ -31,6 +31,7 @@ pub struct HeraldBuilder {
     dead_letters: Option<Arc<dyn DeadLetterStore>>,
     prefix: Option<String>,
     dedupe_window: usize,
+    rates: Vec<(String, Rate)>,
 }
 
 impl fmt::Debug for HeraldBuilder {
@@ -56,6 +57,7 @@ impl HeraldBuilder {
             dead_letters: None,
             prefix: None,
             dedupe_window: 100_000,
+            rates: Vec::new(),
         }
     }
 
@@ -107,6 +109,13 @@ impl HeraldBuilder {
         self
     }
 
+    /// Sets or replaces the rate limit of one handler (by name), e.g. from configuration, overriding
+    /// its `rate = "..."` option.
+    pub fn rate(mut self, handler: impl Into<String>, rate: Rate) -> Self {
+        self.rates.push((handler.into(), rate));
+        self
+    }
+
     /// Checks the registry and the configuration, then starts the pools.
     ///
     /// # Errors
@@ -143,9 +152,12 @@ impl HeraldBuilder {
                     desc,
                     pool,
                     counters: Counters::new(desc.name),
-                    rate: desc.options.rate.and_then(|rate| {
+                    rate: self.rate_of(desc).and_then(|rate| {
                         let quota = Quota::with_period(rate.per / rate.count.max(1))?;
-                        Some(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN)))
+                        // A burst of 1% of the rate (at least 1) keeps any one window within 1% of the
+                        // cap, while letting high rates through tokio's millisecond timer.
+                        let burst = NonZeroU32::new(rate.count / 100).unwrap_or(NonZeroU32::MIN);
+                        Some(RateLimiter::direct(quota.allow_burst(burst)))
                     }),
                     dedupe: desc.options.dedupe.then(|| DedupeWindow::new(window)),
                     lanes: desc.options.ordered.then(KeyLanes::default),
@@ -188,6 +200,15 @@ impl HeraldBuilder {
         })
     }
 
+    fn rate_of(&self, handler: &HandlerDescriptor) -> Option<Rate> {
+        let configured = self
+            .rates
+            .iter()
+            .rev()
+            .find(|(name, _)| name == handler.name);
+        configured.map(|(_, rate)| *rate).or(handler.options.rate)
+    }
+
     fn check(
         &self,
         handlers: &[&'static HandlerDescriptor],
@@ -214,6 +235,18 @@ impl HeraldBuilder {
             if *name == DEFAULT_POOL {
                 problems.push(BuildProblem::general(format!(
                     "`.pool(\"{DEFAULT_POOL}\", ..)` is reserved: configure the default pool with `.default_pool(..)`"
+                )));
+            }
+        }
+        for (name, rate) in &self.rates {
+            if !handlers.iter().any(|h| h.name == name) {
+                problems.push(BuildProblem::general(format!(
+                    "`.rate(\"{name}\", ..)` names no handler: use a handler name from the routing table"
+                )));
+            }
+            if rate.count == 0 || rate.per.is_zero() {
+                problems.push(BuildProblem::general(format!(
+                    "`.rate(\"{name}\", ..)` allows nothing: use a count and a period above zero, e.g. Rate {{ count: 180, per: Duration::from_secs(1) }}"
                 )));
             }
         }

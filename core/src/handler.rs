@@ -127,6 +127,19 @@ pub enum Backoff {
     },
 }
 
+impl fmt::Display for Backoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backoff::Fixed(delay) => write!(f, "fixed({delay:?})"),
+            Backoff::Exponential {
+                initial,
+                factor,
+                max,
+            } => write!(f, "exponential({initial:?}, {factor}, {max:?})"),
+        }
+    }
+}
+
 /// What happens to a message after its last failed attempt (the seeds' three choices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
@@ -148,7 +161,8 @@ impl fmt::Display for OnFailure {
     }
 }
 
-/// A rate limit: `rate = "180/s"` is 180 attempts per second, evenly spaced (no burst).
+/// A rate limit: `rate = "180/s"` is 180 attempts per second, evenly spaced. The burst is 1% of
+/// the count (at least 1), so any one-second window stays within 1% of the rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     /// Attempts allowed per period.

@@ -89,7 +89,7 @@ impl RoutingTable {
 fn describe_options(handler: &HandlerDescriptor) -> String {
     let o = &handler.options;
     let mut parts = vec![format!(
-        "retry={}x{:?}{}",
+        "retry={}x{}{}",
         o.retry.max_attempts,
         o.retry.backoff,
         if o.retry.jitter { "+jitter" } else { "" }
