@@ -39,6 +39,8 @@ pub mod __private;
 
 pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
 pub use bus::Bus;
+#[cfg(feature = "postgres")]
+pub use dead_letter::PgDeadLetters;
 #[cfg(feature = "sqlite")]
 pub use dead_letter::SqliteDeadLetters;
 pub use dead_letter::{

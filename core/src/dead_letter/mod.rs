@@ -9,9 +9,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgDeadLetters;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDeadLetters;
 

@@ -37,6 +37,8 @@ mod relay;
 pub(crate) mod row;
 mod schema;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -44,6 +46,8 @@ pub use relay::{Relay, RelayBuilder, RelayStats};
 pub use row::OUTBOX_HANDLER;
 pub use schema::{Migration, MIGRATIONS_TABLE};
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgOutbox;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutbox;
 

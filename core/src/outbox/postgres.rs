@@ -1,0 +1,537 @@
+//! The PostgreSQL outbox: several relays, in one or many processes, share one table.
+//!
+//! A relay leases a batch with one statement (`SELECT … FOR UPDATE SKIP LOCKED` inside an
+//! `UPDATE … SET lease_owner, lease_expires_at`), so two relays never take the same row; the row
+//! lock lasts only for that statement and the lease protects the row while its handlers run. A
+//! relay killed mid-batch leaves its leases to expire, and another relay takes the rows over.
+//! An `AFTER INSERT` trigger sends `NOTIFY herald_outbox` at commit, which wakes idle relays.
+
+use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
+use super::schema::{self, MIGRATIONS};
+use super::{OutboxError, OutboxStatus, RelayBuilder, StoredEvent};
+use crate::dead_letter::PgDeadLetters;
+use crate::envelope::{Envelope, MessageId, PublishOptions};
+use crate::message::Message;
+use crate::runtime::Herald;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{Acquire, PgPool, Postgres, Row};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Key of the advisory lock that serialises Herald's migrations across processes.
+const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+
+/// The channel the insert trigger notifies.
+pub const CHANNEL: &str = "herald_outbox";
+
+/// Connects a pool of up to 16 connections to `url`.
+///
+/// # Errors
+/// When the URL is invalid or the server cannot be reached.
+pub async fn connect(url: &str) -> Result<PgPool, OutboxError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?)
+}
+
+/// The transactional outbox on PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgOutbox {
+    backend: Arc<PgBackend>,
+}
+
+#[derive(Debug)]
+struct PgBackend {
+    pool: PgPool,
+}
+
+impl PgOutbox {
+    /// Applies Herald's migrations (if needed) and returns the outbox.
+    ///
+    /// # Errors
+    /// A database error, or [`OutboxError::SchemaTooNew`].
+    pub async fn new(pool: PgPool) -> Result<Self, OutboxError> {
+        Self::migrate(&pool).await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Opens an outbox whose schema must already be there (the CLI's way).
+    ///
+    /// # Errors
+    /// [`OutboxError::NoSchema`] when Herald's tables are missing, or a database error.
+    pub async fn open(pool: PgPool) -> Result<Self, OutboxError> {
+        if Self::schema_version(&pool).await? == 0 {
+            return Err(OutboxError::NoSchema);
+        }
+        Ok(Self::from_pool(pool))
+    }
+
+    fn from_pool(pool: PgPool) -> Self {
+        PgOutbox {
+            backend: Arc::new(PgBackend { pool }),
+        }
+    }
+
+    /// The schema version applied to this database (0: none).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn schema_version(pool: &PgPool) -> Result<i64, OutboxError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('herald_schema') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+        if !exists {
+            return Ok(0);
+        }
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
+            .fetch_one(pool)
+            .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Applies the migrations this build ships that the database does not have yet, in one
+    /// transaction under an advisory lock (two processes starting at once apply them once).
+    ///
+    /// # Errors
+    /// A database error, or [`OutboxError::SchemaTooNew`].
+    pub async fn migrate(pool: &PgPool) -> Result<(), OutboxError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS herald_schema (
+                version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let found = found.unwrap_or(0);
+        if found > schema::latest() {
+            return Err(OutboxError::SchemaTooNew {
+                found,
+                known: schema::latest(),
+            });
+        }
+        for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+            sqlx::raw_sql(migration.postgres).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO herald_schema (version, description) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(migration.description)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.backend.pool
+    }
+
+    /// Writes `message` into the outbox on `conn`: pass the transaction of your state change
+    /// (`&mut tx`), and the message is delivered if and only if it commits.
+    ///
+    /// # Errors
+    /// A database error (roll the transaction back), or a serialization error.
+    pub async fn publish<'c, A, M>(&self, conn: A, message: M) -> Result<MessageId, OutboxError>
+    where
+        A: Acquire<'c, Database = Postgres>,
+        M: Message,
+    {
+        self.publish_with(conn, message, PublishOptions::new())
+            .await
+    }
+
+    /// As [`publish`](Self::publish), with an idempotency key and headers.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_with<'c, A, M>(
+        &self,
+        conn: A,
+        message: M,
+        options: PublishOptions,
+    ) -> Result<MessageId, OutboxError>
+    where
+        A: Acquire<'c, Database = Postgres>,
+        M: Message,
+    {
+        let mut envelope = Envelope::new(Cow::Borrowed(M::NAME));
+        envelope.key = message.key();
+        envelope.idempotency_key = options.idempotency_key;
+        envelope.headers = options.headers;
+        let payload = serde_json::to_string(&message)?;
+        let mut conn = conn.acquire().await?;
+        insert(&mut conn, &envelope, &payload, None).await?;
+        Ok(envelope.id)
+    }
+
+    /// A relay that delivers this outbox's rows through `herald`'s handlers. Start as many as you
+    /// like, in this process or others.
+    pub fn relay(&self, herald: &Herald) -> RelayBuilder {
+        RelayBuilder::new(self.backend.clone(), herald)
+    }
+
+    /// The durable dead-letter store in the same database.
+    pub fn dead_letters(&self) -> PgDeadLetters {
+        PgDeadLetters::new(self.backend.pool.clone())
+    }
+
+    /// Counts by state and the lag (age of the oldest pending row).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let row = sqlx::query(
+            "SELECT
+                COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+                COUNT(*) FILTER (WHERE status = 'pending' AND lease_expires_at > now()) AS in_flight,
+                COUNT(*) FILTER (WHERE status = 'pending' AND fail_count > 0) AS retrying,
+                COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+                COUNT(*) FILTER (WHERE status = 'processed') AS processed,
+                (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+                (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
+                now() AS now
+             FROM herald_outbox",
+        )
+        .fetch_one(&self.backend.pool)
+        .await?;
+        let count = |name: &str| -> Result<u64, OutboxError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
+        let now: DateTime<Utc> = row.try_get("now")?;
+        Ok(OutboxStatus {
+            pending: count("pending")?,
+            in_flight: count("in_flight")?,
+            retrying: count("retrying")?,
+            failed: count("failed")?,
+            processed: count("processed")?,
+            oldest_pending_at: oldest,
+            lag: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+            dead_letters: count("dead_letters")?,
+        })
+    }
+
+    /// Stored events after `offset` (exclusive), in position order, at most `limit`. Keep the
+    /// last returned `position` as your offset.
+    ///
+    /// Ids come from a sequence and are taken before commit, so a transaction can commit a lower id
+    /// after a higher one was read. Herald therefore hands out positions (in `(txid, id)` order)
+    /// only to rows whose inserting transaction is older than every transaction still running
+    /// (`pg_snapshot_xmin(pg_current_snapshot())`): such a row is committed or gone for good, and
+    /// every row that becomes visible later gets a higher position. A row is never skipped. The
+    /// price: a long-running transaction anywhere in the database delays new positions until it
+    /// ends.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn events_after(
+        &self,
+        offset: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, OutboxError> {
+        self.assign_positions().await?;
+        let rows = sqlx::query(
+            "SELECT position, id, message_id::text AS message_id, message_type, key, payload,
+                    headers::text AS headers, occurred_at, status
+             FROM herald_outbox WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(offset)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.backend.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                let headers: String = row.try_get("headers")?;
+                Ok(StoredEvent {
+                    position: row.try_get("position")?,
+                    id: row.try_get("id")?,
+                    message_id: row.try_get("message_id")?,
+                    message_type: row.try_get("message_type")?,
+                    key: row.try_get("key")?,
+                    payload: serde_json::from_str(&payload)
+                        .unwrap_or(serde_json::Value::String(payload)),
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    occurred_at: row.try_get("occurred_at")?,
+                    status: row.try_get("status")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives positions to the rows that can no longer be overtaken (see `events_after`).
+    async fn assign_positions(&self) -> Result<(), OutboxError> {
+        let mut tx = self.backend.pool.begin().await?;
+        // One sequencer at a time: the row lock on the counter.
+        let last: i64 = sqlx::query_scalar("SELECT last_position FROM herald_positions FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let assigned: Option<i64> = sqlx::query_scalar(
+            "WITH ready AS (
+                SELECT id, row_number() OVER (ORDER BY txid, id) AS n
+                FROM herald_outbox
+                WHERE position IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY txid, id LIMIT 10000),
+             done AS (
+                UPDATE herald_outbox o SET position = $1 + ready.n FROM ready
+                WHERE o.id = ready.id RETURNING o.position)
+             SELECT MAX(position) FROM done",
+        )
+        .bind(last)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(assigned) = assigned {
+            sqlx::query("UPDATE herald_positions SET last_position = $1")
+                .bind(assigned)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes finished rows whose `processed_at` is older than `older_than`, `batch` at a time.
+    ///
+    /// # Errors
+    /// A database error (rows deleted before it stay deleted).
+    pub async fn delete_finished(
+        &self,
+        older_than: Duration,
+        batch: usize,
+    ) -> Result<u64, OutboxError> {
+        self.backend.delete_finished(older_than, batch).await
+    }
+}
+
+/// Inserts one outbox row; returns its id (also used by dead-letter re-drive).
+pub(crate) async fn insert(
+    conn: &mut sqlx::PgConnection,
+    envelope: &Envelope,
+    payload: &str,
+    only_handlers: Option<&[String]>,
+) -> Result<i64, OutboxError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb) RETURNING id",
+    )
+    .bind(envelope.id.as_uuid())
+    .bind(envelope.name.as_ref())
+    .bind(envelope.key.as_deref())
+    .bind(payload)
+    .bind(row::headers_json(envelope)?)
+    .bind(envelope.occurred_at)
+    .bind(only_handlers.and_then(row::handlers_json))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Waits on `LISTEN herald_outbox`.
+struct Listener(PgListener);
+
+#[async_trait]
+impl Waiter for Listener {
+    async fn wait(&mut self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.0.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "outbox LISTEN connection failed; it reconnects");
+                tokio::time::sleep(timeout).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRow>, OutboxError> {
+        let rows = sqlx::query(
+            "WITH picked AS (
+                SELECT o.id FROM herald_outbox o
+                WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+                  AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
+                  AND (o.key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM herald_outbox p
+                        WHERE p.key = o.key AND p.status = 'pending' AND p.id < o.id))
+                ORDER BY o.id LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE herald_outbox o
+             SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
+             FROM picked WHERE o.id = picked.id
+             RETURNING o.id, o.message_id, o.message_type, o.key, o.payload,
+                       o.headers::text AS headers, o.occurred_at, o.fail_count,
+                       o.handlers_done::text AS handlers_done,
+                       o.only_handlers::text AS only_handlers",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedRow {
+                    id: row.try_get("id")?,
+                    message_id: row.try_get::<uuid::Uuid, _>("message_id")?.to_string(),
+                    message_type: row.try_get("message_type")?,
+                    key: row.try_get("key")?,
+                    payload: row.try_get("payload")?,
+                    headers: row.try_get("headers")?,
+                    occurred_at: row.try_get("occurred_at")?,
+                    fail_count: row.try_get("fail_count")?,
+                    handlers_done: row::parse_handlers(
+                        row.try_get::<Option<String>, _>("handlers_done")?
+                            .as_deref(),
+                    )?,
+                    only_handlers: row
+                        .try_get::<Option<String>, _>("only_handlers")?
+                        .map(|text| row::parse_handlers(Some(&text)))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, OutboxError>>()?;
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+        let mut tx = self.pool.begin().await?;
+        let processed: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Done {
+                    id, failed: false, ..
+                } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if !processed.is_empty() {
+            sqlx::query(
+                "UPDATE herald_outbox SET status = 'processed', processed_at = now(),
+                    lease_owner = NULL, lease_expires_at = NULL, handlers_done = NULL
+                 WHERE id = ANY($1) AND lease_owner = $2",
+            )
+            .bind(&processed)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Done { failed: false, .. } => {}
+                Outcome::Done {
+                    id,
+                    failed: true,
+                    handlers_done,
+                    error,
+                } => {
+                    sqlx::query(
+                        "UPDATE herald_outbox SET status = 'failed', processed_at = now(),
+                            failed_at = now(), fail_count = fail_count + 1, last_error = $1,
+                            handlers_done = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL
+                         WHERE id = $3 AND lease_owner = $4",
+                    )
+                    .bind(error)
+                    .bind(row::handlers_json(&handlers_done))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::Retry {
+                    id,
+                    handlers_done,
+                    delay,
+                    error,
+                } => {
+                    sqlx::query(
+                        "UPDATE herald_outbox SET fail_count = fail_count + 1, failed_at = now(),
+                            last_error = $1, handlers_done = $2::jsonb,
+                            next_attempt_at = now() + make_interval(secs => $3),
+                            lease_owner = NULL, lease_expires_at = NULL
+                         WHERE id = $4 AND lease_owner = $5",
+                    )
+                    .bind(error)
+                    .bind(row::handlers_json(&handlers_done))
+                    .bind(delay.as_secs_f64())
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::Release { id } => {
+                    sqlx::query(
+                        "UPDATE herald_outbox SET lease_owner = NULL, lease_expires_at = NULL
+                         WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn waiter(&self) -> Box<dyn Waiter> {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listener {
+            Ok(listener) => Box::new(Listener(listener)),
+            Err(error) => {
+                tracing::warn!(%error, "could not LISTEN for outbox inserts; the relay polls instead");
+                Box::new(Sleeper)
+            }
+        }
+    }
+
+    async fn delete_finished(
+        &self,
+        older_than: Duration,
+        batch: usize,
+    ) -> Result<u64, OutboxError> {
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM herald_outbox WHERE id IN (
+                    SELECT id FROM herald_outbox
+                    WHERE status <> 'pending'
+                      AND processed_at < now() - make_interval(secs => $1)
+                    LIMIT $2)",
+            )
+            .bind(older_than.as_secs_f64())
+            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += done;
+            if done < batch as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The outbox on the machine's real PostgreSQL (`HERALD_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`). Each test works in a schema of its own. These tests
+//! fail, never skip, when PostgreSQL is down.
+//!
+//! Commit and rollback; 2 and 4 competing relays on 10,000 messages; kill -9 of a relay process
+//! mid-batch then recovery with the inbox stopping duplicate effects; per-key order with four
+//! relays; durable dead letters and re-drive; `events_after` never skipping a row that commits late.
+#![cfg(feature = "postgres")]
+
+use herald::inbox::PgInbox;
+use herald::outbox::{self, PgOutbox};
+use herald::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use herald::sqlx::{self, PgPool};
+use herald::{async_handler, DeadLetterStore, Event, HandlerError, Herald, Meta, State};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn database_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A pool whose connections work in `schema` (created fresh unless `keep`).
+async fn pool_in(schema: &str, fresh: bool) -> PgPool {
+    let url = database_url();
+    let options = PgConnectOptions::from_str(&url).expect("valid HERALD_TEST_DATABASE_URL");
+    if fresh {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for these tests: {e}"));
+        sqlx::raw_sql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+        ))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+        admin.close().await;
+    }
+    PgPoolOptions::new()
+        .max_connections(12)
+        .connect_with(options.options([("search_path", schema)]))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for these tests: {e}"))
+}
+
+async fn setup(schema: &str) -> (PgPool, PgOutbox) {
+    let pool = pool_in(schema, true).await;
+    let outbox = PgOutbox::new(pool.clone()).await.expect("migrate");
+    (pool, outbox)
+}
+
+#[derive(Clone, Default)]
+struct Tracker {
+    running: Arc<Mutex<HashSet<String>>>,
+    overlaps: Arc<Mutex<u64>>,
+    handled: Arc<Mutex<HashMap<String, u32>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tracker {
+    fn enter(&self, id: &str) {
+        if !self.running.lock().expect("lock").insert(id.to_owned()) {
+            *self.overlaps.lock().expect("lock") += 1;
+        }
+    }
+    fn leave(&self, id: &str) {
+        self.running.lock().expect("lock").remove(id);
+        *self
+            .handled
+            .lock()
+            .expect("lock")
+            .entry(id.to_owned())
+            .or_default() += 1;
+    }
+}
+
+fn build(module: &str, pool: &PgPool, tracker: &Tracker) -> Herald {
+    Herald::builder()
+        .handlers_under(module)
+        .state(tracker.clone())
+        .state(pool.clone())
+        .dead_letters(herald::PgDeadLetters::new(pool.clone()))
+        .build()
+        .expect("valid registry")
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+mod competing {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.push_requested")]
+    pub(crate) struct PushRequested {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler]
+    async fn push(_event: PushRequested, meta: Meta, State(tracker): State<Tracker>) {
+        let id = meta.id().to_string();
+        tracker.enter(&id);
+        tokio::task::yield_now().await;
+        tracker.leave(&id);
+    }
+
+    async fn run(schema: &str, relays: usize) {
+        let (pool, outbox) = setup(schema).await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        for chunk in 0..100 {
+            let mut tx = pool.begin().await.expect("begin");
+            for i in 0..100 {
+                outbox
+                    .publish(&mut tx, PushRequested { n: chunk * 100 + i })
+                    .await
+                    .expect("publish");
+            }
+            tx.commit().await.expect("commit");
+        }
+        let started: Vec<_> = (0..relays)
+            .map(|_| outbox.relay(&herald).batch_size(50).start())
+            .collect();
+        eventually("10,000 processed", Duration::from_secs(120), async || {
+            outbox.status().await.expect("status").processed == 10_000
+        })
+        .await;
+        let mut batches = Vec::new();
+        for relay in started {
+            batches.push(relay.stop().await.processed);
+        }
+        assert!(
+            batches.iter().filter(|b| **b > 0).count() >= 2,
+            "the relays shared the work: {batches:?}"
+        );
+        assert_eq!(batches.iter().sum::<u64>(), 10_000, "{batches:?}");
+        assert_eq!(*tracker.overlaps.lock().expect("lock"), 0);
+        let handled = tracker.handled.lock().expect("lock");
+        assert_eq!(handled.len(), 10_000);
+        assert!(handled.values().all(|n| *n == 1), "each delivered once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_relays_share_10000_messages_without_overlap() {
+        run("herald_t_two_relays", 2).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn four_relays_share_10000_messages_without_overlap() {
+        run("herald_t_four_relays", 4).await;
+    }
+
+    #[tokio::test]
+    async fn a_committed_event_is_delivered_and_a_rolled_back_one_never_is() {
+        let (pool, outbox) = setup("herald_t_commit").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_secs(5))
+            .start();
+        let mut tx = pool.begin().await.expect("begin");
+        let rolled_back = outbox
+            .publish(&mut tx, PushRequested { n: 1 })
+            .await
+            .expect("publish");
+        tx.rollback().await.expect("rollback");
+        let mut tx = pool.begin().await.expect("begin");
+        let committed = outbox
+            .publish(&mut tx, PushRequested { n: 2 })
+            .await
+            .expect("publish");
+        tx.commit().await.expect("commit");
+        // The poll interval is 5 s: delivery within 2 s shows that NOTIFY woke the relay.
+        eventually(
+            "NOTIFY wakes the relay",
+            Duration::from_secs(2),
+            async || {
+                tracker
+                    .handled
+                    .lock()
+                    .expect("lock")
+                    .contains_key(&committed.to_string())
+            },
+        )
+        .await;
+        relay.stop().await;
+        assert!(!tracker
+            .handled
+            .lock()
+            .expect("lock")
+            .contains_key(&rolled_back.to_string()));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1);
+    }
+}
+
+mod order {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.balance_changed", key = account)]
+    pub(crate) struct BalanceChanged {
+        pub(crate) account: String,
+        pub(crate) seq: u32,
+    }
+
+    #[async_handler]
+    async fn apply(event: BalanceChanged, State(tracker): State<Tracker>) {
+        if event.seq % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        tracker
+            .log
+            .lock()
+            .expect("lock")
+            .push(format!("{}:{}", event.account, event.seq));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_key_stays_in_order_with_four_relays() {
+        let (pool, outbox) = setup("herald_t_order").await;
+        let mut tx = pool.begin().await.expect("begin");
+        for seq in 0..30 {
+            for account in ["a", "b", "c", "d", "e"] {
+                outbox
+                    .publish(
+                        &mut tx,
+                        BalanceChanged {
+                            account: account.into(),
+                            seq,
+                        },
+                    )
+                    .await
+                    .expect("publish");
+            }
+        }
+        tx.commit().await.expect("commit");
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relays: Vec<_> = (0..4)
+            .map(|_| outbox.relay(&herald).batch_size(3).start())
+            .collect();
+        eventually("all processed", Duration::from_secs(60), async || {
+            outbox.status().await.expect("status").processed == 150
+        })
+        .await;
+        for relay in relays {
+            relay.stop().await;
+        }
+        let log = tracker.log.lock().expect("lock").clone();
+        for account in ["a", "b", "c", "d", "e"] {
+            let seqs: Vec<u32> = log
+                .iter()
+                .filter_map(|s| s.strip_prefix(&format!("{account}:")))
+                .map(|n| n.parse().expect("number"))
+                .collect();
+            assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "account {account}");
+        }
+    }
+}
+
+mod dead {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.refund_requested")]
+    pub(crate) struct RefundRequested {
+        pub(crate) order: String,
+    }
+
+    #[async_handler(retry(max_attempts = 2, backoff = fixed(10ms)))]
+    async fn refund(
+        _event: RefundRequested,
+        State(tracker): State<Tracker>,
+    ) -> Result<(), HandlerError> {
+        let fixed = tracker.log.lock().expect("lock").contains(&"fixed".into());
+        tracker.log.lock().expect("lock").push("refund".into());
+        if fixed {
+            Ok(())
+        } else {
+            Err(HandlerError::msg("payment gateway down"))
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_durable_and_redrive_goes_through_the_outbox() {
+        let (pool, outbox) = setup("herald_t_dead").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        outbox
+            .publish(
+                &pool,
+                RefundRequested {
+                    order: "o-1".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        eventually("failed for good", Duration::from_secs(10), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        pool.close().await;
+
+        let pool = pool_in("herald_t_dead", false).await;
+        let outbox = PgOutbox::open(pool.clone()).await.expect("open");
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].attempts, 2);
+        assert_eq!(
+            letters[0].last_error.as_deref(),
+            Some("payment gateway down")
+        );
+        assert_eq!(letters[0].payload, serde_json::json!({ "order": "o-1" }));
+        assert!(store.get(letters[0].id).await.expect("get").is_some());
+
+        let tracker = Tracker::default();
+        tracker.log.lock().expect("lock").push("fixed".into());
+        let herald = build(module_path!(), &pool, &tracker);
+        store
+            .redrive_to_outbox(letters[0].id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        let relay = outbox.relay(&herald).start();
+        eventually("re-driven", Duration::from_secs(10), async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(store.count().await.expect("count"), 0);
+        assert_eq!(store.purge(None).await.expect("purge"), 0);
+    }
+}
+
+mod event_store {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.content_published")]
+    pub(crate) struct ContentPublished {
+        pub(crate) title: String,
+    }
+
+    #[tokio::test]
+    async fn events_after_never_skips_a_row_that_commits_later_with_a_lower_id() {
+        let (pool, outbox) = setup("herald_t_events").await;
+        outbox
+            .publish(
+                &pool,
+                ContentPublished {
+                    title: "first".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        let page = outbox.events_after(0, 100).await.expect("page");
+        assert_eq!(page.len(), 1);
+        let mut offset = page[0].position;
+
+        // A takes the lower id and commits last.
+        let mut slow = pool.begin().await.expect("begin");
+        outbox
+            .publish(
+                &mut slow,
+                ContentPublished {
+                    title: "slow".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        outbox
+            .publish(
+                &pool,
+                ContentPublished {
+                    title: "fast".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        let mut seen: Vec<String> = Vec::new();
+        for event in outbox.events_after(offset, 100).await.expect("page") {
+            offset = event.position;
+            seen.push(event.payload["title"].as_str().expect("title").to_owned());
+        }
+        assert!(
+            seen.is_empty(),
+            "nothing is handed out past a running writer: {seen:?}"
+        );
+        slow.commit().await.expect("commit");
+        for event in outbox.events_after(offset, 100).await.expect("page") {
+            offset = event.position;
+            seen.push(event.payload["title"].as_str().expect("title").to_owned());
+        }
+        assert_eq!(seen, vec!["slow".to_owned(), "fast".to_owned()]);
+        assert!(outbox
+            .events_after(offset, 100)
+            .await
+            .expect("page")
+            .is_empty());
+    }
+}
+
+mod crash {
+    //! kill -9 of a relay process mid-batch. The test binary runs itself as the relay process
+    //! (the ignored test `relay_worker_process`, selected with `HERALD_RELAY_WORKER`).
+    use super::*;
+
+    const SCHEMA: &str = "herald_t_crash";
+    const MESSAGES: i64 = 300;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.points_earned")]
+    pub(crate) struct PointsEarned {
+        pub(crate) n: i64,
+    }
+
+    #[async_handler(retry(max_attempts = 10, backoff = fixed(10ms)))]
+    async fn credit(
+        event: PointsEarned,
+        inbox: PgInbox,
+        State(tracker): State<Tracker>,
+    ) -> Result<(), HandlerError> {
+        let mut tx = inbox.begin().await?;
+        sqlx::query("INSERT INTO effects (n) VALUES ($1)")
+            .bind(event.n)
+            .execute(&mut *tx)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tx.commit().await?;
+        tracker.leave(&event.n.to_string());
+        Ok(())
+    }
+
+    #[tokio::test]
+    #[ignore = "the relay process of kill_9_mid_batch; runs only when HERALD_RELAY_WORKER is set"]
+    async fn relay_worker_process() {
+        if std::env::var("HERALD_RELAY_WORKER").is_err() {
+            return;
+        }
+        let pool = pool_in(SCHEMA, false).await;
+        let outbox = PgOutbox::open(pool.clone()).await.expect("open");
+        let herald = build(module_path!(), &pool, &Tracker::default());
+        let _relay = outbox
+            .relay(&herald)
+            .owner("doomed-relay")
+            .batch_size(50)
+            .lease(Duration::from_secs(2))
+            .start();
+        // Run until killed.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kill_9_mid_batch_then_another_relay_takes_over_after_the_lease() {
+        let (pool, outbox) = setup(SCHEMA).await;
+        sqlx::query("CREATE TABLE effects (n BIGINT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("effects table");
+        let mut tx = pool.begin().await.expect("begin");
+        for n in 0..MESSAGES {
+            outbox
+                .publish(&mut tx, PointsEarned { n })
+                .await
+                .expect("publish");
+        }
+        tx.commit().await.expect("commit");
+
+        let mut worker = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "crash::relay_worker_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("HERALD_RELAY_WORKER", "1")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the relay process");
+        let effects = async |pool: &PgPool| -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM effects")
+                .fetch_one(pool)
+                .await
+                .expect("count")
+        };
+        eventually(
+            "the worker is mid-way",
+            Duration::from_secs(60),
+            async || effects(&pool).await >= 60,
+        )
+        .await;
+        worker.kill().expect("kill -9"); // SIGKILL on Unix
+        worker.wait().expect("reap");
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM herald_outbox WHERE status = 'pending' AND lease_owner = 'doomed-relay'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert!(leased > 0, "the killed relay held leases");
+        assert!(effects(&pool).await < MESSAGES, "killed mid-way");
+
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox.relay(&herald).lease(Duration::from_secs(2)).start();
+        eventually(
+            "all processed after the lease",
+            Duration::from_secs(60),
+            async || outbox.status().await.expect("status").processed == MESSAGES as u64,
+        )
+        .await;
+        relay.stop().await;
+        let duplicates: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT n FROM effects GROUP BY n HAVING COUNT(*) > 1) d",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!(duplicates, 0, "the inbox stopped duplicate effects");
+        assert_eq!(
+            effects(&pool).await,
+            MESSAGES,
+            "each message handled at least once"
+        );
+        let ledger = herald.ledger();
+        eprintln!("after takeover: {ledger:?}");
+    }
+}
+
+#[test]
+fn the_postgres_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PgOutbox>();
+    assert_send_sync::<herald::PgDeadLetters>();
+    assert_send_sync::<PgInbox>();
+    let _ = outbox::postgres::CHANNEL;
+}
