@@ -105,3 +105,42 @@ async fn at_the_deadline_running_and_queued_work_is_dead_lettered_with_reason_sh
     assert_eq!((ledger.total.accepted, ledger.total.dead_lettered), (5, 5));
     assert!(ledger.is_balanced(), "{ledger}");
 }
+
+#[tokio::test]
+async fn a_publisher_waiting_for_room_gets_its_message_back_at_shutdown() {
+    let herald = herald(&Done::default());
+    for _ in 0..12 {
+        drop(
+            herald
+                .publish(Export { millis: 60_000 })
+                .await
+                .expect("accepted"),
+        );
+    }
+    let waiting = tokio::spawn({
+        let herald = herald.clone();
+        async move {
+            herald
+                .publish(Export { millis: 7 })
+                .await
+                .map(|d| d.message_id())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the pool is full: the publisher waits"
+    );
+    let report = herald.shutdown(Duration::from_millis(20)).await;
+    let error = waiting.await.expect("task").expect_err("shutting down");
+    assert!(
+        matches!(error, PublishError::ShuttingDown { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.into_message(), Export { millis: 7 });
+    assert_eq!(
+        report.dead_lettered_running + report.dead_lettered_queued,
+        12
+    );
+    assert!(report.ledger.is_balanced(), "{}", report.ledger);
+}

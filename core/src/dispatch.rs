@@ -59,6 +59,11 @@ pub(crate) enum Slot {
 pub(crate) struct Refused<'a>(&'a HandlerRuntime);
 
 impl Herald {
+    /// The handlers of message `name`, borrowed from the routing table (no copy per publish).
+    fn route(&self, name: &str) -> &[Arc<HandlerRuntime>] {
+        self.inner.routes.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// Publishes an event to every handler of it, waiting for room if a pool's policy is `Wait`.
     ///
     /// Returns a [`Delivery`]: await it for every handler's outcome, or drop it.
@@ -79,10 +84,10 @@ impl Herald {
         event: E,
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
-        let handlers = self.handlers_of(E::NAME);
+        let handlers = self.route(E::NAME);
         let (sink, rx) = Sink::event(handlers.len());
         let (dispatch, inline) = self
-            .accept(event, options, &handlers, sink, Patience::Wait)
+            .accept(event, options, handlers, sink, Patience::Wait)
             .await?;
         worker::run_inline(inline).await;
         Ok(Delivery::new(dispatch.envelope.id, rx))
@@ -106,10 +111,10 @@ impl Herald {
         event: E,
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
-        let handlers = self.handlers_of(E::NAME);
+        let handlers = self.route(E::NAME);
         let (sink, rx) = Sink::event(handlers.len());
         let (dispatch, _) = self
-            .accept(event, options, &handlers, sink, Patience::Never)
+            .accept(event, options, handlers, sink, Patience::Never)
             .now_or_never()
             .expect("accepting without patience never waits")?;
         Ok(Delivery::new(dispatch.envelope.id, rx))
@@ -135,7 +140,7 @@ impl Herald {
         command: C,
         options: PublishOptions,
     ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
-        let handlers = self.handlers_of(C::NAME);
+        let handlers = self.route(C::NAME);
         if handlers.is_empty() {
             return Err(PublishError::NoHandler {
                 message: command,
@@ -158,7 +163,7 @@ impl Herald {
         &self,
         command: C,
     ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
-        let handlers = self.handlers_of(C::NAME);
+        let handlers = self.route(C::NAME);
         if handlers.is_empty() {
             return Err(PublishError::NoHandler {
                 message: command,
@@ -194,6 +199,9 @@ impl Herald {
         }
         let slots = match self.reserve(handlers, patience).await {
             Ok(slots) => slots,
+            Err(_) if !self.inner.accepting.load(Ordering::Acquire) => {
+                return Err(PublishError::ShuttingDown { message })
+            }
             Err(Refused(handler)) => {
                 return Err(PublishError::Rejected {
                     message,

@@ -208,6 +208,11 @@ impl Pool {
         }
     }
 
+    /// Wakes every publisher waiting for room, with a refusal (at shutdown).
+    pub(crate) fn close_space(&self) {
+        self.space.close();
+    }
+
     /// Gives back a slot: a job started running, or a reservation was abandoned.
     pub(crate) fn release(&self) {
         self.space.add_permits(1);

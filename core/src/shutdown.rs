@@ -32,6 +32,10 @@ impl Herald {
         let started = Instant::now();
         let inner = &self.inner;
         inner.accepting.store(false, Ordering::Release);
+        for pool in &inner.pools {
+            // Publishers waiting for room get `ShuttingDown` instead of waiting forever.
+            pool.close_space();
+        }
         let pending = || {
             inner
                 .handlers

@@ -1,0 +1,55 @@
+//! The ledger is exposed through the `metrics` facade as well as through `herald.ledger()`.
+
+use herald::{async_handler, Event, HandlerError, Herald};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+#[event(name = "metrics.ping")]
+struct Ping {
+    fail: bool,
+}
+
+#[async_handler(retry(max_attempts = 1))]
+async fn pong(event: Ping) -> Result<(), HandlerError> {
+    if event.fail {
+        return Err(HandlerError::msg("no pong"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn ledger_counters_are_mirrored_to_the_metrics_recorder() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are resolved at build time, so the recorder only needs to be current while building.
+    let herald = metrics::with_local_recorder(&recorder, || {
+        Herald::builder().handlers_under(module_path!()).build()
+    })
+    .expect("valid registry");
+    for fail in [false, false, true] {
+        drop(herald.publish(Ping { fail }).await.expect("accepted").await);
+    }
+    let ledger = herald.ledger().total;
+    // A snapshot drains the debugging recorder's counters: take it once.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let value_of = |outcome: &str| {
+        snapshot
+            .iter()
+            .find_map(|(key, _, _, value)| {
+                let key = key.key();
+                let matches = key.name() == "herald_messages_total"
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "outcome" && l.value() == outcome);
+                match (matches, value) {
+                    (true, DebugValue::Counter(n)) => Some(*n),
+                    _ => None,
+                }
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(value_of("accepted"), ledger.accepted);
+    assert_eq!(value_of("succeeded"), 2);
+    assert_eq!(value_of("dead_lettered"), 1);
+}
