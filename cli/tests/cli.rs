@@ -1,0 +1,79 @@
+//! The `herald` binary against a real SQLite file: status, dead letters (list, show, redrive,
+//! purge), events tail, and the errors for a bad URL and a database without the schema.
+
+use herald_core::outbox::SqliteOutbox;
+use herald_core::{DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, Envelope};
+use std::process::Command;
+
+fn herald(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run herald");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn status_dead_letters_and_events_on_a_sqlite_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.db");
+    let pool = herald_core::outbox::sqlite::connect(&path).await.expect("open");
+    let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+    let now = chrono::Utc::now();
+    let id = outbox
+        .dead_letters()
+        .put(DeadLetter {
+            id: DeadLetterId(0),
+            envelope: Envelope::new("cli.sms_requested"),
+            payload: serde_json::json!({ "phone": "010" }),
+            handler: "app::send_sms".into(),
+            reason: DeadLetterReason::Failed,
+            attempts: 3,
+            first_error: Some("partner 503".into()),
+            last_error: Some("partner 503".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        })
+        .await
+        .expect("put");
+    pool.close().await;
+    let url = format!("sqlite:{}", path.display());
+
+    let (ok, out, _) = herald(&url, &["outbox", "status"]);
+    assert!(ok && out.contains("dead letters  1"), "{out}");
+    let (ok, out, _) = herald(&url, &["dead-letters", "list"]);
+    assert!(ok && out.contains("app::send_sms") && out.contains("partner 503"), "{out}");
+    let (ok, out, _) = herald(&url, &["dead-letters", "show", &id.to_string()]);
+    assert!(ok && out.contains("\"phone\": \"010\""), "{out}");
+    let (ok, out, _) = herald(&url, &["dead-letters", "redrive", &id.to_string()]);
+    assert!(ok && out.contains("back in the outbox"), "{out}");
+    let (ok, out, _) = herald(&url, &["--json", "outbox", "status"]);
+    assert!(ok && out.contains("\"pending\": 1"), "{out}");
+    let (ok, out, _) = herald(&url, &["events", "tail", "--after", "0"]);
+    assert!(ok && out.contains("cli.sms_requested"), "{out}");
+    let (ok, _, err) = herald(&url, &["dead-letters", "purge", "99"]);
+    assert!(!ok && err.contains("no dead letter with id 99"), "{err}");
+    let (ok, out, _) = herald(&url, &["dead-letters", "purge", "--all"]);
+    assert!(ok && out.contains("purged 0"), "{out}");
+}
+
+#[test]
+fn a_bad_url_and_a_database_without_the_schema_are_clear_errors() {
+    let (ok, _, err) = herald("mysql://x", &["outbox", "status"]);
+    assert!(!ok && err.contains("unsupported database URL"), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = format!("sqlite:{}", dir.path().join("missing.db").display());
+    let (ok, _, err) = herald(&missing, &["outbox", "status"]);
+    assert!(!ok && err.contains("no SQLite database"), "{err}");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("empty file");
+    let (ok, _, err) = herald(&format!("sqlite:{}", empty.display()), &["outbox", "status"]);
+    assert!(!ok && err.contains("no Herald schema"), "{err}");
+}
