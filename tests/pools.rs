@@ -250,3 +250,33 @@ async fn drop_oldest_dead_letters_the_oldest_queued_message() {
     );
     assert!(ledger.is_balanced(), "{ledger}");
 }
+
+#[tokio::test]
+async fn a_caller_runs_job_whose_publisher_gives_up_is_dead_lettered_not_lost() {
+    let (gate, started) = (Gate::closed(), Started::default());
+    let herald = herald(Overload::CallerRuns, &gate, &started);
+    let _filled = fill(&herald, &started).await;
+    // Runs on this task and waits at the gate; the publisher gives up after 30 ms.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(30), herald.publish(Push { n: 2 })).await;
+    assert!(gave_up.is_err());
+    gate.open(3);
+    let report = herald.shutdown(Duration::from_secs(5)).await;
+    let dead = herald.dead_letters().list(10).await.expect("list");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("dropped its `publish` future")),
+        "{dead:?}"
+    );
+    assert_eq!(
+        (
+            report.ledger.total.succeeded,
+            report.ledger.total.dead_lettered
+        ),
+        (3, 1)
+    );
+    assert!(report.ledger.is_balanced(), "{}", report.ledger);
+}

@@ -112,14 +112,38 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            let pool = job.handler.pool.clone();
+        let Some(job) = self.job.take() else { return };
+        let progress = std::mem::take(&mut self.progress);
+        let pool = job.handler.pool.clone();
+        if pool.stopping.load(Ordering::Acquire) {
+            // Aborted at the shutdown deadline: `shutdown` dead-letters the casualties.
             pool.casualties.lock().push(Casualty {
                 job,
                 started: true,
-                progress: std::mem::take(&mut self.progress),
+                progress,
             });
+            return;
         }
+        // A `CallerRuns` job whose publisher dropped the publish future mid-run: dead-letter it now.
+        let herald = job.dispatch.herald.clone();
+        herald.inner.background.spawn(async move {
+            let error = HandlerError::with_kind(
+                HandlerErrorKind::Shutdown,
+                "cancelled: the publisher dropped its `publish` future while the handler ran on its task (CallerRuns)",
+            );
+            tracing::error!(handler = job.handler.desc.name, message_id = %job.dispatch.envelope.id, "{error}; message dead-lettered");
+            let entry = dead_letter_entry(&job, DeadLetterReason::Failed, &progress, Some(&error));
+            job.dispatch.herald.inner.store_dead_letter(entry).await;
+            job.handler.counters.finished(Ending::DeadLettered);
+            let failure = HandlerFailure {
+                handler: job.handler.desc.name,
+                message_id: job.dispatch.envelope.id,
+                attempts: progress.attempts,
+                error,
+                disposition: Disposition::DeadLettered,
+            };
+            job.dispatch.sink.report(job.dispatch.envelope.id, job.handler.desc.name, HandlerStatus::Failed(failure), None);
+        });
     }
 }
 
