@@ -23,7 +23,9 @@ fn herald(url: &str, args: &[&str]) -> (bool, String, String) {
 async fn status_dead_letters_and_events_on_a_sqlite_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("app.db");
-    let pool = herald_core::outbox::sqlite::connect(&path).await.expect("open");
+    let pool = herald_core::outbox::sqlite::connect(&path)
+        .await
+        .expect("open");
     let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
     let now = chrono::Utc::now();
     let id = outbox
@@ -49,7 +51,10 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
     let (ok, out, _) = herald(&url, &["outbox", "status"]);
     assert!(ok && out.contains("dead letters  1"), "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "list"]);
-    assert!(ok && out.contains("app::send_sms") && out.contains("partner 503"), "{out}");
+    assert!(
+        ok && out.contains("app::send_sms") && out.contains("partner 503"),
+        "{out}"
+    );
     let (ok, out, _) = herald(&url, &["dead-letters", "show", &id.to_string()]);
     assert!(ok && out.contains("\"phone\": \"010\""), "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "redrive", &id.to_string()]);
@@ -74,6 +79,9 @@ fn a_bad_url_and_a_database_without_the_schema_are_clear_errors() {
     assert!(!ok && err.contains("no SQLite database"), "{err}");
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").expect("empty file");
-    let (ok, _, err) = herald(&format!("sqlite:{}", empty.display()), &["outbox", "status"]);
+    let (ok, _, err) = herald(
+        &format!("sqlite:{}", empty.display()),
+        &["outbox", "status"],
+    );
     assert!(!ok && err.contains("no Herald schema"), "{err}");
 }
