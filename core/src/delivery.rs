@@ -182,7 +182,8 @@ impl Sink {
         let (tx, rx) = oneshot::channel();
         let sink = Sink::Event {
             remaining: AtomicUsize::new(handlers),
-            reports: Mutex::new(Vec::with_capacity(handlers)),
+            // Allocated at the first report, and only if someone awaits the outcome.
+            reports: Mutex::new(Vec::new()),
             tx: Mutex::new(Some(tx)),
         };
         (sink, rx)
@@ -212,11 +213,17 @@ impl Sink {
                 reports,
                 tx,
             } => {
-                reports.lock().push(HandlerReport { handler, status });
+                // A dropped handle (fire and forget) never comes back: keep no reports for it.
+                let awaited = tx.lock().as_ref().is_some_and(|tx| !tx.is_closed());
+                if awaited {
+                    let mut reports = reports.lock();
+                    reports.reserve_exact(remaining.load(Ordering::Relaxed));
+                    reports.push(HandlerReport { handler, status });
+                }
                 if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    if let Some(tx) = tx.lock().take() {
+                    if let Some(tx) = tx.lock().take().filter(|tx| !tx.is_closed()) {
                         let reports = std::mem::take(&mut *reports.lock());
-                        // The caller may have dropped the handle: fire and forget.
+                        // The caller may still drop the handle before this lands: fire and forget.
                         let _ = tx.send(EventOutcome {
                             message_id,
                             reports,
