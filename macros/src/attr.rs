@@ -190,8 +190,13 @@ pub(crate) fn suggest<'a>(
                 .count();
             let one_extends_the_other =
                 common_prefix >= 3 && common_prefix == word_lower.len().min(candidate.len());
+            // `id` for `order_id`, `attempts` for `max_attempts`.
+            let one_word_of_it = word_lower.len() >= 2
+                && candidate.split('_').count() > 1
+                && candidate.split('_').any(|part| part == word_lower);
             *distance <= (word.len() / 3).max(1)
                 || one_extends_the_other
+                || one_word_of_it
                 || (common_prefix >= 3 && *distance <= word.len() / 2)
         })
         .min_by_key(|(distance, _)| *distance)
@@ -319,6 +324,11 @@ mod tests {
         );
         assert_eq!(suggest("foo", &keys, &[]), None);
         assert_eq!(suggest("user", &["order_id"], &[]), None);
+        assert_eq!(
+            suggest("id", &["order_id", "reason"], &[]),
+            Some("order_id")
+        );
+        assert_eq!(suggest("failure", &keys, &[]), Some("on_failure"));
         assert_eq!(suggest("queue", &keys, &[("queue", "pool")]), Some("pool"));
     }
 

@@ -68,37 +68,55 @@ use proc_macro::TokenStream;
 /// # What it writes
 ///
 /// Beside the function, inside `const _: () = { … };`: a call function that builds the arguments from
-/// the invocation and awaits the handler, a never-called function of compile-time checks (so that a
-/// wrong message type, extractor, return type or a non-`Send` future is reported at your code), and
-/// the registration:
+/// the invocation, awaits the handler and erases its reply, the list of state types the extractors
+/// need (checked by `build()`), and the registration. Paths are shortened here; the generated code
+/// names `::herald::__private::…`. Its expressions are spanned to your types, so that a first
+/// argument that is not a message, an argument that is not an extractor, a wrong return type or a
+/// future that is not `Send` is reported once, at your code.
 ///
 /// ```ignore
 /// const _: () = {
 ///     fn __call(inv: Invocation) -> BoxFuture<'static, CallResult> {
 ///         Box::pin(async move {
-///             let a0 = inv.message::<ChargeCard>()?;
-///             let a1 = <State<Gateway> as FromInvocation>::from_invocation(&inv)?;
-///             let a2 = <Meta as FromInvocation>::from_invocation(&inv)?;
-///             into_call_result::<ChargeCard, _, _>(charge(a0, a1, a2).await)
+///             let _: <ChargeCard as Message>::Reply;
+///             let a0: ChargeCard = inv.message::<ChargeCard>()?;
+///             let a1: State<Gateway> = <State<Gateway> as FromInvocation>::from_invocation(&inv)?;
+///             let a2: Meta = <Meta as FromInvocation>::from_invocation(&inv)?;
+///             let output: Result<Receipt, GatewayError> = charge(a0, a1, a2).await;
+///             let reply: <ChargeCard as Message>::Reply =
+///                 <Result<Receipt, GatewayError> as IntoOutcome<<ChargeCard as Message>::Reply, _>>::into_outcome(output)?;
+///             Ok(Box::new(reply) as AnyReply)
 ///         })
 ///     }
-///     // fn __requirements() -> Vec<Requirement> { … }    fn __check(…) { … }
-///     inventory::submit! {
-///         HandlerDescriptor {
-///             name: concat!(module_path!(), "::", "charge"),
-///             message: <ChargeCard as Message>::NAME,
-///             pool: Some("billing"),
-///             options: HandlerOptions {
-///                 retry: RetryPolicy { max_attempts: 5, ..RetryPolicy::DEFAULT },
-///                 timeout: Some(Duration::from_secs(5)),
-///                 ..HandlerOptions::DEFAULT
-///             },
-///             call: __call,
-///             // message_type, kind, module, file, line, requirements
-///         }
+///     fn __requirements() -> Vec<Requirement> {
+///         [<State<Gateway> as FromInvocation>::requirement(), <Meta as FromInvocation>::requirement()]
+///             .into_iter()
+///             .flatten()
+///             .collect()
 ///     }
+///     const __DESCRIPTOR: HandlerDescriptor = HandlerDescriptor {
+///         name: concat!(module_path!(), "::", "charge"),
+///         message: <ChargeCard as Message>::NAME,
+///         message_type: "ChargeCard",
+///         kind: <ChargeCard as Message>::KIND,
+///         pool: Some("billing"),
+///         options: HandlerOptions {
+///             retry: RetryPolicy { max_attempts: 5, ..RetryPolicy::DEFAULT },
+///             timeout: Some(Duration::from_secs(5)),
+///             ..HandlerOptions::DEFAULT
+///         },
+///         module: module_path!(),
+///         file: file!(),
+///         line: line!(),
+///         requirements: __requirements,
+///         call: __call,
+///     };
+///     inventory::submit!(__DESCRIPTOR);
 /// };
 /// ```
+///
+/// With `ordered`, it also asserts at compile time that the message has a key
+/// (`const _: () = assert!(<M as Message>::HAS_KEY, "…")`), and reports it at `ordered` when not.
 #[proc_macro_attribute]
 pub fn async_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into()).into()
@@ -134,15 +152,16 @@ pub fn async_handler(args: TokenStream, item: TokenStream) -> TokenStream {
 ///         }
 ///     }
 ///     impl Event for OrderCanceled {}
-///     inventory::submit! {
-///         MessageDescriptor {
-///             name: "order.canceled",
-///             kind: MessageKind::Event,
-///             rust_type: "OrderCanceled",
-///             decode: Payload::decode::<OrderCanceled>,
-///             // module, file, line
-///         }
-///     }
+///     const __DESCRIPTOR: MessageDescriptor = MessageDescriptor {
+///         name: "order.canceled",
+///         kind: MessageKind::Event,
+///         rust_type: "OrderCanceled",
+///         module: module_path!(),
+///         file: file!(),
+///         line: line!(),
+///         decode: Payload::decode::<OrderCanceled>,
+///     };
+///     inventory::submit!(__DESCRIPTOR);
 /// };
 /// ```
 #[proc_macro_derive(Event, attributes(event))]

@@ -211,12 +211,15 @@ fn parse_option(
     } else if lookahead.peek(kw::timeout) {
         let key = input.parse::<kw::timeout>()?;
         expect_eq(input, options, "timeout", key.span)?;
-        let (timeout, span) =
-            duration::parse_lit(input).map_err(|e| with_example(e, options, "timeout"))?;
+        let example = |fix: Option<&str>| {
+            let fixed = format!("timeout = {}", fix.unwrap_or("\"5s\""));
+            options.corrected(index, Some(&fixed))
+        };
+        let (timeout, span) = duration::parse_lit(input, example)?;
         if timeout.is_zero() {
             let message = format!(
-                "a timeout of zero would fail every attempt; e.g. {}",
-                options.example("timeout = \"5s\"")
+                "a timeout of zero would fail every attempt, e.g. {}",
+                example(None)
             );
             return Err(syn::Error::new(span, message));
         }
@@ -227,13 +230,20 @@ fn parse_option(
         keyed(
             "on_failure",
             key.span,
-            HandlerOption::OnFailure(parse_on_failure(input, options)?),
+            HandlerOption::OnFailure(parse_on_failure(input, options, index)?),
         )
     } else if lookahead.peek(kw::rate) {
         let key = input.parse::<kw::rate>()?;
         let lit = parse_string(input, options, "rate", key.span)?;
-        let (count, per) =
-            duration::parse_rate(&lit).map_err(|e| with_example(e, options, "rate"))?;
+        let (count, per) = duration::parse_rate(&lit.value()).map_err(|invalid| {
+            let fixed = format!("rate = \"{}\"", invalid.fix.as_deref().unwrap_or("100/s"));
+            let message = format!(
+                "{}, e.g. {}",
+                invalid.message,
+                options.corrected(index, Some(&fixed))
+            );
+            syn::Error::new(lit.span(), message)
+        })?;
         keyed("rate", key.span, HandlerOption::Rate(count, per))
     } else if lookahead.peek(kw::dedupe) {
         let key = input.parse::<kw::dedupe>()?;
@@ -358,7 +368,10 @@ fn parse_backoff(input: ParseStream<'_>, options: &Options) -> syn::Result<Backo
         input.parse::<kw::fixed>()?;
         let content;
         syn::parenthesized!(content in input);
-        let (delay, _) = duration::parse_lit(&content).map_err(|e| with_text(e, &fixed_example))?;
+        let example = |fix: Option<&str>| {
+            options.example(&format!("backoff = fixed({})", fix.unwrap_or("1s")))
+        };
+        let (delay, _) = duration::parse_lit(&content, example)?;
         if !content.is_empty() {
             return Err(content.error(format!("`fixed` takes one delay, e.g. {fixed_example}")));
         }
@@ -370,7 +383,7 @@ fn parse_backoff(input: ParseStream<'_>, options: &Options) -> syn::Result<Backo
         let shape =
             || format!("write `exponential(initial, factor, max)`, e.g. {exponential_example}");
         let (initial, initial_span) =
-            duration::parse_lit(&content).map_err(|e| with_text(e, &exponential_example))?;
+            duration::parse_lit(&content, |_| exponential_example.clone())?;
         content
             .parse::<Token![,]>()
             .map_err(|e| syn::Error::new(e.span(), shape()))?;
@@ -379,8 +392,7 @@ fn parse_backoff(input: ParseStream<'_>, options: &Options) -> syn::Result<Backo
         content
             .parse::<Token![,]>()
             .map_err(|e| syn::Error::new(e.span(), shape()))?;
-        let (max, _) =
-            duration::parse_lit(&content).map_err(|e| with_text(e, &exponential_example))?;
+        let (max, _) = duration::parse_lit(&content, |_| exponential_example.clone())?;
         content.parse::<Option<Token![,]>>()?;
         if !content.is_empty() {
             return Err(content.error(shape()));
@@ -428,7 +440,11 @@ fn parse_factor(input: ParseStream<'_>) -> syn::Result<(f64, Span)> {
     }
 }
 
-fn parse_on_failure(input: ParseStream<'_>, options: &Options) -> syn::Result<OnFailure> {
+fn parse_on_failure(
+    input: ParseStream<'_>,
+    options: &Options,
+    index: usize,
+) -> syn::Result<OnFailure> {
     const CHOICES: [&str; 3] = ["dead_letter", "log", "ignore"];
     let lookahead = input.lookahead1();
     if lookahead.peek(kw::dead_letter) {
@@ -450,7 +466,7 @@ fn parse_on_failure(input: ParseStream<'_>, options: &Options) -> syn::Result<On
         };
         let message = format!(
             "write the choice without quotes, e.g. {}",
-            options.example(&format!("on_failure = {choice}"))
+            options.corrected(index, Some(&format!("on_failure = {choice}")))
         );
         Err(syn::Error::new(lit.span(), message))
     } else if input.peek(syn::Ident::peek_any) {
@@ -464,12 +480,12 @@ fn parse_on_failure(input: ParseStream<'_>, options: &Options) -> syn::Result<On
         let message = match suggest(&word.to_string(), &CHOICES, &aliases) {
             Some(choice) => format!(
                 "unknown failure handling `{word}`; did you mean `{choice}`? e.g. {}",
-                options.example(&format!("on_failure = {choice}"))
+                options.corrected(index, Some(&format!("on_failure = {choice}")))
             ),
             None => format!(
                 "unknown failure handling `{word}`: choose {}, e.g. {}",
                 one_of(&CHOICES),
-                options.example("on_failure = dead_letter")
+                options.corrected(index, Some("on_failure = dead_letter"))
             ),
         };
         Err(syn::Error::new(word.span(), message))
@@ -650,16 +666,8 @@ fn example_of(key: &str) -> &'static str {
 
 /// Adds the option's example to a parse error of its value.
 fn with_example(error: syn::Error, options: &Options, key: &str) -> syn::Error {
-    with_text(error, &options.example(example_of(key)))
-}
-
-fn with_text(error: syn::Error, example: &str) -> syn::Error {
-    let message = error.to_string();
-    if message.contains("e.g.") {
-        syn::Error::new(error.span(), format!("{message}; write e.g. {example}"))
-    } else {
-        syn::Error::new(error.span(), format!("{message}, e.g. {example}"))
-    }
+    let example = options.example(example_of(key));
+    syn::Error::new(error.span(), format!("{error}, e.g. {example}"))
 }
 
 #[cfg(test)]
@@ -806,6 +814,26 @@ mod tests {
         assert_eq!(
             errors(quote!(retry(jitter, jitter))),
             ["`jitter` is given twice; keep one: #[async_handler(retry(jitter))]"]
+        );
+    }
+
+    #[test]
+    fn bad_durations_and_rates_show_the_fix_when_there_is_one() {
+        assert_eq!(
+            errors(quote!(dedupe, timeout = "5 seconds")),
+            [
+                r#"unknown unit `seconds` in `5 seconds`: use `ns`, `us`, `ms`, `s`, `m` or `h`, e.g. #[async_handler(dedupe, timeout = "5s")]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(rate = "180 per second")),
+            [
+                r#"`180 per second` is not a rate: write a number of attempts, `/` and a unit (`ns`, `us`, `ms`, `s`, `m` or `h`), e.g. #[async_handler(rate = "180/s")]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(retry(backoff = fixed(2secs)))),
+            ["unknown unit `secs` in `2secs`: use `ns`, `us`, `ms`, `s`, `m` or `h`, e.g. #[async_handler(retry(backoff = fixed(2s)))]"]
         );
     }
 

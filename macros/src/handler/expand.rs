@@ -1,5 +1,13 @@
-//! The code `#[async_handler]` writes beside the user's function: a call function, the checks that
-//! make the compiler point at the user's code, and the registration.
+//! The code `#[async_handler]` writes beside the user's function: a call function and the
+//! registration.
+//!
+//! Type errors must be reported once, at the user's code (STYLE.md: "one mistake does not cascade").
+//! So every expression that needs a type to be a message, an extractor or the right reply is spanned
+//! to that type as the user wrote it, and needs it through a qualified path (`<M as Message>::Reply`)
+//! rather than through a function's bound: rustc then reports one error per span and drops the
+//! identical ones (a hidden `assert_message::<M>()` would add a second error, whose only difference
+//! is a "required by a bound in `assert_message`" note). The non-`Send` future is reported at the
+//! function's name, where the returned future is boxed.
 
 use super::args::{Backoff, HandlerArgs, OnFailure, RetryArgs};
 use super::signature::Handler;
@@ -13,7 +21,6 @@ use syn::spanned::Spanned;
 pub(crate) fn expand(args: &HandlerArgs, handler: &Handler, item: TokenStream) -> TokenStream {
     let call = call_fn(handler);
     let requirements = requirements_fn(handler);
-    let checks = checks_fn(handler);
     let ordered = args.ordered.map(|span| ordered_check(span, handler));
     let descriptor = descriptor(args, handler);
     quote! {
@@ -22,7 +29,6 @@ pub(crate) fn expand(args: &HandlerArgs, handler: &Handler, item: TokenStream) -
         const _: () = {
             #call
             #requirements
-            #checks
             #ordered
             const __DESCRIPTOR: ::herald::__private::HandlerDescriptor = #descriptor;
             ::herald::__private::inventory::submit!(__DESCRIPTOR);
@@ -41,18 +47,38 @@ fn arg_names(handler: &Handler) -> Vec<Ident> {
 fn call_fn(handler: &Handler) -> TokenStream {
     let ident = &handler.ident;
     let message = &handler.message;
+    let output = handler.output_tokens();
     let args = arg_names(handler);
-    let extractor_args = &args[1..];
-    let extractors = &handler.extractors;
+    let reply = quote_spanned!(message.span()=> <#message as ::herald::__private::Message>::Reply);
+    let extract_message = quote_spanned!(message.span()=> inv.message::<#message>());
+    let extractors = handler.extractors.iter().zip(&args[1..]).map(|(ty, arg)| {
+        let extract = quote_spanned! {ty.span()=>
+            <#ty as ::herald::__private::FromInvocation>::from_invocation(&inv)
+        };
+        quote!(let #arg: #ty = #extract?;)
+    });
+    // Qualified, so that the error names both types: "returns `u32`, but its message expects `Reply`".
+    let outcome = quote_spanned! {output.span()=>
+        <#output as ::herald::__private::IntoOutcome<#reply, _>>::into_outcome(output)
+    };
+    // `let _: <M as Message>::Reply;` comes first so that a type that is not a message is reported
+    // through it (no "required by" note) and not through `inv.message`'s bound: the error is then
+    // identical to the descriptor's, and shown once.
+    let body = quote! {
+        let _: #reply;
+        let a0: #message = #extract_message?;
+        #(#extractors)*
+        let output: #output = #ident(#(#args),*).await;
+        let reply: #reply = #outcome?;
+        ::core::result::Result::Ok(::std::boxed::Box::new(reply) as ::herald::__private::AnyReply)
+    };
+    // Boxing the future as `dyn Future + Send` is where a non-`Send` handler fails: at its name.
+    let boxed = quote_spanned!(handler.span()=> ::std::boxed::Box::pin(async move { #body }));
     quote! {
         fn __call(
             inv: ::herald::__private::Invocation,
         ) -> ::herald::__private::BoxFuture<'static, ::herald::__private::CallResult> {
-            ::std::boxed::Box::pin(async move {
-                let a0: #message = inv.message()?;
-                #( let #extractor_args: #extractors = ::herald::__private::FromInvocation::from_invocation(&inv)?; )*
-                ::herald::__private::into_call_result::<#message, _, _>(#ident(#(#args),*).await)
-            })
+            #boxed
         }
     }
 }
@@ -60,11 +86,14 @@ fn call_fn(handler: &Handler) -> TokenStream {
 /// The state types the extractors need, checked by `build()`.
 fn requirements_fn(handler: &Handler) -> TokenStream {
     let extractors = &handler.extractors;
+    let requirements = extractors.iter().map(|ty| {
+        quote_spanned!(ty.span()=> <#ty as ::herald::__private::FromInvocation>::requirement())
+    });
     let body = if extractors.is_empty() {
         quote!(::std::vec::Vec::new())
     } else {
         quote! {
-            [#(<#extractors as ::herald::__private::FromInvocation>::requirement()),*]
+            [#(#requirements),*]
                 .into_iter()
                 .flatten()
                 .collect()
@@ -77,38 +106,6 @@ fn requirements_fn(handler: &Handler) -> TokenStream {
     }
 }
 
-/// Never called: each line makes the compiler check one rule and report it at the user's code.
-fn checks_fn(handler: &Handler) -> TokenStream {
-    let ident = &handler.ident;
-    let message = &handler.message;
-    let args = arg_names(handler);
-    let types = std::iter::once(message).chain(&handler.extractors);
-    let assert_message = quote_spanned! {message.span()=>
-        ::herald::__private::assert_message::<#message>();
-    };
-    let assert_extractors = handler.extractors.iter().map(|ty| {
-        quote_spanned! {ty.span()=>
-            ::herald::__private::assert_extractor::<#ty>();
-        }
-    });
-    let output = handler.output_tokens();
-    let assert_returns = quote_spanned! {output.span()=>
-        ::herald::__private::assert_returns::<#message, #output, _>();
-    };
-    let assert_send = quote_spanned! {handler.span()=>
-        ::herald::__private::assert_send(#ident(#(#args),*));
-    };
-    quote! {
-        #[allow(dead_code)]
-        fn __check(#(#args: #types),*) {
-            #assert_message
-            #(#assert_extractors)*
-            #assert_returns
-            #assert_send
-        }
-    }
-}
-
 /// `ordered` keeps messages of one key in order, so the message must have a key.
 fn ordered_check(span: Span, handler: &Handler) -> TokenStream {
     let message = &handler.message;
@@ -117,8 +114,10 @@ fn ordered_check(span: Span, handler: &Handler) -> TokenStream {
          attribute of `{}`, e.g. `#[event(key = order_id)]`",
         render(&message.to_token_stream())
     );
+    let has_key =
+        quote_spanned!(message.span()=> <#message as ::herald::__private::Message>::HAS_KEY);
     quote_spanned! {span=>
-        const _: () = ::core::assert!(<#message as ::herald::__private::Message>::HAS_KEY, #text);
+        const _: () = ::core::assert!(#has_key, #text);
     }
 }
 
@@ -135,6 +134,10 @@ fn descriptor(args: &HandlerArgs, handler: &Handler) -> TokenStream {
         }
     };
     let message_type = render(&message.to_token_stream());
+    let message_name =
+        quote_spanned!(message.span()=> <#message as ::herald::__private::Message>::NAME);
+    let message_kind =
+        quote_spanned!(message.span()=> <#message as ::herald::__private::Message>::KIND);
     let pool = match &args.pool {
         Some(pool) => quote!(::core::option::Option::Some(#pool)),
         None => quote!(::core::option::Option::None),
@@ -148,9 +151,9 @@ fn descriptor(args: &HandlerArgs, handler: &Handler) -> TokenStream {
     quote! {
         ::herald::__private::HandlerDescriptor {
             name: #name,
-            message: <#message as ::herald::__private::Message>::NAME,
+            message: #message_name,
             message_type: #message_type,
-            kind: <#message as ::herald::__private::Message>::KIND,
+            kind: #message_kind,
             pool: #pool,
             options: #options,
             #location

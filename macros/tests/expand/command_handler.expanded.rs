@@ -16,13 +16,22 @@ const _: () = {
         inv: ::herald::__private::Invocation,
     ) -> ::herald::__private::BoxFuture<'static, ::herald::__private::CallResult> {
         ::std::boxed::Box::pin(async move {
-            let a0: GrantPoints = inv.message()?;
-            let a1: Bus = ::herald::__private::FromInvocation::from_invocation(&inv)?;
-            ::herald::__private::into_call_result::<
-                GrantPoints,
+            let _: <GrantPoints as ::herald::__private::Message>::Reply;
+            let a0: GrantPoints = inv.message::<GrantPoints>()?;
+            let a1: Bus = <Bus as ::herald::__private::FromInvocation>::from_invocation(
+                &inv,
+            )?;
+            let output: Result<PointsGranted, HandlerError> = grant_points(a0, a1).await;
+            let reply: <GrantPoints as ::herald::__private::Message>::Reply = <Result<
+                PointsGranted,
+                HandlerError,
+            > as ::herald::__private::IntoOutcome<
+                <GrantPoints as ::herald::__private::Message>::Reply,
                 _,
-                _,
-            >(grant_points(a0, a1).await)
+            >>::into_outcome(output)?;
+            ::core::result::Result::Ok(
+                ::std::boxed::Box::new(reply) as ::herald::__private::AnyReply,
+            )
         })
     }
     fn __requirements() -> ::std::vec::Vec<::herald::__private::Requirement> {
@@ -30,17 +39,6 @@ const _: () = {
             .into_iter()
             .flatten()
             .collect()
-    }
-    #[allow(dead_code)]
-    fn __check(a0: GrantPoints, a1: Bus) {
-        ::herald::__private::assert_message::<GrantPoints>();
-        ::herald::__private::assert_extractor::<Bus>();
-        ::herald::__private::assert_returns::<
-            GrantPoints,
-            Result<PointsGranted, HandlerError>,
-            _,
-        >();
-        ::herald::__private::assert_send(grant_points(a0, a1));
     }
     const _: () = ::core::assert!(
         < GrantPoints as ::herald::__private::Message > ::HAS_KEY,
@@ -87,18 +85,20 @@ const _: () = {
         inv: ::herald::__private::Invocation,
     ) -> ::herald::__private::BoxFuture<'static, ::herald::__private::CallResult> {
         ::std::boxed::Box::pin(async move {
-            let a0: AuditCommand = inv.message()?;
-            ::herald::__private::into_call_result::<AuditCommand, _, _>(audit(a0).await)
+            let _: <AuditCommand as ::herald::__private::Message>::Reply;
+            let a0: AuditCommand = inv.message::<AuditCommand>()?;
+            let output: () = audit(a0).await;
+            let reply: <AuditCommand as ::herald::__private::Message>::Reply = <() as ::herald::__private::IntoOutcome<
+                <AuditCommand as ::herald::__private::Message>::Reply,
+                _,
+            >>::into_outcome(output)?;
+            ::core::result::Result::Ok(
+                ::std::boxed::Box::new(reply) as ::herald::__private::AnyReply,
+            )
         })
     }
     fn __requirements() -> ::std::vec::Vec<::herald::__private::Requirement> {
         ::std::vec::Vec::new()
-    }
-    #[allow(dead_code)]
-    fn __check(a0: AuditCommand) {
-        ::herald::__private::assert_message::<AuditCommand>();
-        ::herald::__private::assert_returns::<AuditCommand, (), _>();
-        ::herald::__private::assert_send(audit(a0));
     }
     const __DESCRIPTOR: ::herald::__private::HandlerDescriptor = ::herald::__private::HandlerDescriptor {
         name: ::core::concat!(::core::module_path!(), "::", "audit"),

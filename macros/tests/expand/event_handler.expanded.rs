@@ -7,16 +7,22 @@ const _: () = {
         inv: ::herald::__private::Invocation,
     ) -> ::herald::__private::BoxFuture<'static, ::herald::__private::CallResult> {
         ::std::boxed::Box::pin(async move {
-            let a0: OrderPlaced = inv.message()?;
-            let a1: State<Mailer> = ::herald::__private::FromInvocation::from_invocation(
+            let _: <OrderPlaced as ::herald::__private::Message>::Reply;
+            let a0: OrderPlaced = inv.message::<OrderPlaced>()?;
+            let a1: State<Mailer> = <State<
+                Mailer,
+            > as ::herald::__private::FromInvocation>::from_invocation(&inv)?;
+            let a2: Meta = <Meta as ::herald::__private::FromInvocation>::from_invocation(
                 &inv,
             )?;
-            let a2: Meta = ::herald::__private::FromInvocation::from_invocation(&inv)?;
-            ::herald::__private::into_call_result::<
-                OrderPlaced,
+            let output: () = send_receipt(a0, a1, a2).await;
+            let reply: <OrderPlaced as ::herald::__private::Message>::Reply = <() as ::herald::__private::IntoOutcome<
+                <OrderPlaced as ::herald::__private::Message>::Reply,
                 _,
-                _,
-            >(send_receipt(a0, a1, a2).await)
+            >>::into_outcome(output)?;
+            ::core::result::Result::Ok(
+                ::std::boxed::Box::new(reply) as ::herald::__private::AnyReply,
+            )
         })
     }
     fn __requirements() -> ::std::vec::Vec<::herald::__private::Requirement> {
@@ -27,14 +33,6 @@ const _: () = {
             .into_iter()
             .flatten()
             .collect()
-    }
-    #[allow(dead_code)]
-    fn __check(a0: OrderPlaced, a1: State<Mailer>, a2: Meta) {
-        ::herald::__private::assert_message::<OrderPlaced>();
-        ::herald::__private::assert_extractor::<State<Mailer>>();
-        ::herald::__private::assert_extractor::<Meta>();
-        ::herald::__private::assert_returns::<OrderPlaced, (), _>();
-        ::herald::__private::assert_send(send_receipt(a0, a1, a2));
     }
     const __DESCRIPTOR: ::herald::__private::HandlerDescriptor = ::herald::__private::HandlerDescriptor {
         name: ::core::concat!(::core::module_path!(), "::", "send_receipt"),

@@ -1,0 +1,12 @@
+use herald::{async_handler, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: u64,
+}
+
+#[async_handler(timeout = "5 seconds")]
+async fn send_receipt(_event: OrderPlaced) {}
+
+fn main() {}

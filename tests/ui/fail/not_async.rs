@@ -1,0 +1,14 @@
+use herald::{async_handler, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: u64,
+}
+
+#[async_handler]
+fn send_receipt(event: OrderPlaced) {
+    let _ = event;
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use herald::{async_handler, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: u64,
+}
+
+#[async_handler(timeout = "5s", dedupe, timeout = "10s")]
+async fn send_receipt(_event: OrderPlaced) {}
+
+fn main() {}
