@@ -1,6 +1,10 @@
-//! Every option at once, and each retry part on its own.
-use herald::{async_handler, Event};
+//! Every option at once, and each retry part on its own; `main` reads back what was registered.
+use herald::__private::{inventory, HandlerDescriptor};
+use herald::{
+    async_handler, Backoff, Event, HandlerOptions, MessageKind, OnFailure, Rate, RetryPolicy,
+};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Event, Clone, Debug, Serialize, Deserialize)]
 #[event(name = "order.placed", key = order_id)]
@@ -29,4 +33,83 @@ async fn archive(_event: OrderPlaced) {}
 #[async_handler(retry(jitter), timeout = "500us")]
 async fn index(_event: OrderPlaced) {}
 
-fn main() {}
+fn registered(name: &str) -> &'static HandlerDescriptor {
+    inventory::iter::<HandlerDescriptor>
+        .into_iter()
+        .find(|descriptor| descriptor.name.ends_with(name))
+        .expect("registered handler")
+}
+
+fn main() {
+    let charge = registered("billing.charge");
+    assert_eq!(charge.message, "order.placed");
+    assert_eq!(charge.message_type, "OrderPlaced");
+    assert_eq!(charge.kind, MessageKind::Event);
+    assert_eq!(charge.pool, Some("billing"));
+    assert!(charge.file.ends_with("all_options.rs"), "{}", charge.file);
+    assert_eq!(
+        charge.line, 25,
+        "the line of `async fn charge`, not of the attribute"
+    );
+    assert!((charge.requirements)().is_empty());
+    let backoff = Backoff::Exponential {
+        initial: Duration::from_millis(100),
+        factor: 2.0,
+        max: Duration::from_secs(10),
+    };
+    assert_eq!(
+        charge.options,
+        HandlerOptions {
+            retry: RetryPolicy {
+                max_attempts: 5,
+                backoff,
+                jitter: true
+            },
+            timeout: Some(Duration::from_millis(1500)),
+            on_failure: OnFailure::DeadLetter,
+            rate: Some(Rate {
+                count: 180,
+                per: Duration::from_secs(1)
+            }),
+            dedupe: true,
+            ordered: true,
+        }
+    );
+
+    let notify = registered("::notify");
+    assert_eq!(notify.name, concat!(module_path!(), "::notify"));
+    assert_eq!(notify.pool, None);
+    assert_eq!(
+        notify.options.retry,
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::DEFAULT
+        }
+    );
+    assert_eq!(notify.options.on_failure, OnFailure::Log);
+    assert_eq!(
+        notify.options.rate,
+        Some(Rate {
+            count: 5,
+            per: Duration::from_millis(1)
+        })
+    );
+    assert_eq!(notify.options.timeout, None);
+
+    let archive = registered("::archive");
+    assert_eq!(
+        archive.options.retry.backoff,
+        Backoff::Fixed(Duration::from_millis(250))
+    );
+    assert_eq!(
+        archive.options.retry.max_attempts,
+        RetryPolicy::DEFAULT.max_attempts
+    );
+    assert_eq!(archive.options.timeout, Some(Duration::from_secs(120)));
+    assert_eq!(archive.options.on_failure, OnFailure::Ignore);
+
+    let index = registered("::index");
+    assert!(index.options.retry.jitter);
+    assert_eq!(index.options.timeout, Some(Duration::from_micros(500)));
+    assert!(!index.options.dedupe && !index.options.ordered);
+}

@@ -1,4 +1,5 @@
-//! The derives on structs and enums, with and without attributes.
+//! The derives on structs and enums, with and without attributes; `main` reads back the registration.
+use herald::__private::{inventory, MessageDescriptor};
 use herald::{Command, Event, Message, MessageKind};
 use serde::{Deserialize, Serialize};
 
@@ -43,4 +44,24 @@ fn main() {
         canceled.reason,
     );
     let _reply: <GrantPoints as Message>::Reply = Granted(1);
+
+    let descriptor = inventory::iter::<MessageDescriptor>
+        .into_iter()
+        .find(|descriptor| descriptor.name == "order.canceled")
+        .expect("registered message");
+    assert_eq!(descriptor.kind, MessageKind::Event);
+    assert_eq!(descriptor.rust_type, "OrderCanceled");
+    assert_eq!(
+        descriptor.line, 8,
+        "the line of `struct OrderCanceled`, not of the derive"
+    );
+    let payload = (descriptor.decode)(br#"{"order_id": 3, "reason": "late"}"#).expect("decodes");
+    assert_eq!(payload.key().as_deref(), Some("3"));
+    let names: Vec<&str> = inventory::iter::<MessageDescriptor>
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    for name in ["CatalogChanged", "points.grant"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
 }

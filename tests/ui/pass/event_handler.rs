@@ -43,6 +43,18 @@ mod nested {
 }
 
 fn main() {
+    // The extractors' state types are listed for `build()` to check.
+    let descriptor = herald::__private::inventory::iter::<herald::__private::HandlerDescriptor>
+        .into_iter()
+        .find(|descriptor| descriptor.name.ends_with("::send_verification"))
+        .expect("registered handler");
+    let requirements = (descriptor.requirements)();
+    assert_eq!(requirements.len(), 1);
+    assert!(
+        requirements[0].type_name.ends_with("Mailer"),
+        "{requirements:?}"
+    );
+
     // The handler stays a plain function, callable from unit tests.
     let _future = send_verification;
     let _nested = nested::welcome;
