@@ -2,7 +2,7 @@
 //! printed beside its baseline from the same run.
 //!
 //! ```text
-//! cargo bench --bench dispatch                       # full run, about three minutes
+//! cargo bench --bench dispatch                       # full run, about four minutes
 //! HERALD_BENCH_QUICK=1 cargo bench --bench dispatch  # scaled down, about half a minute
 //! ```
 //!
