@@ -424,12 +424,21 @@ mod validation {
     async fn a_rate_override_must_name_a_handler_and_allow_something() {
         let error = Herald::builder()
             .handlers_under("nothing::here")
-            .rate("no.such.handler", herald::Rate { count: 0, per: std::time::Duration::from_secs(1) })
+            .rate(
+                "no.such.handler",
+                herald::Rate {
+                    count: 0,
+                    per: std::time::Duration::from_secs(1),
+                },
+            )
             .build()
             .expect_err("bad override");
         let text = error.to_string();
         assert_eq!(error.problems.len(), 2, "{text}");
-        assert!(text.contains("names no handler") && text.contains("allows nothing"), "{text}");
+        assert!(
+            text.contains("names no handler") && text.contains("allows nothing"),
+            "{text}"
+        );
     }
 
     #[test]
