@@ -11,6 +11,7 @@ use crate::registry::{self, RoutingTable};
 use crate::runtime::{HandlerRuntime, Herald, Inner};
 use crate::worker;
 use governor::{Quota, RateLimiter};
+use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -165,7 +166,7 @@ impl HeraldBuilder {
             })
             .collect();
         runtimes.sort_by_key(|h| h.desc.name);
-        let mut routes: HashMap<&'static str, Vec<Arc<HandlerRuntime>>> = HashMap::new();
+        let mut routes: FxHashMap<&'static str, Vec<Arc<HandlerRuntime>>> = FxHashMap::default();
         for handler in &runtimes {
             routes
                 .entry(handler.desc.message)

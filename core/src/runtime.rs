@@ -9,6 +9,7 @@ use crate::ordering::KeyLanes;
 use crate::pool::{Pool, PoolStats};
 use crate::registry::RoutingTable;
 use governor::DefaultDirectRateLimiter;
+use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
@@ -53,7 +54,9 @@ impl fmt::Debug for HandlerRuntime {
 
 pub(crate) struct Inner {
     pub(crate) handlers: Vec<Arc<HandlerRuntime>>,
-    pub(crate) routes: HashMap<&'static str, Vec<Arc<HandlerRuntime>>>,
+    /// Looked up by wire name on every publish; Fx hashing costs a fraction of SipHash here, and the
+    /// keys are the registry's own names, not attacker-chosen input.
+    pub(crate) routes: FxHashMap<&'static str, Vec<Arc<HandlerRuntime>>>,
     pub(crate) pools: Vec<Arc<Pool>>,
     pub(crate) states: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
