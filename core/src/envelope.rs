@@ -14,9 +14,9 @@ use uuid::Uuid;
 pub struct MessageId(Uuid);
 
 impl MessageId {
-    /// A fresh id, later than every id made before it in this process.
+    /// A fresh id, later than every id made before it in this process (layout: see `id.rs`).
     pub fn new() -> Self {
-        MessageId(Uuid::now_v7())
+        MessageId(crate::id::stamp().0)
     }
 
     /// The underlying UUID.
@@ -81,10 +81,12 @@ pub struct Envelope {
 impl Envelope {
     /// A new envelope for a message named `name`, stamped now.
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        // One clock read for both: the id's timestamp and `occurred_at` agree.
+        let (id, occurred_at) = crate::id::stamp();
         Envelope {
-            id: MessageId::new(),
+            id: MessageId(id),
             name: name.into(),
-            occurred_at: Utc::now(),
+            occurred_at,
             key: None,
             idempotency_key: None,
             headers: Headers::default(),

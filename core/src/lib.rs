@@ -18,6 +18,7 @@ mod envelope;
 mod error;
 mod extract;
 mod handler;
+mod id;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod inbox;
 mod invocation;
