@@ -484,3 +484,27 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<herald::Invocation>();
     assert_send_sync::<State<Journal>>();
 }
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn durable_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<herald::outbox::SqliteOutbox>();
+    assert_send_sync::<herald::outbox::RelayBuilder>();
+    assert_send_sync::<herald::outbox::Relay>();
+    assert_send_sync::<herald::outbox::RelayStats>();
+    assert_send_sync::<herald::outbox::OutboxStatus>();
+    assert_send_sync::<herald::outbox::StoredEvent>();
+    assert_send_sync::<herald::outbox::OutboxError>();
+    assert_send_sync::<herald::SqliteDeadLetters>();
+    assert_send_sync::<herald::inbox::SqliteInbox>();
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<herald::outbox::PgOutbox>();
+    assert_send_sync::<herald::PgDeadLetters>();
+    assert_send_sync::<herald::inbox::PgInbox>();
+}
