@@ -29,6 +29,36 @@ async fn count(_item: Item, State(done): State<Done>) {
 
 const TX_SIZE: u64 = 100;
 
+/// How the producer writes its 100 events per transaction: the same for Herald and the baseline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Producer {
+    /// One `INSERT` per event (`publish`).
+    OneRow,
+    /// One multi-row `INSERT` per transaction (`publish_all`).
+    Bulk,
+}
+
+impl Producer {
+    fn label(self) -> &'static str {
+        match self {
+            Producer::OneRow => "1-row",
+            Producer::Bulk => "bulk",
+        }
+    }
+}
+
+fn items(chunk: u64) -> impl Iterator<Item = Item> {
+    (0..TX_SIZE).map(move |i| Item {
+        n: chunk * TX_SIZE + i,
+    })
+}
+
+fn payloads(chunk: u64) -> Vec<String> {
+    items(chunk)
+        .map(|item| serde_json::to_string(&item).expect("json"))
+        .collect()
+}
+
 fn herald(done: &Done) -> Herald {
     Herald::builder()
         .handlers_under(module_path!())
@@ -45,7 +75,7 @@ async fn wait_for(done: &Done, n: u64) {
     }
 }
 
-async fn sqlite_herald(n: u64, batch: usize, relays: usize) -> f64 {
+async fn sqlite_herald(n: u64, batch: usize, relays: usize, producer: Producer) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = outbox::sqlite::connect(dir.path().join("bench.db"))
         .await
@@ -65,16 +95,18 @@ async fn sqlite_herald(n: u64, batch: usize, relays: usize) -> f64 {
         .collect();
     for chunk in 0..n / TX_SIZE {
         let mut tx = pool.begin().await.expect("begin");
-        for i in 0..TX_SIZE {
-            outbox
-                .publish(
-                    &mut tx,
-                    Item {
-                        n: chunk * TX_SIZE + i,
-                    },
-                )
-                .await
-                .expect("publish");
+        match producer {
+            Producer::OneRow => {
+                for item in items(chunk) {
+                    outbox.publish(&mut tx, item).await.expect("publish");
+                }
+            }
+            Producer::Bulk => {
+                outbox
+                    .publish_all(&mut tx, items(chunk))
+                    .await
+                    .expect("publish_all");
+            }
         }
         tx.commit().await.expect("commit");
     }
@@ -86,7 +118,7 @@ async fn sqlite_herald(n: u64, batch: usize, relays: usize) -> f64 {
     rate
 }
 
-async fn sqlite_baseline(n: u64, batch: usize) -> f64 {
+async fn sqlite_baseline(n: u64, batch: usize, producer: Producer) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = outbox::sqlite::connect(dir.path().join("plain.db"))
         .await
@@ -126,17 +158,23 @@ async fn sqlite_baseline(n: u64, batch: usize) -> f64 {
     };
     for chunk in 0..n / TX_SIZE {
         let mut tx = pool.begin().await.expect("begin");
-        for i in 0..TX_SIZE {
-            sqlx::query("INSERT INTO plain (payload) VALUES (?1)")
-                .bind(
-                    serde_json::to_string(&Item {
-                        n: chunk * TX_SIZE + i,
-                    })
-                    .expect("json"),
-                )
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
+        match producer {
+            Producer::OneRow => {
+                for payload in payloads(chunk) {
+                    sqlx::query("INSERT INTO plain (payload) VALUES (?1)")
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                }
+            }
+            Producer::Bulk => {
+                let mut insert = sqlx::QueryBuilder::new("INSERT INTO plain (payload) ");
+                insert.push_values(payloads(chunk), |mut row, payload| {
+                    row.push_bind(payload);
+                });
+                insert.build().execute(&mut *tx).await.expect("insert");
+            }
         }
         tx.commit().await.expect("commit");
     }
@@ -173,7 +211,7 @@ mod pg {
             .expect("pool")
     }
 
-    pub(crate) async fn herald_run(n: u64, batch: usize, relays: usize) -> f64 {
+    pub(crate) async fn herald_run(n: u64, batch: usize, relays: usize, producer: Producer) -> f64 {
         let pool = pool().await;
         let outbox = PgOutbox::new(pool.clone()).await.expect("migrate");
         let done = Done::default();
@@ -184,16 +222,18 @@ mod pg {
             .collect();
         for chunk in 0..n / TX_SIZE {
             let mut tx = pool.begin().await.expect("begin");
-            for i in 0..TX_SIZE {
-                outbox
-                    .publish(
-                        &mut tx,
-                        Item {
-                            n: chunk * TX_SIZE + i,
-                        },
-                    )
-                    .await
-                    .expect("publish");
+            match producer {
+                Producer::OneRow => {
+                    for item in items(chunk) {
+                        outbox.publish(&mut tx, item).await.expect("publish");
+                    }
+                }
+                Producer::Bulk => {
+                    outbox
+                        .publish_all(&mut tx, items(chunk))
+                        .await
+                        .expect("publish_all");
+                }
             }
             tx.commit().await.expect("commit");
         }
@@ -205,7 +245,7 @@ mod pg {
         rate
     }
 
-    pub(crate) async fn baseline(n: u64, batch: usize) -> f64 {
+    pub(crate) async fn baseline(n: u64, batch: usize, producer: Producer) -> f64 {
         let pool = pool().await;
         sqlx::query(
             "CREATE TABLE plain (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL, done BOOLEAN NOT NULL DEFAULT false)",
@@ -247,17 +287,23 @@ mod pg {
         };
         for chunk in 0..n / TX_SIZE {
             let mut tx = pool.begin().await.expect("begin");
-            for i in 0..TX_SIZE {
-                sqlx::query("INSERT INTO plain (payload) VALUES ($1)")
-                    .bind(
-                        serde_json::to_string(&Item {
-                            n: chunk * TX_SIZE + i,
-                        })
-                        .expect("json"),
-                    )
-                    .execute(&mut *tx)
-                    .await
-                    .expect("insert");
+            match producer {
+                Producer::OneRow => {
+                    for payload in payloads(chunk) {
+                        sqlx::query("INSERT INTO plain (payload) VALUES ($1)")
+                            .bind(payload)
+                            .execute(&mut *tx)
+                            .await
+                            .expect("insert");
+                    }
+                }
+                Producer::Bulk => {
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO plain (payload) ");
+                    insert.push_values(payloads(chunk), |mut row, payload| {
+                        row.push_bind(payload);
+                    });
+                    insert.build().execute(&mut *tx).await.expect("insert");
+                }
             }
             tx.commit().await.expect("commit");
         }
@@ -266,9 +312,28 @@ mod pg {
     }
 }
 
-fn row(backend: &str, what: &str, batch: usize, relays: &str, n: u64, rate: f64) {
-    println!("| {backend:<10} | {what:<22} | {batch:>5} | {relays:>6} | {n:>7} | {rate:>10.0} |");
+fn row(
+    backend: &str,
+    what: &str,
+    producer: Producer,
+    batch: usize,
+    relays: usize,
+    n: u64,
+    rate: f64,
+) {
+    let producer = producer.label();
+    println!(
+        "| {backend:<8} | {what:<22} | {producer:<8} | {batch:>5} | {relays:>6} | {n:>7} | {rate:>10.0} |"
+    );
 }
+
+/// The rows measured per backend: (batch size, producer, relays for Herald). Batch 1 makes two
+/// round trips per event, so it runs on a tenth of the events.
+const CASES: [(usize, Producer, &[usize]); 3] = [
+    (1, Producer::Bulk, &[1, 2]),
+    (100, Producer::OneRow, &[1]),
+    (100, Producer::Bulk, &[1, 2]),
+];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -277,46 +342,39 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
         .max(TX_SIZE);
-    // Batch size 1 makes two round trips per event: run it on a tenth to keep the suite short.
-    let n_small = (n / 10).max(TX_SIZE);
-    println!("outbox end to end: commit -> handler done (producer commits {TX_SIZE} events per transaction)");
-    println!("| backend    | what                   | batch | relays |  events |   events/s |");
-    println!("|------------|------------------------|-------|--------|---------|------------|");
-    for (batch, events) in [(1, n_small), (100, n)] {
-        for relays in [1, 2] {
-            let rate = sqlite_herald(events, batch, relays).await;
-            row(
-                "sqlite",
-                "herald relay",
-                batch,
-                &relays.to_string(),
-                events,
-                rate,
-            );
+    let events = |batch: usize| if batch == 1 { (n / 10).max(TX_SIZE) } else { n };
+    println!("outbox end to end: commit -> handler done (producer commits {TX_SIZE} events per transaction: \
+              1-row = one INSERT per event, bulk = one multi-row INSERT / publish_all)");
+    println!(
+        "| backend  | what                   | producer | batch | relays |  events |   events/s |"
+    );
+    println!(
+        "|----------|------------------------|----------|-------|--------|---------|------------|"
+    );
+    for (batch, producer, relays) in CASES {
+        let n = events(batch);
+        for &relays in relays {
+            let rate = sqlite_herald(n, batch, relays, producer).await;
+            row("sqlite", "herald relay", producer, batch, relays, n, rate);
         }
-        let rate = sqlite_baseline(events, batch).await;
-        row("sqlite", "plain polling loop", batch, "1", events, rate);
+        let rate = sqlite_baseline(n, batch, producer).await;
+        row("sqlite", "plain polling loop", producer, batch, 1, n, rate);
     }
     #[cfg(feature = "postgres")]
-    for (batch, events) in [(1, n_small), (100, n)] {
-        for relays in [1, 2] {
-            let rate = pg::herald_run(events, batch, relays).await;
-            row(
-                "postgres",
-                "herald relay",
-                batch,
-                &relays.to_string(),
-                events,
-                rate,
-            );
+    for (batch, producer, relays) in CASES {
+        let n = events(batch);
+        for &relays in relays {
+            let rate = pg::herald_run(n, batch, relays, producer).await;
+            row("postgres", "herald relay", producer, batch, relays, n, rate);
         }
-        let rate = pg::baseline(events, batch).await;
+        let rate = pg::baseline(n, batch, producer).await;
         row(
             "postgres",
             "plain SKIP LOCKED loop",
+            producer,
             batch,
-            "1",
-            events,
+            1,
+            n,
             rate,
         );
     }

@@ -144,6 +144,66 @@ mod commit {
     }
 
     #[tokio::test]
+    async fn publish_all_delivers_every_committed_message_and_none_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox
+            .relay(&herald)
+            .batch_size(500)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let order = |prefix: &'static str| {
+            move |n: usize| OrderPlaced {
+                order: format!("{prefix}-{n}"),
+            }
+        };
+
+        let mut tx = pool.begin().await.expect("begin");
+        outbox
+            .publish_all(&mut *tx, (0..3).map(order("rolled-back")))
+            .await
+            .expect("publish_all");
+        tx.rollback().await.expect("rollback");
+        // More rows than one statement can bind (32,766 / 6 = 5,461): two INSERTs.
+        let count = 6_000;
+        let mut tx = pool.begin().await.expect("begin");
+        let ids = outbox
+            .publish_all(&mut tx, (0..count).map(order("committed")))
+            .await
+            .expect("publish_all");
+        assert!(outbox
+            .publish_all(&mut tx, std::iter::empty::<OrderPlaced>())
+            .await
+            .expect("nothing to publish")
+            .is_empty());
+        tx.commit().await.expect("commit");
+
+        eventually("every committed message handled", async || {
+            seen.all().len() >= count
+        })
+        .await;
+        let stats = relay.stop().await;
+        assert_eq!(stats.processed, count as u64);
+        let mut all = seen.all();
+        all.sort();
+        let mut expected: Vec<String> = (0..count).map(|n| format!("committed-{n}")).collect();
+        expected.sort();
+        assert_eq!(
+            all, expected,
+            "each committed message once, none rolled back"
+        );
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT message_id FROM herald_outbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("ids");
+        let returned: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        assert_eq!(stored, returned, "ids in the order the rows were written");
+    }
+
+    #[tokio::test]
     async fn pending_rows_survive_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         {

@@ -136,5 +136,38 @@ pub struct StoredEvent {
     pub status: String,
 }
 
+/// A message made ready for an outbox row: its envelope, payload and headers as stored.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct NewRow {
+    pub(crate) envelope: crate::envelope::Envelope,
+    pub(crate) payload: String,
+    pub(crate) headers: String,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl NewRow {
+    pub(crate) fn new<M: crate::message::Message>(
+        message: &M,
+        options: crate::envelope::PublishOptions,
+    ) -> Result<Self, OutboxError> {
+        let mut envelope = crate::envelope::Envelope::new(std::borrow::Cow::Borrowed(M::NAME));
+        envelope.key = message.key();
+        envelope.idempotency_key = options.idempotency_key;
+        envelope.headers = options.headers;
+        let payload = serde_json::to_string(message)?;
+        let headers = row::headers_json(&envelope)?;
+        Ok(NewRow {
+            envelope,
+            payload,
+            headers,
+        })
+    }
+}
+
+/// Columns bound per row by `publish_all` (message_id, message_type, key, payload, headers,
+/// occurred_at).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const BULK_COLUMNS: usize = 6;
+
 /// Relay and retention settings shared by both backends.
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS};
-use super::{OutboxError, OutboxStatus, RelayBuilder, StoredEvent};
+use super::{NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
 use crate::dead_letter::PgDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -16,13 +16,16 @@ use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{Acquire, PgPool, Postgres, Row};
+use sqlx::{Acquire, PgPool, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Key of the advisory lock that serialises Herald's migrations across processes.
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+
+/// PostgreSQL's bind-parameter limit per statement (the protocol counts them in 16 bits).
+const PG_MAX_BINDS: usize = 65_535;
 
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
@@ -175,6 +178,52 @@ impl PgOutbox {
         let mut conn = conn.acquire().await?;
         insert(&mut conn, &envelope, &payload, None).await?;
         Ok(envelope.id)
+    }
+
+    /// Writes every message of `messages` into the outbox on `conn`, with multi-row `INSERT`s
+    /// (as many rows per statement as PostgreSQL's 65,535 bind parameters allow; the `NOTIFY`
+    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish): delivered
+    /// if and only if the transaction commits. Returns the message ids in order. Much cheaper than
+    /// one `publish` per message for large batches.
+    ///
+    /// # Errors
+    /// A database error (roll the transaction back: some rows may have been written), or a
+    /// serialization error (nothing written).
+    pub async fn publish_all<'c, A, M, I>(
+        &self,
+        conn: A,
+        messages: I,
+    ) -> Result<Vec<MessageId>, OutboxError>
+    where
+        A: Acquire<'c, Database = Postgres>,
+        M: Message,
+        I: IntoIterator<Item = M>,
+    {
+        let rows = messages
+            .into_iter()
+            .map(|message| NewRow::new(&message, PublishOptions::new()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = conn.acquire().await?;
+        for chunk in rows.chunks(PG_MAX_BINDS / BULK_COLUMNS) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+            );
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.envelope.id.as_uuid())
+                    .push_bind(row.envelope.name.as_ref())
+                    .push_bind(row.envelope.key.as_deref())
+                    .push_bind(row.payload.as_str())
+                    .push_bind(row.headers.as_str())
+                    .push_unseparated("::jsonb")
+                    .push_bind(row.envelope.occurred_at);
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
 
     /// A relay that delivers this outbox's rows through `herald`'s handlers. Start as many as you

@@ -6,7 +6,7 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS, MIGRATIONS_TABLE};
-use super::{status, OutboxError, OutboxStatus, RelayBuilder, StoredEvent};
+use super::{status, NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
 use crate::dead_letter::SqliteDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -14,7 +14,7 @@ use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Acquire, Row, Sqlite, SqlitePool};
+use sqlx::{Acquire, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, OutboxError> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| OutboxError::Corrupt(format!("time `{text}`: {e}")))
 }
+
+/// SQLite's bind-parameter limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since 3.32).
+const SQLITE_MAX_VARIABLES: usize = 32_766;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -218,6 +221,50 @@ impl SqliteOutbox {
         let mut conn = conn.acquire().await?;
         insert(&mut conn, &envelope, &payload, None).await?;
         Ok(envelope.id)
+    }
+
+    /// Writes every message of `messages` into the outbox on `conn`, with multi-row `INSERT`s
+    /// (as many rows per statement as SQLite's 32,766 bind parameters allow). Same guarantee as
+    /// [`publish`](Self::publish): delivered if and only if the transaction commits. Returns the
+    /// message ids in order. Much cheaper than one `publish` per message for large batches.
+    ///
+    /// # Errors
+    /// A database error (roll the transaction back: some rows may have been written), or a
+    /// serialization error (nothing written).
+    pub async fn publish_all<'c, A, M, I>(
+        &self,
+        conn: A,
+        messages: I,
+    ) -> Result<Vec<MessageId>, OutboxError>
+    where
+        A: Acquire<'c, Database = Sqlite>,
+        M: Message,
+        I: IntoIterator<Item = M>,
+    {
+        let rows = messages
+            .into_iter()
+            .map(|message| NewRow::new(&message, PublishOptions::new()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = conn.acquire().await?;
+        for chunk in rows.chunks(SQLITE_MAX_VARIABLES / BULK_COLUMNS) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+            );
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.envelope.id.to_string())
+                    .push_bind(row.envelope.name.as_ref())
+                    .push_bind(row.envelope.key.as_deref())
+                    .push_bind(row.payload.as_str())
+                    .push_bind(row.headers.as_str())
+                    .push_bind(text_time(row.envelope.occurred_at));
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
 
     /// A relay that delivers this outbox's rows through `herald`'s handlers.
