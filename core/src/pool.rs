@@ -1,15 +1,15 @@
 //! Named, bounded pools: `concurrency` workers pull from a queue of at most `queue` waiting jobs.
 //!
-//! Space in the queue is a semaphore of `queue` permits. A job holds its permit from acceptance until
-//! it starts running, including while it is parked behind an earlier message with the same key, so
-//! nothing waits outside the bound.
+//! Space in the queue is a depth counter bounded by `queue` (see [`Space`]). A job holds its slot from
+//! acceptance until it starts running, including while it is parked behind an earlier message with the
+//! same key, so nothing waits outside the bound.
 
 use crate::dispatch::Job;
+use event_listener::Event;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// What a pool does when its queue is full. Every rejection or drop is counted and logged.
@@ -135,7 +135,7 @@ pub struct PoolStats {
 pub(crate) struct Pool {
     pub(crate) name: String,
     pub(crate) config: PoolConfig,
-    space: Semaphore,
+    space: Space,
     pub(crate) tx: async_channel::Sender<Job>,
     pub(crate) rx: async_channel::Receiver<Job>,
     max_depth: AtomicUsize,
@@ -167,7 +167,7 @@ impl Pool {
         Pool {
             name,
             config,
-            space: Semaphore::new(config.queue),
+            space: Space::new(config.queue),
             tx,
             rx,
             max_depth: AtomicUsize::new(0),
@@ -179,29 +179,27 @@ impl Pool {
 
     /// Takes one slot of queue space without waiting.
     pub(crate) fn try_reserve(&self) -> Room {
-        match self.space.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                self.observe_depth();
+        match self.space.try_take(false) {
+            Take::Taken(depth) => {
+                self.observe_depth(depth);
                 Room::Reserved
             }
-            Err(_) => Room::Full,
+            Take::Full | Take::Closed => Room::Full,
         }
     }
 
     /// Waits for one slot of queue space, up to `max_wait`. Returns false on timeout or when closed.
     pub(crate) async fn reserve(&self, max_wait: Option<Duration>) -> bool {
-        let acquired = match max_wait {
-            None => self.space.acquire().await.ok(),
-            Some(limit) => tokio::time::timeout(limit, self.space.acquire())
+        let taken = match max_wait {
+            None => self.space.take().await,
+            Some(limit) => tokio::time::timeout(limit, self.space.take())
                 .await
                 .ok()
-                .and_then(Result::ok),
+                .flatten(),
         };
-        match acquired {
-            Some(permit) => {
-                permit.forget();
-                self.observe_depth();
+        match taken {
+            Some(depth) => {
+                self.observe_depth(depth);
                 true
             }
             None => false,
@@ -215,7 +213,7 @@ impl Pool {
 
     /// Gives back a slot: a job started running, or a reservation was abandoned.
     pub(crate) fn release(&self) {
-        self.space.add_permits(1);
+        self.space.give_back();
     }
 
     /// Puts a job that already holds a slot into the queue. The channel is as large as the number of
@@ -237,13 +235,11 @@ impl Pool {
     }
 
     pub(crate) fn depth(&self) -> usize {
-        self.config
-            .queue
-            .saturating_sub(self.space.available_permits())
+        self.space.depth.load(Ordering::Relaxed)
     }
 
-    fn observe_depth(&self) {
-        self.max_depth.fetch_max(self.depth(), Ordering::Relaxed);
+    fn observe_depth(&self, depth: usize) {
+        self.max_depth.fetch_max(depth, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -255,5 +251,179 @@ impl Pool {
             max_depth: self.max_depth.load(Ordering::Relaxed),
             overload: self.config.overload,
         }
+    }
+}
+
+/// Slots of queue space: a depth counter that never exceeds `bound`, and an event that wakes waiting
+/// publishers when a slot comes back or the space closes.
+///
+/// It replaces a `tokio::sync::Semaphore`, whose `add_permits` takes a mutex on every release, i.e. on
+/// every job start (benches/dispatch.rs). Taking and giving back a slot are one atomic operation each;
+/// the event (and its lock) is only touched while a publisher is waiting. As with the
+/// semaphore, a publisher that cannot wait (`try_publish`, `Reject`, ...) finds the space full while
+/// any publisher waits, and waiters are woken in the order they started waiting, one per slot given
+/// back. Unlike the semaphore, which hands a slot to the first waiter inside `add_permits`, a woken
+/// waiter takes the slot itself, so a publisher that starts waiting at that moment may take it first
+/// (the woken one then waits again).
+struct Space {
+    bound: usize,
+    depth: AtomicUsize,
+    /// Publishers inside [`take`](Self::take).
+    waiting: AtomicUsize,
+    closed: AtomicBool,
+    room: Event,
+}
+
+enum Take {
+    /// A slot was taken; the depth including it.
+    Taken(usize),
+    Full,
+    Closed,
+}
+
+impl Space {
+    fn new(bound: usize) -> Self {
+        Space {
+            bound,
+            depth: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            room: Event::new(),
+        }
+    }
+
+    /// Takes a slot if one is free. A newcomer (`in_line` false) does not overtake waiting publishers.
+    fn try_take(&self, in_line: bool) -> Take {
+        if self.closed.load(Ordering::SeqCst) {
+            return Take::Closed;
+        }
+        if !in_line && self.waiting.load(Ordering::SeqCst) > 0 {
+            return Take::Full;
+        }
+        let mut depth = self.depth.load(Ordering::SeqCst);
+        loop {
+            if depth >= self.bound {
+                return Take::Full;
+            }
+            match self.depth.compare_exchange_weak(
+                depth,
+                depth + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Take::Taken(depth + 1),
+                Err(actual) => depth = actual,
+            }
+        }
+    }
+
+    /// Waits for a slot; `None` once the space is closed. Cancel-safe: a dropped wait takes nothing,
+    /// and a wake-up it had received passes to the next waiter.
+    async fn take(&self) -> Option<usize> {
+        let _in_line = InLine::join(&self.waiting);
+        loop {
+            match self.try_take(true) {
+                Take::Taken(depth) => return Some(depth),
+                Take::Closed => return None,
+                Take::Full => {}
+            }
+            // Listen, then look again: a slot given back in between is not missed.
+            let listener = self.room.listen();
+            match self.try_take(true) {
+                Take::Taken(depth) => return Some(depth),
+                Take::Closed => return None,
+                Take::Full => listener.await,
+            }
+        }
+    }
+
+    fn give_back(&self) {
+        self.depth.fetch_sub(1, Ordering::SeqCst);
+        // `Event::notify` always takes the event's lock: skip it when nobody waits. A publisher that
+        // joins the line after this load sees the lower depth on its first look (both are SeqCst).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            // One more waiter per slot, even if an earlier wake-up is still on its way.
+            self.room.notify_additional(1);
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.room.notify(usize::MAX);
+    }
+}
+
+/// Counts a publisher as waiting for as long as it is inside [`Space::take`].
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        InLine(waiting)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_depth_never_exceeds_the_bound_and_every_waiter_gets_a_slot() {
+        let space = Arc::new(Space::new(3));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (space, peak) = (space.clone(), peak.clone());
+                tokio::spawn(async move {
+                    for _ in 0..2_000 {
+                        let depth = space.take().await.expect("open");
+                        peak.fetch_max(depth, Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                        space.give_back();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert!(peak.load(Ordering::Relaxed) <= 3);
+        assert_eq!(space.depth.load(Ordering::Relaxed), 0);
+        assert_eq!(space.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_every_waiter_with_a_refusal_and_newcomers_do_not_overtake_them() {
+        let space = Arc::new(Space::new(1));
+        assert!(matches!(space.try_take(false), Take::Taken(1)));
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let space = space.clone();
+                tokio::spawn(async move { space.take().await })
+            })
+            .collect();
+        while space.waiting.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        space.give_back();
+        assert!(
+            matches!(space.try_take(false), Take::Full),
+            "a waiter is served first"
+        );
+        space.close();
+        let served: Vec<_> = futures_util::future::join_all(waiters)
+            .await
+            .into_iter()
+            .map(|r| r.expect("waiter"))
+            .collect();
+        assert!(served.iter().filter(|s| s.is_some()).count() <= 1);
+        assert!(matches!(space.try_take(false), Take::Closed));
     }
 }
