@@ -342,6 +342,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
         .max(TX_SIZE);
+    // `HERALD_BENCH_ONLY=postgres` (or `sqlite`) runs one backend.
+    let only = std::env::var("HERALD_BENCH_ONLY").unwrap_or_default();
     let events = |batch: usize| if batch == 1 { (n / 10).max(TX_SIZE) } else { n };
     println!("outbox end to end: commit -> handler done (producer commits {TX_SIZE} events per transaction: \
               1-row = one INSERT per event, bulk = one multi-row INSERT / publish_all)");
@@ -352,6 +354,9 @@ async fn main() {
         "|----------|------------------------|----------|-------|--------|---------|------------|"
     );
     for (batch, producer, relays) in CASES {
+        if !only.is_empty() && only != "sqlite" {
+            break;
+        }
         let n = events(batch);
         for &relays in relays {
             let rate = sqlite_herald(n, batch, relays, producer).await;
@@ -362,6 +367,9 @@ async fn main() {
     }
     #[cfg(feature = "postgres")]
     for (batch, producer, relays) in CASES {
+        if !only.is_empty() && only != "postgres" {
+            break;
+        }
         let n = events(batch);
         for &relays in relays {
             let rate = pg::herald_run(n, batch, relays, producer).await;

@@ -370,6 +370,19 @@ mod dead {
         })
         .await;
         relay.stop().await;
+        // The write-back of the retry, then of the last failure: two attempts counted, the
+        // handler marked failed for good, the lease gone.
+        let (fail_count, done, error, owner): (i32, String, String, Option<String>) =
+            sqlx::query_as(
+                "SELECT fail_count, handlers_done::text, last_error, lease_owner FROM herald_outbox",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+        assert_eq!(fail_count, 2);
+        assert!(done.contains('!'), "{done}");
+        assert!(error.contains("payment gateway down"), "{error}");
+        assert_eq!(owner, None);
         pool.close().await;
 
         let pool = pool_in("herald_t_dead", false).await;

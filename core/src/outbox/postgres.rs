@@ -27,6 +27,13 @@ const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
 /// PostgreSQL's bind-parameter limit per statement (the protocol counts them in 16 bits).
 const PG_MAX_BINDS: usize = 65_535;
 
+/// How the relay opens its own transactions (lease, write-back): one round trip, and the commit
+/// does not wait for the WAL flush. A server crash can lose the last few hundred milliseconds of
+/// relay bookkeeping, never an event: a lost lease is taken again, a lost outcome makes the row
+/// pending again and it is delivered again (at least once, like a relay killed before its
+/// write-back). The producers' transactions are untouched.
+const RELAY_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
 
@@ -411,6 +418,7 @@ impl Backend for PgBackend {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, OutboxError> {
+        let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
         let rows = sqlx::query(
             "WITH picked AS (
                 SELECT o.id FROM herald_outbox o
@@ -432,8 +440,9 @@ impl Backend for PgBackend {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(owner)
         .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -462,82 +471,75 @@ impl Backend for PgBackend {
     }
 
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
-        let mut tx = self.pool.begin().await?;
-        let processed: Vec<i64> = outcomes
-            .iter()
-            .filter_map(|o| match o {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        // Every outcome of the batch in one statement: one array per column, one row per outcome.
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut kinds = Vec::with_capacity(outcomes.len());
+        let mut done = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::with_capacity(outcomes.len());
+        let mut delays = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let (id, kind, handlers_done, error, delay) = match outcome {
                 Outcome::Done {
                     id, failed: false, ..
-                } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        if !processed.is_empty() {
-            sqlx::query(
-                "UPDATE herald_outbox SET status = 'processed', processed_at = now(),
-                    lease_owner = NULL, lease_expires_at = NULL, handlers_done = NULL
-                 WHERE id = ANY($1) AND lease_owner = $2",
-            )
-            .bind(&processed)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Done { failed: false, .. } => {}
+                } => (id, "processed", None, None, 0.0),
                 Outcome::Done {
                     id,
                     failed: true,
                     handlers_done,
                     error,
-                } => {
-                    sqlx::query(
-                        "UPDATE herald_outbox SET status = 'failed', processed_at = now(),
-                            failed_at = now(), fail_count = fail_count + 1, last_error = $1,
-                            handlers_done = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL
-                         WHERE id = $3 AND lease_owner = $4",
-                    )
-                    .bind(error)
-                    .bind(row::handlers_json(&handlers_done))
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                } => (id, "failed", row::handlers_json(&handlers_done), error, 0.0),
                 Outcome::Retry {
                     id,
                     handlers_done,
                     delay,
                     error,
-                } => {
-                    sqlx::query(
-                        "UPDATE herald_outbox SET fail_count = fail_count + 1, failed_at = now(),
-                            last_error = $1, handlers_done = $2::jsonb,
-                            next_attempt_at = now() + make_interval(secs => $3),
-                            lease_owner = NULL, lease_expires_at = NULL
-                         WHERE id = $4 AND lease_owner = $5",
-                    )
-                    .bind(error)
-                    .bind(row::handlers_json(&handlers_done))
-                    .bind(delay.as_secs_f64())
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Release { id } => {
-                    sqlx::query(
-                        "UPDATE herald_outbox SET lease_owner = NULL, lease_expires_at = NULL
-                         WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+                } => (
+                    id,
+                    "retry",
+                    row::handlers_json(&handlers_done),
+                    Some(error),
+                    delay.as_secs_f64(),
+                ),
+                Outcome::Release { id } => (id, "release", None, None, 0.0),
+            };
+            ids.push(id);
+            kinds.push(kind);
+            done.push(handlers_done);
+            errors.push(error);
+            delays.push(delay);
         }
+        let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
+        sqlx::query(
+            "UPDATE herald_outbox o SET
+                status = CASE u.kind WHEN 'release' THEN o.status WHEN 'retry' THEN o.status
+                                     ELSE u.kind END,
+                processed_at = CASE WHEN u.kind IN ('processed', 'failed') THEN now()
+                                    ELSE o.processed_at END,
+                failed_at = CASE WHEN u.kind IN ('failed', 'retry') THEN now() ELSE o.failed_at END,
+                fail_count = o.fail_count + CASE WHEN u.kind IN ('failed', 'retry') THEN 1 ELSE 0 END,
+                last_error = CASE WHEN u.kind IN ('failed', 'retry') THEN u.error ELSE o.last_error END,
+                handlers_done = CASE u.kind WHEN 'processed' THEN NULL
+                                            WHEN 'release' THEN o.handlers_done
+                                            ELSE u.handlers_done::jsonb END,
+                next_attempt_at = CASE WHEN u.kind = 'retry'
+                                       THEN now() + make_interval(secs => u.delay)
+                                       ELSE o.next_attempt_at END,
+                lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])
+                  AS u(id, kind, handlers_done, error, delay)
+             WHERE o.id = u.id AND o.lease_owner = $6",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&done)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! writes the outcome back, and deletes finished rows after the retention period.
 
 use super::row::{self, Backend, Outcome};
+use super::OutboxError;
 use crate::runtime::Herald;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,6 +192,7 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
     let backend = config.backend.clone();
     let mut waiter = backend.waiter().await;
     let mut last_sweep = Instant::now();
+    let mut writing: Option<JoinHandle<Result<(), OutboxError>>> = None;
     tracing::debug!(owner = %config.owner, "relay started");
     while !stop.is_cancelled() {
         if let Some(period) = config.retention {
@@ -248,11 +250,17 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
         let released = outcomes
             .iter()
             .all(|o| matches!(o, Outcome::Release { .. }));
-        if let Err(error) = backend.finish(&config.owner, outcomes).await {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            // The leases expire and another attempt delivers these rows again (at least once).
-            tracing::warn!(%error, owner = %config.owner, "outbox relay could not record a batch; its rows are redelivered after the lease");
+        // The write-back runs while the next batch is leased and delivered (one at a time, in
+        // order). That is safe: until it commits, this batch's rows are still pending and leased by
+        // this relay, so no claim takes them, nor a later row of one of their keys.
+        if let Some(previous) = writing.take() {
+            finish_write_back(previous, &stats, &config.owner).await;
         }
+        writing = Some(tokio::spawn({
+            let backend = backend.clone();
+            let owner = config.owner.clone();
+            async move { backend.finish(&owner, outcomes).await }
+        }));
         if released {
             // Every pool refused: back off instead of spinning.
             tokio::select! {
@@ -261,5 +269,24 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
             }
         }
     }
+    if let Some(last) = writing.take() {
+        finish_write_back(last, &stats, &config.owner).await;
+    }
     tracing::debug!(owner = %config.owner, "relay stopped");
+}
+
+/// Waits for a batch's write-back and counts its failure.
+async fn finish_write_back(
+    write_back: JoinHandle<Result<(), OutboxError>>,
+    stats: &Counters,
+    owner: &str,
+) {
+    let error = match write_back.await {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    stats.errors.fetch_add(1, Ordering::Relaxed);
+    // The leases expire and another attempt delivers these rows again (at least once).
+    tracing::warn!(%error, %owner, "outbox relay could not record a batch; its rows are redelivered after the lease");
 }
