@@ -71,7 +71,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: close the queues so the workers end.
         for pool in &self.pools {
-            pool.rx.close();
+            pool.queue.close();
         }
     }
 }

@@ -50,7 +50,7 @@ impl Herald {
 
         for pool in &inner.pools {
             pool.stopping.store(true, Ordering::Release);
-            pool.rx.close();
+            pool.queue.close();
             let workers = std::mem::take(&mut *pool.workers.lock());
             for worker in &workers {
                 worker.abort();
@@ -63,7 +63,7 @@ impl Herald {
 
         let mut casualties = Vec::new();
         for pool in &inner.pools {
-            while let Ok(job) = pool.rx.try_recv() {
+            while let Some(job) = pool.queue.try_pop() {
                 casualties.push(Casualty::queued(job));
             }
             casualties.append(&mut pool.casualties.lock());

@@ -18,7 +18,16 @@ use std::sync::Arc;
 
 /// A pool worker: takes jobs until the queue closes.
 pub(crate) async fn run_worker(pool: Arc<Pool>) {
-    while let Ok(job) = pool.rx.recv().await {
+    loop {
+        // The synchronous first look also keeps rustc from copying the ~1.8 kB `run_started` future
+        // twice per job (callgrind: ~400 instructions of `memcpy` per job when the loop only awaited).
+        let job = match pool.queue.try_take() {
+            Some(job) => job,
+            None => match pool.queue.pop().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         if pool.stopping.load(Ordering::Acquire) {
             pool.casualties.lock().push(Casualty::queued(job));
             continue;
