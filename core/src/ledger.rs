@@ -8,24 +8,58 @@
 use metrics::{counter, gauge, Counter, Gauge};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Release},
+};
 
 /// Live counters of one handler, mirrored to the `metrics` facade.
+///
+/// Every counter only grows, and each is written by one side in the common case: the publisher
+/// ([`Intake`]) or the workers ([`Outcomes`]), on separate cache lines so that the two do not take the
+/// line from each other on every job. `queued` and `in_flight` are not stored: they are derived from
+/// the monotonic counters in [`snapshot`](Counters::snapshot), which saves two read-modify-writes per
+/// job (a job used to move `queued` up, then `queued` down and `in_flight` up, then `in_flight` down).
+/// The snapshot reads the later stages of a job's life before the earlier ones (outcomes, then
+/// starts, then intake), and every counter is written with `Release` after the job's previous stage,
+/// so a derived count is never negative and every reading balances exactly.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    accepted: AtomicU64,
+    intake: Intake,
+    outcomes: Outcomes,
+    mirror: Mirror,
+}
+
+/// Written when a job is accepted or refused (the publisher's side).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Intake {
+    /// Accepted into a pool's queue.
+    queued: AtomicU64,
+    /// Accepted and run at once (`CallerRuns`, re-drive on the caller's task).
+    running: AtomicU64,
+    /// Accepted and dropped at once (`DropNewest`).
+    dropped: AtomicU64,
+    /// Taken out of the queue by `DropOldest`.
+    evicted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Written when a job starts and ends (the workers' side).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Outcomes {
+    /// Queued jobs that started running.
+    started: AtomicU64,
     succeeded: AtomicU64,
+    dead_lettered: AtomicU64,
+    ignored: AtomicU64,
+    deduplicated: AtomicU64,
+    deferred: AtomicU64,
+    /// Queued jobs dead-lettered at shutdown without running.
+    unqueued: AtomicU64,
     failed_attempts: AtomicU64,
     retried: AtomicU64,
-    dead_lettered: AtomicU64,
-    rejected: AtomicU64,
-    dropped: AtomicU64,
-    deduplicated: AtomicU64,
-    ignored: AtomicU64,
-    deferred: AtomicU64,
-    in_flight: AtomicU64,
-    queued: AtomicU64,
-    mirror: Mirror,
 }
 
 /// `metrics` handles, resolved once at build so the hot path does no label lookups.
@@ -75,61 +109,50 @@ pub(crate) enum Ending {
     Deferred,
 }
 
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Release);
+}
+
 impl Counters {
     pub(crate) fn new(handler: &'static str) -> Self {
         Counters {
-            accepted: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed_attempts: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            deduplicated: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            deferred: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
+            intake: Intake::default(),
+            outcomes: Outcomes::default(),
             mirror: Mirror::new(handler),
         }
     }
 
     /// A job entered a pool's queue.
     pub(crate) fn accepted_queued(&self) {
-        self.queued.fetch_add(1, Relaxed);
-        self.accepted.fetch_add(1, Relaxed);
+        bump(&self.intake.queued);
         self.mirror.accepted.increment(1);
         self.mirror.queued.increment(1.0);
     }
 
     /// A job runs at once (`CallerRuns`, re-drive on the caller's task).
     pub(crate) fn accepted_running(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
-        self.accepted.fetch_add(1, Relaxed);
+        bump(&self.intake.running);
         self.mirror.accepted.increment(1);
         self.mirror.in_flight.increment(1.0);
     }
 
     /// A job was accepted and dropped at once (`DropNewest`).
     pub(crate) fn accepted_dropped(&self) {
-        self.dropped.fetch_add(1, Relaxed);
-        self.accepted.fetch_add(1, Relaxed);
+        bump(&self.intake.dropped);
         self.mirror.accepted.increment(1);
         self.mirror.dropped.increment(1);
     }
 
     /// A queued job starts running.
     pub(crate) fn started(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
-        self.queued.fetch_sub(1, Relaxed);
+        bump(&self.outcomes.started);
         self.mirror.in_flight.increment(1.0);
         self.mirror.queued.decrement(1.0);
     }
 
     /// A running job ended.
     pub(crate) fn finished(&self, ending: Ending) {
-        self.bucket(ending).fetch_add(1, Relaxed);
-        self.in_flight.fetch_sub(1, Relaxed);
+        bump(self.bucket(ending));
         self.mirror_ending(ending);
         self.mirror.in_flight.decrement(1.0);
     }
@@ -137,38 +160,37 @@ impl Counters {
     /// A queued job left the queue without running (evicted by `DropOldest`: dropped; shutdown: dead-lettered).
     pub(crate) fn left_queue(&self, dropped: bool) {
         if dropped {
-            self.dropped.fetch_add(1, Relaxed);
+            bump(&self.intake.evicted);
             self.mirror.dropped.increment(1);
         } else {
-            self.dead_lettered.fetch_add(1, Relaxed);
+            bump(&self.outcomes.unqueued);
             self.mirror.dead_lettered.increment(1);
         }
-        self.queued.fetch_sub(1, Relaxed);
         self.mirror.queued.decrement(1.0);
     }
 
     pub(crate) fn rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+        bump(&self.intake.rejected);
         self.mirror.rejected.increment(1);
     }
 
     pub(crate) fn failed_attempt(&self) {
-        self.failed_attempts.fetch_add(1, Relaxed);
+        bump(&self.outcomes.failed_attempts);
         self.mirror.failed_attempts.increment(1);
     }
 
     pub(crate) fn retried(&self) {
-        self.retried.fetch_add(1, Relaxed);
+        bump(&self.outcomes.retried);
         self.mirror.retried.increment(1);
     }
 
     fn bucket(&self, ending: Ending) -> &AtomicU64 {
         match ending {
-            Ending::Succeeded => &self.succeeded,
-            Ending::DeadLettered => &self.dead_lettered,
-            Ending::Ignored => &self.ignored,
-            Ending::Deduplicated => &self.deduplicated,
-            Ending::Deferred => &self.deferred,
+            Ending::Succeeded => &self.outcomes.succeeded,
+            Ending::DeadLettered => &self.outcomes.dead_lettered,
+            Ending::Ignored => &self.outcomes.ignored,
+            Ending::Deduplicated => &self.outcomes.deduplicated,
+            Ending::Deferred => &self.outcomes.deferred,
         }
     }
 
@@ -184,23 +206,43 @@ impl Counters {
 
     /// Jobs queued or running.
     pub(crate) fn pending(&self) -> u64 {
-        self.queued.load(Relaxed) + self.in_flight.load(Relaxed)
+        let counts = self.snapshot();
+        counts.queued + counts.in_flight
     }
 
     pub(crate) fn snapshot(&self) -> Counts {
+        // Later stages first (see the type's docs): each value read is at most what the earlier
+        // stages read after it account for.
+        let o = &self.outcomes;
+        let succeeded = o.succeeded.load(Acquire);
+        let dead_lettered = o.dead_lettered.load(Acquire);
+        let ignored = o.ignored.load(Acquire);
+        let deduplicated = o.deduplicated.load(Acquire);
+        let deferred = o.deferred.load(Acquire);
+        let failed_attempts = o.failed_attempts.load(Acquire);
+        let retried = o.retried.load(Acquire);
+        let started = o.started.load(Acquire);
+        let unqueued = o.unqueued.load(Acquire);
+        let i = &self.intake;
+        let evicted = i.evicted.load(Acquire);
+        let queued_in = i.queued.load(Acquire);
+        let running_in = i.running.load(Acquire);
+        let dropped_in = i.dropped.load(Acquire);
+        let rejected = i.rejected.load(Acquire);
+        let ended = succeeded + dead_lettered + ignored + deduplicated + deferred;
         Counts {
-            accepted: self.accepted.load(Relaxed),
-            succeeded: self.succeeded.load(Relaxed),
-            failed_attempts: self.failed_attempts.load(Relaxed),
-            retried: self.retried.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
-            deduplicated: self.deduplicated.load(Relaxed),
-            ignored: self.ignored.load(Relaxed),
-            deferred: self.deferred.load(Relaxed),
-            in_flight: self.in_flight.load(Relaxed),
-            queued: self.queued.load(Relaxed),
+            accepted: queued_in + running_in + dropped_in,
+            succeeded,
+            failed_attempts,
+            retried,
+            dead_lettered: dead_lettered + unqueued,
+            rejected,
+            dropped: dropped_in + evicted,
+            deduplicated,
+            ignored,
+            deferred,
+            in_flight: (started + running_in).saturating_sub(ended),
+            queued: queued_in.saturating_sub(started + evicted + unqueued),
         }
     }
 }
@@ -325,5 +367,59 @@ impl fmt::Display for LedgerSnapshot {
             writeln!(f, "  {name}: {counts}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn every_reading_balances_while_jobs_move_through_every_stage() {
+        let counters = &Counters::new("ledger-test");
+        let done = &AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while !done.load(Acquire) {
+                    let counts = counters.snapshot();
+                    assert!(counts.is_balanced(), "{counts}");
+                }
+            });
+            let (to_start, started) = std::sync::mpsc::channel::<()>();
+            let publisher = scope.spawn(move || {
+                for n in 0..200_000u32 {
+                    match n % 4 {
+                        0 | 1 => {
+                            counters.accepted_queued();
+                            to_start.send(()).expect("worker alive");
+                        }
+                        2 => {
+                            counters.accepted_running();
+                            counters.finished(Ending::Ignored);
+                        }
+                        _ => counters.accepted_dropped(),
+                    }
+                }
+            });
+            for n in 0u32.. {
+                if started.recv().is_err() {
+                    break;
+                }
+                counters.started();
+                counters.finished(if n % 2 == 0 {
+                    Ending::Succeeded
+                } else {
+                    Ending::DeadLettered
+                });
+            }
+            publisher.join().expect("publisher");
+            done.store(true, Release);
+        });
+        let counts = counters.snapshot();
+        assert!(counts.is_balanced());
+        assert_eq!((counts.queued, counts.in_flight), (0, 0));
+        assert_eq!(counts.accepted, 200_000);
+        assert_eq!(counts.succeeded + counts.dead_lettered, 100_000);
     }
 }
