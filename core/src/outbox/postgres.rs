@@ -34,6 +34,14 @@ const PG_MAX_BINDS: usize = 65_535;
 /// write-back). The producers' transactions are untouched.
 const RELAY_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
+/// The lease transaction also rules out sorting: without fresh statistics (a new table, or a
+/// burst after a quiet period) the planner may expect a handful of due rows and fetch and sort
+/// every pending row for each claim (measured: 30–40 ms per claim with 100,000 pending, against
+/// 2 ms for the ordered scan of `herald_outbox_pending`). The ordered index scan is always right
+/// here: it stops after `limit` claimable rows.
+const CLAIM_TRANSACTION: &str =
+    "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off";
+
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
 
@@ -418,7 +426,7 @@ impl Backend for PgBackend {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, OutboxError> {
-        let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
+        let mut tx = self.pool.begin_with(CLAIM_TRANSACTION).await?;
         let rows = sqlx::query(
             "WITH picked AS (
                 SELECT o.id FROM herald_outbox o

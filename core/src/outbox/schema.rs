@@ -19,12 +19,20 @@ pub struct Migration {
 }
 
 /// Every version this build of Herald ships, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "outbox, dead letters, inbox",
-    sqlite: include_str!("../../migrations/sqlite/0001_outbox.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_outbox.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "outbox, dead letters, inbox",
+        sqlite: include_str!("../../migrations/sqlite/0001_outbox.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_outbox.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "relay tuning: key index without keyless rows, fillfactor for HOT leases",
+        sqlite: include_str!("../../migrations/sqlite/0002_claim_tuning.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_claim_tuning.sql"),
+    },
+];
 
 /// The newest version this build ships.
 pub(crate) fn latest() -> i64 {
