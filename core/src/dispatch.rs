@@ -122,7 +122,10 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(event, options, handlers, sink, Patience::Wait)
             .await?;
-        worker::run_inline(inline).await;
+        if !inline.is_empty() {
+            // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
+            worker::run_inline(inline).await;
+        }
         Ok(Delivery::new(dispatch.envelope.id, rx))
     }
 
@@ -184,7 +187,10 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(command, options, &handlers[..1], sink, Patience::Wait)
             .await?;
-        worker::run_inline(inline).await;
+        if !inline.is_empty() {
+            // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
+            worker::run_inline(inline).await;
+        }
         Ok(CommandReply::new(dispatch.envelope.id, rx))
     }
 
