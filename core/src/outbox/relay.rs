@@ -251,16 +251,21 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
             .iter()
             .all(|o| matches!(o, Outcome::Release { .. }));
         // The write-back runs while the next batch is leased and delivered (one at a time, in
-        // order). That is safe: until it commits, this batch's rows are still pending and leased by
+        // order), where the backend has concurrent writers. That is safe: until it commits, this batch's rows are still pending and leased by
         // this relay, so no claim takes them, nor a later row of one of their keys.
         if let Some(previous) = writing.take() {
             finish_write_back(previous, &stats, &config.owner).await;
         }
-        writing = Some(tokio::spawn({
+        let write_back = tokio::spawn({
             let backend = backend.clone();
             let owner = config.owner.clone();
             async move { backend.finish(&owner, outcomes).await }
-        }));
+        });
+        if backend.overlaps_write_back() {
+            writing = Some(write_back);
+        } else {
+            finish_write_back(write_back, &stats, &config.owner).await;
+        }
         if released {
             // Every pool refused: back off instead of spinning.
             tokio::select! {

@@ -76,6 +76,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<ClaimedRow>, OutboxError>;
     /// Writes the outcomes back in one transaction (rows whose lease was lost are left alone).
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError>;
+    /// Whether a batch's write-back may run beside the next claim (true where writers run
+    /// concurrently; SQLite's single writer would only make them wait for each other's lock).
+    fn overlaps_write_back(&self) -> bool {
+        true
+    }
     /// Something that waits for new rows.
     async fn waiter(&self) -> Box<dyn Waiter>;
     /// Deletes finished rows older than `older_than`, `batch` rows per statement.

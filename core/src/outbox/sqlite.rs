@@ -535,6 +535,12 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    fn overlaps_write_back(&self) -> bool {
+        // One writer at a time: a write-back beside the next claim waits for its lock (measured:
+        // batch 1 fell from 2.4k to 1.4k events/s, batch 100 unchanged).
+        false
+    }
+
     async fn waiter(&self) -> Box<dyn Waiter> {
         Box::new(Sleeper)
     }
