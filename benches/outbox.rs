@@ -2,8 +2,10 @@
 //! two relays, beside a plain `SKIP LOCKED` polling loop (no Herald) as the baseline.
 //!
 //! `cargo bench --bench outbox --all-features` (100,000 events; batch-1 rows use 10,000).
-//! `HERALD_BENCH_N=10000` for a quick run. PostgreSQL: `HERALD_TEST_DATABASE_URL`
-//! (default `postgres://postgres@127.0.0.1:5432/test`), schema `herald_bench`.
+//! `HERALD_BENCH_N=10000` for a quick run, `HERALD_BENCH_ONLY=sqlite|postgres` for one backend.
+//! The producer (one INSERT per event, or `publish_all`) is the same for Herald and the baseline.
+//! PostgreSQL: `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+//! schema `herald_bench`.
 
 use herald::outbox::{self, SqliteOutbox};
 use herald::sqlx::{self, Row};
