@@ -618,6 +618,44 @@ mod crash {
     }
 }
 
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
+    let pool = pool_in("herald_t_upgrade", true).await;
+    sqlx::raw_sql(include_str!("../core/migrations/postgres/0001_outbox.sql"))
+        .execute(&pool)
+        .await
+        .expect("schema v1");
+    sqlx::raw_sql(
+        "CREATE TABLE herald_schema (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO herald_schema (version, description) VALUES (1, 'outbox, dead letters, inbox');
+         INSERT INTO herald_outbox (message_id, message_type, key, payload, occurred_at)
+         VALUES (gen_random_uuid(), 'outbox_pg.v1', 'k', '{}', now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("a v1 database with a row");
+    let outbox = PgOutbox::new(pool.clone()).await.expect("upgrade");
+    assert_eq!(PgOutbox::schema_version(&pool).await.expect("version"), 2);
+    assert_eq!(outbox.status().await.expect("status").pending, 1);
+    let index: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'herald_outbox_pending_key'
+           AND schemaname = current_schema()",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("index");
+    assert!(index.contains("key IS NOT NULL"), "{index}");
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class
+         WHERE oid = 'herald_outbox'::regclass",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("reloptions");
+    assert_eq!(options, vec!["fillfactor=70".to_owned()]);
+}
+
 #[test]
 fn the_postgres_types_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}

@@ -614,6 +614,41 @@ mod store {
     }
 
     #[tokio::test]
+    async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = outbox::sqlite::connect(dir.path().join("v1.db"))
+            .await
+            .expect("open");
+        sqlx::raw_sql(include_str!("../core/migrations/sqlite/0001_outbox.sql"))
+            .execute(&pool)
+            .await
+            .expect("schema v1");
+        sqlx::raw_sql(
+            "CREATE TABLE herald_schema (version INTEGER PRIMARY KEY, description TEXT NOT NULL,
+                applied_at TEXT NOT NULL);
+             INSERT INTO herald_schema VALUES (1, 'outbox, dead letters, inbox', '2026-01-01T00:00:00.000Z');
+             INSERT INTO herald_outbox (message_id, message_type, key, payload, occurred_at)
+             VALUES ('0190b2a8-0000-7000-8000-000000000001', 'v1', 'k', '{}', '2026-01-01T00:00:00.000Z')",
+        )
+        .execute(&pool)
+        .await
+        .expect("a v1 database with a row");
+        let outbox = SqliteOutbox::new(pool.clone()).await.expect("upgrade");
+        assert_eq!(
+            SqliteOutbox::schema_version(&pool).await.expect("version"),
+            2
+        );
+        assert_eq!(outbox.status().await.expect("status").pending, 1);
+        let index: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE name = 'herald_outbox_pending_key'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("index");
+        assert!(index.contains("key IS NOT NULL"), "{index}");
+    }
+
+    #[tokio::test]
     async fn the_outbox_types_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<SqliteOutbox>();
