@@ -117,6 +117,20 @@ impl PgDeadLetters {
     }
 }
 
+/// The one entry a statement with `id` as its only parameter returns (`get` selects it, `take` deletes it).
+async fn entry_by_id(
+    pool: &PgPool,
+    sql: &str,
+    id: DeadLetterId,
+) -> Result<Option<DeadLetter>, DeadLetterError> {
+    let row = sqlx::query(sql)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(decode).transpose()
+}
+
 fn decode(row: &PgRow) -> Result<DeadLetter, DeadLetterError> {
     let get_time = |name: &str| -> Result<Option<DateTime<Utc>>, DeadLetterError> {
         row.try_get::<Option<DateTime<Utc>>, _>(name).map_err(db)
@@ -186,29 +200,13 @@ impl DeadLetterStore for PgDeadLetters {
     }
 
     async fn get(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM herald_dead_letters WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(decode)
-        .transpose()
+        let sql = format!("SELECT {COLUMNS} FROM herald_dead_letters WHERE id = $1");
+        entry_by_id(&self.pool, &sql, id).await
     }
 
     async fn take(&self, id: DeadLetterId) -> Result<Option<DeadLetter>, DeadLetterError> {
-        sqlx::query(&format!(
-            "DELETE FROM herald_dead_letters WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(decode)
-        .transpose()
+        let sql = format!("DELETE FROM herald_dead_letters WHERE id = $1 RETURNING {COLUMNS}");
+        entry_by_id(&self.pool, &sql, id).await
     }
 
     async fn purge(&self, id: Option<DeadLetterId>) -> Result<u64, DeadLetterError> {
