@@ -2,7 +2,9 @@
 //! purge), events tail, and the errors for a bad URL and a database without the schema.
 
 use herald_core::outbox::SqliteOutbox;
-use herald_core::{DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, Envelope};
+use herald_core::{
+    DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, Envelope, FailureKind,
+};
 use std::process::Command;
 
 fn herald(url: &str, args: &[&str]) -> (bool, String, String) {
@@ -36,6 +38,7 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
             payload: serde_json::json!({ "phone": "010" }),
             handler: "app::send_sms".into(),
             reason: DeadLetterReason::Failed,
+            failure: Some(FailureKind::Error),
             attempts: 3,
             first_error: Some("partner 503".into()),
             last_error: Some("partner 503".into()),

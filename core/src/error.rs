@@ -24,6 +24,9 @@ pub enum HandlerErrorKind {
     Shutdown,
     /// The message was already handled (a durable inbox found its id): the job counts as deduplicated.
     Duplicate,
+    /// The attempt was cancelled before it ended: its publisher dropped the `publish` future while
+    /// the handler ran on the publisher's task (`CallerRuns`).
+    Cancelled,
 }
 
 /// The error of one handler attempt.

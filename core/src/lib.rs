@@ -45,7 +45,8 @@ pub use dead_letter::PgDeadLetters;
 #[cfg(feature = "sqlite")]
 pub use dead_letter::SqliteDeadLetters;
 pub use dead_letter::{
-    DeadLetter, DeadLetterId, DeadLetterReason, DeadLetterStore, InMemoryDeadLetters,
+    DeadLetter, DeadLetterError, DeadLetterId, DeadLetterReason, DeadLetterStore, FailureKind,
+    InMemoryDeadLetters,
 };
 pub use delivery::{CommandReply, Delivery, EventOutcome, HandlerReport, HandlerStatus};
 pub use envelope::{Envelope, Headers, MessageId, PublishOptions};

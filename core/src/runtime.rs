@@ -1,6 +1,6 @@
 //! `Herald`: the cheap-to-clone handle to a running runtime.
 
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::dead_letter::{DeadLetter, DeadLetterError, DeadLetterId, DeadLetterStore};
 use crate::dedupe::DedupeWindow;
 use crate::handler::HandlerDescriptor;
 use crate::ledger::{Counters, LedgerSnapshot};
@@ -77,25 +77,57 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Stores a dead letter; if the store fails, the entry is logged in full so it is not lost silently.
-    pub(crate) async fn store_dead_letter(&self, entry: DeadLetter) {
-        store(self.dead_letters.clone(), entry).await;
+    /// Stores a dead letter, trying the store again a few times (a database that restarts, a
+    /// dropped connection). If every try fails, the entry is logged in full at error level and the
+    /// error is returned, so that a caller that still holds the message (a relay's row) keeps it.
+    pub(crate) async fn store_dead_letter(
+        &self,
+        entry: DeadLetter,
+    ) -> Result<DeadLetterId, DeadLetterError> {
+        store(self.dead_letters.clone(), entry).await
     }
 
     /// As [`store_dead_letter`](Self::store_dead_letter), from code that cannot wait.
     pub(crate) fn store_dead_letter_later(&self, entry: DeadLetter) {
-        self.background
-            .spawn(store(self.dead_letters.clone(), entry));
+        let store_to = self.dead_letters.clone();
+        self.background.spawn(async move {
+            // Logged in full inside `store` when every try fails: nothing else to do here.
+            let _ = store(store_to, entry).await;
+        });
     }
 }
 
-async fn store(store: Arc<dyn DeadLetterStore>, entry: DeadLetter) {
-    if let Err(error) = store.put(entry.clone()).await {
-        tracing::error!(
-            error = %error,
-            dead_letter = %serde_json::to_string(&entry).unwrap_or_default(),
-            "could not store a dead letter; it is logged here in full"
-        );
+/// Delays between tries of a dead-letter write: about 1.5 s in all before it is given up.
+const DEAD_LETTER_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_millis(1_200),
+];
+
+async fn store(
+    store: Arc<dyn DeadLetterStore>,
+    entry: DeadLetter,
+) -> Result<DeadLetterId, DeadLetterError> {
+    let mut retries = DEAD_LETTER_RETRIES.iter();
+    loop {
+        let error = match store.put(entry.clone()).await {
+            Ok(id) => return Ok(id),
+            Err(error) => error,
+        };
+        match retries.next() {
+            Some(delay) => {
+                tracing::warn!(error = %error, retry_in = ?delay, handler = %entry.handler, message_id = %entry.envelope.id, "could not store a dead letter; trying again");
+                tokio::time::sleep(*delay).await;
+            }
+            None => {
+                tracing::error!(
+                    error = %error,
+                    dead_letter = %serde_json::to_string(&entry).unwrap_or_default(),
+                    "could not store a dead letter; it is logged here in full"
+                );
+                return Err(error);
+            }
+        }
     }
 }
 

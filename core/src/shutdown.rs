@@ -1,6 +1,6 @@
 //! `shutdown(deadline)`: stop intake, drain until the deadline, dead-letter what remains. Nothing is dropped.
 
-use crate::dead_letter::DeadLetterReason;
+use crate::dead_letter::{DeadLetterReason, FailureKind};
 use crate::delivery::HandlerStatus;
 use crate::ledger::{Ending, LedgerSnapshot};
 use crate::runtime::Herald;
@@ -95,9 +95,13 @@ impl Herald {
                 started,
                 "shutdown deadline reached: message dead-lettered (reason `shutdown`)"
             );
-            let entry =
+            let mut entry =
                 worker::dead_letter_entry(&job, DeadLetterReason::Shutdown, &progress, None);
-            inner.store_dead_letter(entry).await;
+            if started {
+                entry.failure = Some(FailureKind::Shutdown);
+            }
+            // Logged in full if the store refuses it.
+            let _ = inner.store_dead_letter(entry).await;
             job.dispatch.sink.report(
                 job.dispatch.envelope.id,
                 job.handler.desc.name,

@@ -2,7 +2,7 @@
 //! messages. They arrive as an envelope plus JSON, are decoded through the registered message types,
 //! and run through the same pools as in-memory messages.
 
-use crate::dead_letter::{DeadLetter, DeadLetterId};
+use crate::dead_letter::{DeadLetter, DeadLetterError, DeadLetterId};
 use crate::delivery::{Delivery, Sink};
 use crate::dispatch::{Attempts, Dispatch, Patience};
 use crate::envelope::Envelope;
@@ -74,9 +74,13 @@ impl Herald {
             .await
     }
 
-    /// Stores a dead letter in the configured store (logged in full if the store fails).
-    pub async fn dead_letter(&self, entry: DeadLetter) {
-        self.inner.store_dead_letter(entry).await;
+    /// Stores a dead letter in the configured store, trying again a few times if the store fails.
+    ///
+    /// # Errors
+    /// When every try failed; the entry was then logged in full at error level. A caller that still
+    /// holds the message (a relay's row) must keep it rather than mark it dead-lettered.
+    pub async fn dead_letter(&self, entry: DeadLetter) -> Result<DeadLetterId, DeadLetterError> {
+        self.inner.store_dead_letter(entry).await
     }
 
     /// Takes a dead letter out of the store and dispatches it again to its handler, with a fresh
@@ -94,7 +98,8 @@ impl Herald {
         match self.redrive_entry(&entry).await {
             Ok(delivery) => Ok(delivery),
             Err(error) => {
-                self.inner.store_dead_letter(entry).await;
+                // Logged in full if the store refuses it back.
+                let _ = self.inner.store_dead_letter(entry).await;
                 Err(error)
             }
         }

@@ -1,7 +1,7 @@
 //! Running one job: attempts with rate limit, timeout and panic capture, retries with backoff, and the
 //! failure disposition. Also the worker loop that pulls jobs from a pool.
 
-use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason};
+use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
 use crate::delivery::HandlerStatus;
 use crate::dispatch::{Attempts, Job};
 use crate::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
@@ -137,19 +137,23 @@ impl Drop for InFlight {
         let herald = job.dispatch.herald.clone();
         herald.inner.background.spawn(async move {
             let error = HandlerError::with_kind(
-                HandlerErrorKind::Shutdown,
+                HandlerErrorKind::Cancelled,
                 "cancelled: the publisher dropped its `publish` future while the handler ran on its task (CallerRuns)",
             );
             tracing::error!(handler = job.handler.desc.name, message_id = %job.dispatch.envelope.id, "{error}; message dead-lettered");
             let entry = dead_letter_entry(&job, DeadLetterReason::Failed, &progress, Some(&error));
-            job.dispatch.herald.inner.store_dead_letter(entry).await;
-            job.handler.counters.finished(Ending::DeadLettered);
+            let disposition = match job.dispatch.herald.inner.store_dead_letter(entry).await {
+                Ok(_) => Disposition::DeadLettered,
+                // Logged in full by the store path.
+                Err(_) => Disposition::Logged,
+            };
+            job.handler.counters.finished(if disposition == Disposition::DeadLettered { Ending::DeadLettered } else { Ending::Ignored });
             let failure = HandlerFailure {
                 handler: job.handler.desc.name,
                 message_id: job.dispatch.envelope.id,
                 attempts: progress.attempts,
                 error,
-                disposition: Disposition::DeadLettered,
+                disposition,
             };
             job.dispatch.sink.report(job.dispatch.envelope.id, job.handler.desc.name, HandlerStatus::Failed(failure), None);
         });
@@ -324,8 +328,30 @@ async fn dispose(mut guard: InFlight, error: HandlerError) {
             );
             let entry = dead_letter_entry(job, reason, &guard.progress, Some(&error));
             // Keep the guard armed until the entry is stored: an abort mid-write still dead-letters it.
-            job.dispatch.herald.inner.store_dead_letter(entry).await;
-            Disposition::DeadLettered
+            match job.dispatch.herald.inner.store_dead_letter(entry).await {
+                Ok(_) => Disposition::DeadLettered,
+                Err(store_error) => {
+                    if let Attempts::Once(attempt) = job.attempts {
+                        // A relay still holds the message: it keeps its row pending and tries
+                        // again, rather than mark it failed with no dead letter to re-drive.
+                        let error = HandlerError::with_kind(
+                            error.kind(),
+                            format!("{error} (and the dead-letter store refused it: {store_error}; the message stays stored and is tried again)"),
+                        );
+                        let job = guard.disarm();
+                        handler.counters.finished(Ending::Deferred);
+                        job.dispatch.sink.report(
+                            job.dispatch.envelope.id,
+                            handler.desc.name,
+                            HandlerStatus::Deferred { attempt, error },
+                            None,
+                        );
+                        return;
+                    }
+                    // In memory: the entry was logged in full at error level; say so.
+                    Disposition::Logged
+                }
+            }
         }
         OnFailure::Log => {
             tracing::error!(
@@ -391,6 +417,7 @@ pub(crate) fn dead_letter_entry(
         payload: job.dispatch.payload.to_json(),
         handler: job.handler.desc.name.to_owned(),
         reason,
+        failure: error.map(FailureKind::of),
         attempts: progress.attempts,
         first_error: first_error.or_else(|| last_error.clone()),
         last_error,

@@ -76,6 +76,90 @@ impl std::str::FromStr for DeadLetterReason {
     }
 }
 
+/// What kind of failure put a message in the dead letters, as data (no parsing of error text).
+///
+/// `None` on a [`DeadLetter`] means no attempt failed: the message was dropped on overflow, or was
+/// still queued when the runtime shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The handler returned an error (retries, if any, were used up).
+    Error,
+    /// The handler returned an error marked [`permanent`](crate::HandlerError::permanent): no retry.
+    PermanentError,
+    /// The handler panicked.
+    Panic,
+    /// The attempt ran past the handler's `timeout`.
+    Timeout,
+    /// An extractor could not be built (state missing at run time, a failed inbox transaction, ...).
+    Extraction,
+    /// The stored message could not be decoded (bad payload, headers or id, unknown type).
+    Malformed,
+    /// The attempt was cancelled: its publisher dropped the `publish` future while the handler ran
+    /// on the publisher's task (`CallerRuns`).
+    Cancelled,
+    /// The attempt was cut off by `shutdown` at its deadline.
+    Shutdown,
+}
+
+impl FailureKind {
+    /// The kind of a handler error.
+    pub fn of(error: &crate::HandlerError) -> Self {
+        use crate::HandlerErrorKind as K;
+        match error.kind() {
+            K::Panicked => FailureKind::Panic,
+            K::TimedOut => FailureKind::Timeout,
+            K::Extraction => FailureKind::Extraction,
+            K::Malformed => FailureKind::Malformed,
+            K::Shutdown => FailureKind::Shutdown,
+            K::Cancelled => FailureKind::Cancelled,
+            _ if error.is_permanent() => FailureKind::PermanentError,
+            _ => FailureKind::Error,
+        }
+    }
+
+    /// The kind as stored (`error`, `permanent_error`, `panic`, `timeout`, `extraction`,
+    /// `malformed`, `cancelled`, `shutdown`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::PermanentError => "permanent_error",
+            FailureKind::Panic => "panic",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Extraction => "extraction",
+            FailureKind::Malformed => "malformed",
+            FailureKind::Cancelled => "cancelled",
+            FailureKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FailureKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            FailureKind::Error,
+            FailureKind::PermanentError,
+            FailureKind::Panic,
+            FailureKind::Timeout,
+            FailureKind::Extraction,
+            FailureKind::Malformed,
+            FailureKind::Cancelled,
+            FailureKind::Shutdown,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+        .ok_or_else(|| format!("unknown failure kind `{s}`"))
+    }
+}
+
 /// A message that did not succeed for one handler, with everything needed to understand and re-drive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -89,6 +173,10 @@ pub struct DeadLetter {
     pub handler: String,
     /// Why it is here.
     pub reason: DeadLetterReason,
+    /// What kind of failure the last attempt was; `None` when no attempt failed (overflow, or
+    /// still queued at shutdown).
+    #[serde(default)]
+    pub failure: Option<FailureKind>,
     /// Attempts made.
     pub attempts: u32,
     /// The first error (a panic's message included).
@@ -121,6 +209,11 @@ pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
     async fn purge(&self, id: Option<DeadLetterId>) -> Result<u64, DeadLetterError>;
     /// How many entries are stored.
     async fn count(&self) -> Result<u64, DeadLetterError>;
+    /// How many entries this store has evicted to stay within its bound since it was created
+    /// (each was logged in full at error level when it went). Stores that never evict return 0.
+    fn evicted(&self) -> u64 {
+        0
+    }
 }
 
 /// A dead-letter store failed.
@@ -157,11 +250,6 @@ impl InMemoryDeadLetters {
             evicted: AtomicU64::new(0),
             entries: Mutex::new(VecDeque::new()),
         }
-    }
-
-    /// Entries evicted because the store was full.
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
     }
 }
 
@@ -219,5 +307,9 @@ impl DeadLetterStore for InMemoryDeadLetters {
 
     async fn count(&self) -> Result<u64, DeadLetterError> {
         Ok(self.entries.lock().len() as u64)
+    }
+
+    fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 }

@@ -144,6 +144,7 @@ fn decode(row: &PgRow) -> Result<DeadLetter, DeadLetterError> {
         payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
         handler: row.try_get("handler").map_err(db)?,
         reason: reason.parse().map_err(DeadLetterError)?,
+        failure: None,
         attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(db)?).unwrap_or(0),
         first_error: row.try_get("first_error").map_err(db)?,
         last_error: row.try_get("last_error").map_err(db)?,

@@ -1,7 +1,7 @@
 //! What the relay reads from and writes back to a backend, and how one row is delivered.
 
 use super::OutboxError;
-use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason};
+use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
 use crate::delivery::HandlerStatus;
 use crate::envelope::{Envelope, Headers, MessageId};
 use crate::runtime::Herald;
@@ -265,13 +265,16 @@ async fn malformed(
     };
     let mut handlers_done = row.handlers_done;
     for handler in handlers {
-        herald
+        // Logged in full when the store refuses it (the relay keeping such a row pending is
+        // handled with the dead-letter store's own failures, issue 8 item 12).
+        let _ = herald
             .dead_letter(DeadLetter {
                 id: DeadLetterId(0),
                 envelope: envelope.clone(),
                 payload: payload.clone(),
                 handler: handler.clone(),
                 reason: DeadLetterReason::Malformed,
+                failure: Some(FailureKind::Malformed),
                 attempts: 1,
                 first_error: Some(reason.clone()),
                 last_error: Some(reason.clone()),
