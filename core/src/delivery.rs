@@ -22,7 +22,9 @@ pub enum HandlerStatus {
     },
     /// Every attempt failed; the failure says where the message went.
     Failed(HandlerFailure),
-    /// Skipped: the handler had already completed this id (`dedupe`).
+    /// Skipped: the handler had already completed this id (`dedupe`, or a durable inbox that found
+    /// it committed). A re-send that arrives while the first run is still going waits for that run:
+    /// it is a duplicate only if the first run succeeds, and runs itself if the first one fails.
     Deduplicated,
     /// Dropped on overflow (`DropNewest`/`DropOldest`); it is in the dead letters with reason `overflow`.
     Dropped,
@@ -52,9 +54,10 @@ pub struct HandlerReport {
 pub struct EventOutcome {
     /// The event's id.
     pub message_id: MessageId,
-    /// One report per handler, in the order they finished.
+    /// One report per handler, in the order they finished (empty for an event with no handler).
     pub reports: Vec<HandlerReport>,
-    /// False when the runtime went away before every handler reported.
+    /// False when the runtime went away before every handler reported. True for an event with no
+    /// handler: nothing to do is complete.
     pub complete: bool,
 }
 
@@ -197,6 +200,19 @@ impl Sink {
             },
             rx,
         )
+    }
+
+    /// Completes the handle of an event that has no handler: nothing to do is complete.
+    pub(crate) fn complete_empty(&self, message_id: MessageId) {
+        if let Sink::Event { tx, .. } = self {
+            if let Some(tx) = tx.lock().take() {
+                let _ = tx.send(EventOutcome {
+                    message_id,
+                    reports: Vec::new(),
+                    complete: true,
+                });
+            }
+        }
     }
 
     /// Records one handler's ending. The event handle completes when the last handler reports.

@@ -5,10 +5,12 @@ use crate::dead_letter::DeadLetterReason;
 use crate::delivery::{CommandReply, Delivery, HandlerStatus, Sink};
 use crate::envelope::{Envelope, PublishOptions};
 use crate::error::PublishError;
+use crate::handler::AnyReply;
 use crate::message::{Command, Event, Message, Payload};
+use crate::ordering::Admitted;
 use crate::pool::{Overload, Room};
 use crate::runtime::{HandlerRuntime, Herald};
-use crate::worker;
+use crate::worker::{self, CallerJobs};
 use futures_util::FutureExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,11 +25,56 @@ pub(crate) struct Dispatch {
 }
 
 /// One message for one handler.
+///
+/// Every job must end in a recorded state: [`settle`](Self::settle) reports it to the outcome sink.
+/// A job dropped without that (a path that forgot it) is counted as `lost` in the ledger, which then
+/// no longer balances and says so, instead of the job vanishing silently.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) handler: Arc<HandlerRuntime>,
     pub(crate) dispatch: Arc<Dispatch>,
     pub(crate) attempts: Attempts,
+    settled: bool,
+}
+
+impl Job {
+    pub(crate) fn new(
+        handler: Arc<HandlerRuntime>,
+        dispatch: Arc<Dispatch>,
+        attempts: Attempts,
+    ) -> Self {
+        Job {
+            handler,
+            dispatch,
+            attempts,
+            settled: false,
+        }
+    }
+
+    /// Reports how the job ended to whoever awaits the message's outcome. The ledger bucket is the
+    /// caller's to count (it differs by path).
+    pub(crate) fn settle(mut self, status: HandlerStatus, reply: Option<AnyReply>) {
+        self.settled = true;
+        self.dispatch.sink.report(
+            self.dispatch.envelope.id,
+            self.handler.desc.name,
+            status,
+            reply,
+        );
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.handler.counters.lost();
+            tracing::error!(
+                handler = self.handler.desc.name,
+                message_id = %self.dispatch.envelope.id,
+                "a job ended without a recorded outcome: counted as lost, the ledger will not balance (a Herald bug: please report it)"
+            );
+        }
+    }
 }
 
 /// How many attempts a job makes here.
@@ -91,6 +138,31 @@ impl std::ops::Deref for Slots {
 /// Why room was refused: the handler whose pool was full.
 pub(crate) struct Refused<'a>(&'a HandlerRuntime);
 
+/// The slots one publish holds between `reserve` and `admit`. Dropped before `admit` took them (a
+/// refusal, or a publish future cancelled while it waits for room in a later pool), it gives the
+/// queue slots back, so nothing is half-admitted.
+pub(crate) struct Reservation<'h> {
+    handlers: &'h [Arc<HandlerRuntime>],
+    slots: Slots,
+}
+
+impl Reservation<'_> {
+    /// Hands the slots over to `admit`, which gives each one to a job.
+    fn take(mut self) -> Slots {
+        std::mem::replace(&mut self.slots, Slots::Empty)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (handler, slot) in self.handlers.iter().zip(self.slots.iter()) {
+            if *slot == Slot::Queued {
+                handler.pool.release();
+            }
+        }
+    }
+}
+
 impl Herald {
     /// The handlers of message `name`, borrowed from the routing table (no copy per publish).
     fn route(&self, name: &str) -> &[Arc<HandlerRuntime>] {
@@ -124,7 +196,7 @@ impl Herald {
             .await?;
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
-            worker::run_inline(inline).await;
+            inline.run().await;
         }
         Ok(Delivery::new(dispatch.envelope.id, rx))
     }
@@ -189,7 +261,7 @@ impl Herald {
             .await?;
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
-            worker::run_inline(inline).await;
+            inline.run().await;
         }
         Ok(CommandReply::new(dispatch.envelope.id, rx))
     }
@@ -232,22 +304,25 @@ impl Herald {
         handlers: &[Arc<HandlerRuntime>],
         sink: Sink,
         patience: Patience,
-    ) -> Result<(Arc<Dispatch>, Vec<Job>), PublishError<M>> {
+    ) -> Result<(Arc<Dispatch>, CallerJobs), PublishError<M>> {
         if !self.inner.accepting.load(Ordering::Acquire) {
+            self.handed_back(handlers);
             return Err(PublishError::ShuttingDown { message });
         }
-        let slots = match self.reserve(handlers, patience).await {
-            Ok(slots) => slots,
-            Err(_) if !self.inner.accepting.load(Ordering::Acquire) => {
-                return Err(PublishError::ShuttingDown { message })
-            }
-            Err(Refused(handler)) => {
+        let reservation = match self.reserve(handlers, patience).await {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                self.handed_back(handlers);
+                if !self.inner.accepting.load(Ordering::Acquire) {
+                    return Err(PublishError::ShuttingDown { message });
+                }
+                let Refused(handler) = refused;
                 return Err(PublishError::Rejected {
                     message,
                     pool: handler.pool.name.clone(),
                     handler: handler.desc.name.to_owned(),
                     capacity: handler.pool.config.queue,
-                })
+                });
             }
         };
         let mut envelope = Envelope::new(M::NAME);
@@ -260,18 +335,28 @@ impl Herald {
             herald: self.clone(),
             sink,
         });
-        let inline = self.admit(&dispatch, handlers, &slots, Attempts::Policy);
+        if handlers.is_empty() {
+            // Nothing to do is complete.
+            dispatch.sink.complete_empty(dispatch.envelope.id);
+        }
+        let inline = self.admit(&dispatch, handlers, reservation, Attempts::Policy);
         Ok((dispatch, inline))
     }
 
     /// Takes one slot per handler, applying each pool's overload policy when it is full. On refusal,
     /// gives back the slots already taken so that a refused message leaves no trace but the count.
+    ///
+    /// Cancel-safe: the slots are held by a [`Reservation`] until `admit` hands them to jobs, so a
+    /// publisher dropped while it waits for room in a later pool gives back what it took earlier.
     pub(crate) async fn reserve<'h>(
         &self,
         handlers: &'h [Arc<HandlerRuntime>],
         patience: Patience,
-    ) -> Result<Slots, Refused<'h>> {
-        let mut slots = Slots::Empty;
+    ) -> Result<Reservation<'h>, Refused<'h>> {
+        let mut reservation = Reservation {
+            handlers,
+            slots: Slots::Empty,
+        };
         for handler in handlers {
             let pool = &handler.pool;
             let slot = match pool.try_reserve() {
@@ -293,14 +378,8 @@ impl Herald {
                 },
             };
             match slot {
-                Some(slot) => slots.push(slot),
+                Some(slot) => reservation.slots.push(slot),
                 None => {
-                    for (taken, slot) in handlers.iter().zip(slots.iter()) {
-                        if *slot == Slot::Queued {
-                            taken.pool.release();
-                        }
-                    }
-                    handler.counters.rejected();
                     tracing::warn!(
                         handler = handler.desc.name,
                         pool = %pool.name,
@@ -308,28 +387,35 @@ impl Herald {
                         policy = %pool.config.overload,
                         "pool full: message rejected and returned to the caller"
                     );
+                    // Dropping the reservation gives back the slots taken so far.
                     return Err(Refused(handler));
                 }
             }
         }
-        Ok(slots)
+        Ok(reservation)
     }
 
-    /// Queues one job per granted slot; returns the `CallerRuns` jobs.
+    /// A message is handed back to its caller (a pool was full, or Herald is shutting down): one
+    /// rule for every hand-back, it counts as `rejected` for every handler it was routed to.
+    pub(crate) fn handed_back(&self, handlers: &[Arc<HandlerRuntime>]) {
+        for handler in handlers {
+            handler.counters.rejected();
+        }
+    }
+
+    /// Queues one job per granted slot; returns the `CallerRuns` jobs, which the caller must run
+    /// (or, if it gives up, dead-letter: [`CallerJobs`] does that when dropped).
     pub(crate) fn admit(
         &self,
         dispatch: &Arc<Dispatch>,
         handlers: &[Arc<HandlerRuntime>],
-        slots: &[Slot],
+        reservation: Reservation<'_>,
         attempts: Attempts,
-    ) -> Vec<Job> {
-        let mut inline = Vec::new();
-        for (handler, slot) in handlers.iter().zip(slots) {
-            let job = Job {
-                handler: handler.clone(),
-                dispatch: dispatch.clone(),
-                attempts,
-            };
+    ) -> CallerJobs {
+        let slots = reservation.take();
+        let mut inline = CallerJobs::default();
+        for (handler, slot) in handlers.iter().zip(slots.iter()) {
+            let job = Job::new(handler.clone(), dispatch.clone(), attempts);
             match slot {
                 Slot::Queued => {
                     handler.counters.accepted_queued();
@@ -338,7 +424,15 @@ impl Herald {
                 Slot::CallerRuns => {
                     handler.counters.accepted_running();
                     tracing::debug!(handler = handler.desc.name, pool = %handler.pool.name, "pool full: running on the caller's task");
-                    inline.push(job);
+                    inline.push(match (&handler.lanes, &dispatch.envelope.key) {
+                        // An ordered job runs on the caller only in its key's turn.
+                        (Some(lanes), Some(key)) => match lanes.admit_caller(key, job) {
+                            Admitted::Run(job) => worker::CallerJob::Run(job),
+                            Admitted::Wait(turn) => worker::CallerJob::Wait(turn),
+                            Admitted::Parked => continue,
+                        },
+                        _ => worker::CallerJob::Run(job),
+                    });
                 }
                 Slot::Dropped => {
                     handler.counters.accepted_dropped();
@@ -354,8 +448,8 @@ impl Herald {
         let handler = job.handler.clone();
         let job = match (&handler.lanes, job.dispatch.envelope.key.clone()) {
             (Some(lanes), Some(key)) => match lanes.admit(&key, job) {
-                Some(job) => job,
-                None => return,
+                Admitted::Run(job) => job,
+                Admitted::Parked | Admitted::Wait(_) => return,
             },
             _ => job,
         };
@@ -365,10 +459,8 @@ impl Herald {
     /// `DropOldest` took this job out of the queue: it is dropped, and the next job with its key moves up.
     fn evicted(&self, job: Job) {
         job.handler.counters.left_queue(true);
-        if let (Some(lanes), Some(key)) = (&job.handler.lanes, &job.dispatch.envelope.key) {
-            if let Some(next) = lanes.next(key) {
-                next.handler.pool.clone().enqueue(next);
-            }
+        if let Some(key) = &job.dispatch.envelope.key {
+            worker::pass_key(&job.handler, key, false);
         }
         self.drop_on_overflow(job);
     }
@@ -387,12 +479,7 @@ impl Herald {
             &worker::Progress::default(),
             None,
         );
-        job.dispatch.sink.report(
-            job.dispatch.envelope.id,
-            job.handler.desc.name,
-            HandlerStatus::Dropped,
-            None,
-        );
+        job.settle(HandlerStatus::Dropped, None);
         self.inner.store_dead_letter_later(entry);
     }
 }

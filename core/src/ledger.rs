@@ -58,6 +58,9 @@ struct Outcomes {
     deferred: AtomicU64,
     /// Queued jobs dead-lettered at shutdown without running.
     unqueued: AtomicU64,
+    /// Jobs that ended without a recorded outcome (a bug): they leave `in_flight`/`queued` and are
+    /// accounted nowhere, so the ledger stops balancing and says why.
+    lost: AtomicU64,
     failed_attempts: AtomicU64,
     retried: AtomicU64,
 }
@@ -75,6 +78,7 @@ struct Mirror {
     deduplicated: Counter,
     ignored: Counter,
     deferred: Counter,
+    lost: Counter,
     in_flight: Gauge,
     queued: Gauge,
 }
@@ -93,6 +97,7 @@ impl Mirror {
             deduplicated: c("deduplicated"),
             ignored: c("ignored"),
             deferred: c("deferred"),
+            lost: c("lost"),
             in_flight: gauge!("herald_in_flight", "handler" => handler),
             queued: gauge!("herald_queued", "handler" => handler),
         }
@@ -169,6 +174,12 @@ impl Counters {
         self.mirror.queued.decrement(1.0);
     }
 
+    /// A job was dropped without a recorded outcome (see `Job`'s `Drop`).
+    pub(crate) fn lost(&self) {
+        bump(&self.outcomes.lost);
+        self.mirror.lost.increment(1);
+    }
+
     pub(crate) fn rejected(&self) {
         bump(&self.intake.rejected);
         self.mirror.rejected.increment(1);
@@ -223,6 +234,7 @@ impl Counters {
         let retried = o.retried.load(Acquire);
         let started = o.started.load(Acquire);
         let unqueued = o.unqueued.load(Acquire);
+        let lost = o.lost.load(Acquire);
         let i = &self.intake;
         let evicted = i.evicted.load(Acquire);
         let queued_in = i.queued.load(Acquire);
@@ -230,6 +242,9 @@ impl Counters {
         let dropped_in = i.dropped.load(Acquire);
         let rejected = i.rejected.load(Acquire);
         let ended = succeeded + dead_lettered + ignored + deduplicated + deferred;
+        // A lost job is taken out of the running jobs first, then out of the queued ones.
+        let running = (started + running_in).saturating_sub(ended);
+        let lost_running = lost.min(running);
         Counts {
             accepted: queued_in + running_in + dropped_in,
             succeeded,
@@ -241,8 +256,9 @@ impl Counters {
             deduplicated,
             ignored,
             deferred,
-            in_flight: (started + running_in).saturating_sub(ended),
-            queued: queued_in.saturating_sub(started + evicted + unqueued),
+            lost,
+            in_flight: running - lost_running,
+            queued: queued_in.saturating_sub(started + evicted + unqueued + (lost - lost_running)),
         }
     }
 }
@@ -271,6 +287,9 @@ pub struct Counts {
     /// Single attempts that failed and were handed back to a relay, which keeps the message stored
     /// and schedules the next attempt (durable delivery only).
     pub deferred: u64,
+    /// Jobs that ended without a recorded outcome. Always 0 unless Herald has a bug; when it is not,
+    /// the ledger does not balance ([`is_balanced`](Self::is_balanced) is false) and says so.
+    pub lost: u64,
     /// Jobs running now.
     pub in_flight: u64,
     /// Jobs waiting in a queue now.
@@ -290,9 +309,9 @@ impl Counts {
             + self.queued
     }
 
-    /// Whether `accepted` equals [`accounted`](Self::accounted): nothing was lost.
+    /// Whether `accepted` equals [`accounted`](Self::accounted) and no job was lost.
     pub fn is_balanced(&self) -> bool {
-        self.accepted == self.accounted()
+        self.lost == 0 && self.accepted == self.accounted()
     }
 
     fn add(&mut self, other: &Counts) {
@@ -306,6 +325,7 @@ impl Counts {
         self.deduplicated += other.deduplicated;
         self.ignored += other.ignored;
         self.deferred += other.deferred;
+        self.lost += other.lost;
         self.in_flight += other.in_flight;
         self.queued += other.queued;
     }
@@ -328,7 +348,16 @@ impl fmt::Display for Counts {
             self.rejected,
             self.failed_attempts,
             self.retried
-        )
+        )?;
+        if !self.is_balanced() {
+            write!(
+                f,
+                " DOES NOT BALANCE: {} job(s) lost without a recorded outcome, accepted - accounted = {}",
+                self.lost,
+                self.accepted as i128 - self.accounted() as i128
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +368,9 @@ pub struct LedgerSnapshot {
     pub total: Counts,
     /// Per handler name.
     pub handlers: BTreeMap<&'static str, Counts>,
+    /// Dead letters the store evicted to stay within its bound ([`DeadLetterStore::evicted`](crate::DeadLetterStore::evicted)):
+    /// they were counted in `dead_lettered` and logged in full, but are no longer in the store.
+    pub dead_letters_evicted: u64,
 }
 
 impl LedgerSnapshot {
@@ -363,6 +395,13 @@ impl LedgerSnapshot {
 impl fmt::Display for LedgerSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "total: {}", self.total)?;
+        if self.dead_letters_evicted > 0 {
+            writeln!(
+                f,
+                "  dead letters evicted from the store (logged in full): {}",
+                self.dead_letters_evicted
+            )?;
+        }
         for (name, counts) in &self.handlers {
             writeln!(f, "  {name}: {counts}")?;
         }

@@ -155,14 +155,16 @@ impl Herald {
         &self.inner.table
     }
 
-    /// The ledger, per handler and in total.
+    /// The ledger, per handler and in total, with the dead-letter store's eviction count.
     pub fn ledger(&self) -> LedgerSnapshot {
-        LedgerSnapshot::from_handlers(
+        let mut ledger = LedgerSnapshot::from_handlers(
             self.inner
                 .handlers
                 .iter()
                 .map(|h| (h.desc.name, &h.counters)),
-        )
+        );
+        ledger.dead_letters_evicted = self.inner.dead_letters.evicted();
+        ledger
     }
 
     /// Depth and bounds of every pool.

@@ -3,6 +3,7 @@
 use crate::dead_letter::{DeadLetterReason, FailureKind};
 use crate::delivery::HandlerStatus;
 use crate::ledger::{Ending, LedgerSnapshot};
+use crate::ordering::Parked;
 use crate::runtime::Herald;
 use crate::worker::{self, Casualty};
 use std::sync::atomic::Ordering;
@@ -70,7 +71,14 @@ impl Herald {
         }
         for handler in &inner.handlers {
             if let Some(lanes) = &handler.lanes {
-                casualties.extend(lanes.drain().into_iter().map(Casualty::queued));
+                casualties.extend(lanes.drain().into_iter().map(|parked| match parked {
+                    Parked::Queued(job) => Casualty::queued(job),
+                    // Its publisher's wait ends with the sender dropped here.
+                    Parked::Caller { job, .. } => Casualty {
+                        on_caller: true,
+                        ..Casualty::queued(job)
+                    },
+                }));
             }
         }
 
@@ -80,10 +88,16 @@ impl Herald {
                 job,
                 started,
                 progress,
+                on_caller,
             } = casualty;
             let counters = &job.handler.counters;
             if started {
                 running += 1;
+                counters.finished(Ending::DeadLettered);
+            } else if on_caller {
+                // Accepted to run on its publisher's task (counted in flight), still parked behind
+                // its key.
+                queued += 1;
                 counters.finished(Ending::DeadLettered);
             } else {
                 queued += 1;
@@ -102,12 +116,7 @@ impl Herald {
             }
             // Logged in full if the store refuses it.
             let _ = inner.store_dead_letter(entry).await;
-            job.dispatch.sink.report(
-                job.dispatch.envelope.id,
-                job.handler.desc.name,
-                HandlerStatus::Interrupted,
-                None,
-            );
+            job.settle(HandlerStatus::Interrupted, None);
         }
 
         inner.background.close();

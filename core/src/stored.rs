@@ -9,7 +9,6 @@ use crate::envelope::Envelope;
 use crate::handler::HandlerOptions;
 use crate::message::Payload;
 use crate::runtime::{HandlerRuntime, Herald};
-use crate::worker;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -130,15 +129,23 @@ impl Herald {
         attempts: Attempts,
     ) -> Result<Delivery, StoredError> {
         if !self.inner.accepting.load(Ordering::Acquire) {
+            self.handed_back(handlers);
             return Err(StoredError::ShuttingDown);
         }
         if let Some(descriptor) = self.inner.messages.get(envelope.name.as_ref()) {
             envelope.name = Cow::Borrowed(descriptor.name);
         }
-        let slots = self
-            .reserve(handlers, Patience::Wait)
-            .await
-            .map_err(|_| StoredError::Rejected)?;
+        let reservation = match self.reserve(handlers, Patience::Wait).await {
+            Ok(reservation) => reservation,
+            Err(_) => {
+                self.handed_back(handlers);
+                return Err(if self.inner.accepting.load(Ordering::Acquire) {
+                    StoredError::Rejected
+                } else {
+                    StoredError::ShuttingDown
+                });
+            }
+        };
         let (sink, rx) = Sink::event(handlers.len());
         let dispatch = Arc::new(Dispatch {
             envelope,
@@ -146,8 +153,11 @@ impl Herald {
             herald: self.clone(),
             sink,
         });
-        let inline = self.admit(&dispatch, handlers, &slots, attempts);
-        worker::run_inline(inline).await;
+        if handlers.is_empty() {
+            dispatch.sink.complete_empty(dispatch.envelope.id);
+        }
+        let inline = self.admit(&dispatch, handlers, reservation, attempts);
+        inline.run().await;
         Ok(Delivery::new(dispatch.envelope.id, rx))
     }
 }

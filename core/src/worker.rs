@@ -2,19 +2,24 @@
 //! failure disposition. Also the worker loop that pulls jobs from a pool.
 
 use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
+use crate::dedupe::Claim;
 use crate::delivery::HandlerStatus;
 use crate::dispatch::{Attempts, Job};
 use crate::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
 use crate::handler::{AnyReply, OnFailure};
 use crate::invocation::Invocation;
 use crate::ledger::Ending;
+use crate::ordering::Parked;
 use crate::pool::Pool;
 use crate::retry;
+use crate::runtime::HandlerRuntime;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// A pool worker: takes jobs until the queue closes.
 pub(crate) async fn run_worker(pool: Arc<Pool>) {
@@ -34,20 +39,96 @@ pub(crate) async fn run_worker(pool: Arc<Pool>) {
         }
         pool.release();
         job.handler.counters.started();
-        run_started(job).await;
+        run_started(job, Runner::Worker).await;
     }
 }
 
-/// Runs `CallerRuns` jobs on the caller's task.
-pub(crate) async fn run_inline(jobs: Vec<Job>) {
-    for job in jobs {
-        run_started(job).await;
+/// A job its publisher runs on its own task (`CallerRuns`).
+#[derive(Debug)]
+pub(crate) enum CallerJob {
+    /// Ready to run.
+    Run(Job),
+    /// Parked behind its key (`ordered`): it arrives here in its turn.
+    Wait(oneshot::Receiver<Job>),
+}
+
+/// The `CallerRuns` jobs of one publish, run one after another on the publisher's task.
+///
+/// Cancel-safe: if the publisher drops its `publish` future, the job running at that moment is
+/// dead-lettered by its [`InFlight`] guard, and every job not started yet is dead-lettered here
+/// (reason `cancelled`), each passing its key on, so none vanishes and no key stays blocked.
+#[derive(Debug, Default)]
+pub(crate) struct CallerJobs {
+    jobs: VecDeque<CallerJob>,
+}
+
+impl CallerJobs {
+    pub(crate) fn push(&mut self, job: CallerJob) {
+        self.jobs.push_back(job);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Runs every job, in order.
+    pub(crate) async fn run(mut self) {
+        while let Some(next) = self.jobs.front_mut() {
+            let job = match next {
+                CallerJob::Run(_) => match self.jobs.pop_front() {
+                    Some(CallerJob::Run(job)) => job,
+                    _ => unreachable!("the front was a ready job"),
+                },
+                CallerJob::Wait(turn) => {
+                    // The turn comes when the job before it with the same key has ended. Left in
+                    // the list while waiting, so a cancelled wait is cleaned up by `Drop`.
+                    let turn = turn.await;
+                    self.jobs.pop_front();
+                    match turn {
+                        Ok(job) => job,
+                        // Shutdown drained the lane and dead-lettered the job.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            run_started(job, Runner::Caller).await;
+        }
     }
 }
 
-/// Runs a started job, then the jobs parked behind its key. There is no `.await` between taking the
-/// next parked job and handing it to `execute`, so an abort at shutdown never loses it.
-async fn run_started(job: Job) {
+impl Drop for CallerJobs {
+    fn drop(&mut self) {
+        for next in self.jobs.drain(..) {
+            let job = match next {
+                CallerJob::Run(job) => job,
+                CallerJob::Wait(mut turn) => {
+                    // No turn can arrive after `close`; one that arrived before is taken here.
+                    turn.close();
+                    match turn.try_recv() {
+                        Ok(job) => job,
+                        // Still parked: the lane records it when its turn finds nobody waiting.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            cancelled(job, Progress::default(), false, false);
+        }
+    }
+}
+
+/// Where a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// A pool worker: it runs the next job of an `ordered` key itself.
+    Worker,
+    /// The publisher's task (`CallerRuns`): it runs only its own jobs and hands the key on.
+    Caller,
+}
+
+/// Runs a started job, then (on a worker) the jobs parked behind its key. There is no `.await`
+/// between taking the next parked job and handing it to `execute`, so an abort at shutdown never
+/// loses it.
+async fn run_started(job: Job, runner: Runner) {
     let mut current = Some(job);
     while let Some(job) = current.take() {
         let handler = job.handler.clone();
@@ -56,12 +137,89 @@ async fn run_started(job: Job) {
             .as_ref()
             .and(job.dispatch.envelope.key.clone());
         execute(job).await;
-        if let (Some(lanes), Some(key)) = (&handler.lanes, key) {
-            if let Some(next) = lanes.next(&key) {
-                next.handler.pool.release();
-                next.handler.counters.started();
-                current = Some(next);
+        if let Some(key) = key {
+            current = pass_key(&handler, &key, runner == Runner::Worker);
+        }
+    }
+}
+
+/// The job holding `key` ended: the key passes to the next job parked behind it. A queued job is
+/// returned for the current worker to run when `on_worker`, and otherwise goes into its pool's
+/// queue with the slot it holds; a caller job is handed to its waiting publisher, or dead-lettered
+/// (reason `cancelled`) if that publisher gave up, and the key passes on again.
+pub(crate) fn pass_key(handler: &HandlerRuntime, key: &str, on_worker: bool) -> Option<Job> {
+    let lanes = handler.lanes.as_ref()?;
+    loop {
+        match lanes.next(key)? {
+            Parked::Queued(job) if on_worker => {
+                job.handler.pool.release();
+                job.handler.counters.started();
+                return Some(job);
             }
+            Parked::Queued(job) => {
+                job.handler.pool.clone().enqueue(job);
+                return None;
+            }
+            Parked::Caller { job, turn } => match turn.send(job) {
+                Ok(()) => return None,
+                Err(job) => {
+                    // Holds the key now; recording it must not pass the key again from inside.
+                    cancelled(job, Progress::default(), false, true);
+                }
+            },
+        }
+    }
+}
+
+/// A `CallerRuns` job whose publisher gave up (dropped its `publish` future) before or while it ran:
+/// dead-lettered with reason `cancelled`, and its dedupe claim released. `key_passed_by_caller` is
+/// true when the caller of this function passes the job's key on itself.
+fn cancelled(job: Job, progress: Progress, started: bool, key_passed_by_caller: bool) {
+    let handler = job.handler.clone();
+    let error = HandlerError::with_kind(
+        HandlerErrorKind::Cancelled,
+        if started {
+            "cancelled: the publisher dropped its `publish` future while the handler ran on its task (CallerRuns)"
+        } else {
+            "cancelled: the publisher dropped its `publish` future before the handler could run on its task (CallerRuns)"
+        },
+    );
+    tracing::error!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, "{error}; message dead-lettered (reason `cancelled`)");
+    let mut entry = dead_letter_entry(&job, DeadLetterReason::Cancelled, &progress, Some(&error));
+    if !started {
+        entry.failure = None;
+    }
+    let herald = job.dispatch.herald.clone();
+    let key = handler
+        .lanes
+        .as_ref()
+        .and(job.dispatch.envelope.key.clone());
+    // Until the entry is stored the job stays in flight in the ledger; then it is settled.
+    herald.inner.background.spawn(async move {
+        let disposition = match job.dispatch.herald.inner.store_dead_letter(entry).await {
+            Ok(_) => Disposition::DeadLettered,
+            // Logged in full by the store path.
+            Err(_) => Disposition::Logged,
+        };
+        job.handler
+            .counters
+            .finished(if disposition == Disposition::DeadLettered {
+                Ending::DeadLettered
+            } else {
+                Ending::Ignored
+            });
+        let failure = HandlerFailure {
+            handler: job.handler.desc.name,
+            message_id: job.dispatch.envelope.id,
+            attempts: progress.attempts,
+            error,
+            disposition,
+        };
+        job.settle(HandlerStatus::Failed(failure), None);
+    });
+    if let (false, Some(key)) = (key_passed_by_caller, key) {
+        if let Some(next) = pass_key(&handler, &key, false) {
+            unreachable!("pass_key off a worker returns no job, got {next:?}");
         }
     }
 }
@@ -90,6 +248,8 @@ pub(crate) struct Casualty {
     pub(crate) job: Job,
     pub(crate) started: bool,
     pub(crate) progress: Progress,
+    /// A `CallerRuns` job parked behind its key, its publisher waiting for its turn.
+    pub(crate) on_caller: bool,
 }
 
 impl Casualty {
@@ -98,20 +258,34 @@ impl Casualty {
             job,
             started: false,
             progress: Progress::default(),
+            on_caller: false,
         }
     }
 }
 
 /// Holds a running job. If the worker is aborted (shutdown deadline), the drop hands the job to its
-/// pool's casualties, which `shutdown` dead-letters, instead of losing it.
+/// pool's casualties, which `shutdown` dead-letters, instead of losing it. If a `CallerRuns`
+/// publisher drops its `publish` future, the drop dead-letters the job (reason `cancelled`). Either
+/// way the job's dedupe claim is released, so a later re-send of its id is not taken for a duplicate.
 struct InFlight {
     job: Option<Job>,
     progress: Progress,
+    /// The dedupe id this job has claimed, released when it ends however it ends.
+    claim: Option<String>,
 }
 
 impl InFlight {
     fn job(&self) -> &Job {
         self.job.as_ref().expect("job is present until disarmed")
+    }
+
+    /// Ends the dedupe claim: a completed id is remembered, a failed one may run again.
+    fn release_claim(&mut self, completed: bool) {
+        if let Some(id) = self.claim.take() {
+            if let Some(window) = &self.job().handler.dedupe {
+                window.release(&id, completed);
+            }
+        }
     }
 
     fn disarm(&mut self) -> Job {
@@ -121,6 +295,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if self.job.is_none() {
+            return;
+        }
+        self.release_claim(false);
         let Some(job) = self.job.take() else { return };
         let progress = std::mem::take(&mut self.progress);
         let pool = job.handler.pool.clone();
@@ -130,33 +308,12 @@ impl Drop for InFlight {
                 job,
                 started: true,
                 progress,
+                on_caller: false,
             });
             return;
         }
-        // A `CallerRuns` job whose publisher dropped the publish future mid-run: dead-letter it now.
-        let herald = job.dispatch.herald.clone();
-        herald.inner.background.spawn(async move {
-            let error = HandlerError::with_kind(
-                HandlerErrorKind::Cancelled,
-                "cancelled: the publisher dropped its `publish` future while the handler ran on its task (CallerRuns)",
-            );
-            tracing::error!(handler = job.handler.desc.name, message_id = %job.dispatch.envelope.id, "{error}; message dead-lettered");
-            let entry = dead_letter_entry(&job, DeadLetterReason::Failed, &progress, Some(&error));
-            let disposition = match job.dispatch.herald.inner.store_dead_letter(entry).await {
-                Ok(_) => Disposition::DeadLettered,
-                // Logged in full by the store path.
-                Err(_) => Disposition::Logged,
-            };
-            job.handler.counters.finished(if disposition == Disposition::DeadLettered { Ending::DeadLettered } else { Ending::Ignored });
-            let failure = HandlerFailure {
-                handler: job.handler.desc.name,
-                message_id: job.dispatch.envelope.id,
-                attempts: progress.attempts,
-                error,
-                disposition,
-            };
-            job.dispatch.sink.report(job.dispatch.envelope.id, job.handler.desc.name, HandlerStatus::Failed(failure), None);
-        });
+        // A `CallerRuns` job whose publisher dropped the publish future mid-run.
+        cancelled(job, progress, true, false);
     }
 }
 
@@ -167,27 +324,30 @@ async fn execute(job: Job) {
     let mut guard = InFlight {
         job: Some(job),
         progress: Progress::default(),
+        claim: None,
     };
     if let Attempts::Once(attempt) = mode {
         guard.progress.attempts = attempt.saturating_sub(1);
     }
-    let dedupe_id = handler
-        .dedupe
-        .as_ref()
-        .map(|_| guard.job().dispatch.envelope.dedupe_id());
-    if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
-        if !window.claim(id) {
-            let job = guard.disarm();
-            handler.counters.finished(Ending::Deduplicated);
-            tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, dedupe_id = %id, "duplicate skipped");
-            job.dispatch.sink.report(
-                job.dispatch.envelope.id,
-                handler.desc.name,
-                HandlerStatus::Deduplicated,
-                None,
-            );
-            return;
+    if let Some(window) = &handler.dedupe {
+        let id = guard.job().dispatch.envelope.dedupe_id();
+        loop {
+            match window.claim(&id) {
+                Claim::Run => break,
+                // Another job with this id is running: its outcome decides. A success makes this one
+                // a duplicate; a failure lets this one run. Never report a duplicate of an id that
+                // has not completed.
+                Claim::Busy(released) => released.await,
+                Claim::Completed => {
+                    let job = guard.disarm();
+                    handler.counters.finished(Ending::Deduplicated);
+                    tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, dedupe_id = %id, "duplicate skipped");
+                    job.settle(HandlerStatus::Deduplicated, None);
+                    return;
+                }
+            }
         }
+        guard.claim = Some(id);
     }
     let mut delays = None;
     loop {
@@ -203,33 +363,18 @@ async fn execute(job: Job) {
         };
         match call(invocation, options.timeout, handler.desc.call).await {
             Ok(reply) => {
-                if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
-                    window.release(id, true);
-                }
+                guard.release_claim(true);
                 let job = guard.disarm();
                 handler.counters.finished(Ending::Succeeded);
-                let status = HandlerStatus::Succeeded { attempts: attempt };
-                job.dispatch.sink.report(
-                    job.dispatch.envelope.id,
-                    handler.desc.name,
-                    status,
-                    Some(reply),
-                );
+                job.settle(HandlerStatus::Succeeded { attempts: attempt }, Some(reply));
                 return;
             }
             Err(error) if error.kind() == HandlerErrorKind::Duplicate => {
-                if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
-                    window.release(id, true);
-                }
+                guard.release_claim(true);
                 let job = guard.disarm();
                 handler.counters.finished(Ending::Deduplicated);
                 tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, reason = %error, "duplicate skipped");
-                job.dispatch.sink.report(
-                    job.dispatch.envelope.id,
-                    handler.desc.name,
-                    HandlerStatus::Deduplicated,
-                    None,
-                );
+                job.settle(HandlerStatus::Deduplicated, None);
                 return;
             }
             Err(error) => {
@@ -241,26 +386,16 @@ async fn execute(job: Job) {
                         .get_or_insert_with(|| retry::delays(&options.retry))
                         .next(),
                     Attempts::Once(_) if attempt < options.retry.max_attempts => {
-                        if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
-                            window.release(id, false);
-                        }
+                        guard.release_claim(false);
                         let job = guard.disarm();
                         handler.counters.finished(Ending::Deferred);
-                        let status = HandlerStatus::Deferred { attempt, error };
-                        job.dispatch.sink.report(
-                            job.dispatch.envelope.id,
-                            handler.desc.name,
-                            status,
-                            None,
-                        );
+                        job.settle(HandlerStatus::Deferred { attempt, error }, None);
                         return;
                     }
                     Attempts::Once(_) => None,
                 };
                 let Some(delay) = delay else {
-                    if let (Some(window), Some(id)) = (&handler.dedupe, &dedupe_id) {
-                        window.release(id, false);
-                    }
+                    guard.release_claim(false);
                     dispose(guard, error).await;
                     return;
                 };
@@ -340,12 +475,7 @@ async fn dispose(mut guard: InFlight, error: HandlerError) {
                         );
                         let job = guard.disarm();
                         handler.counters.finished(Ending::Deferred);
-                        job.dispatch.sink.report(
-                            job.dispatch.envelope.id,
-                            handler.desc.name,
-                            HandlerStatus::Deferred { attempt, error },
-                            None,
-                        );
+                        job.settle(HandlerStatus::Deferred { attempt, error }, None);
                         return;
                     }
                     // In memory: the entry was logged in full at error level; say so.
@@ -390,12 +520,7 @@ async fn dispose(mut guard: InFlight, error: HandlerError) {
         error,
         disposition,
     };
-    job.dispatch.sink.report(
-        job.dispatch.envelope.id,
-        handler.desc.name,
-        HandlerStatus::Failed(failure),
-        None,
-    );
+    job.settle(HandlerStatus::Failed(failure), None);
 }
 
 /// The dead-letter record of a job.

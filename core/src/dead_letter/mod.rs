@@ -43,16 +43,20 @@ pub enum DeadLetterReason {
     Shutdown,
     /// The stored payload could not be decoded.
     Malformed,
+    /// Its publisher gave up (dropped the `publish` future) while the job was to run, or ran, on the
+    /// publisher's task (`CallerRuns`).
+    Cancelled,
 }
 
 impl DeadLetterReason {
-    /// The reason as stored (`failed`, `overflow`, `shutdown`, `malformed`).
+    /// The reason as stored (`failed`, `overflow`, `shutdown`, `malformed`, `cancelled`).
     pub fn as_str(&self) -> &'static str {
         match self {
             DeadLetterReason::Failed => "failed",
             DeadLetterReason::Overflow => "overflow",
             DeadLetterReason::Shutdown => "shutdown",
             DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::Cancelled => "cancelled",
         }
     }
 }
@@ -71,6 +75,7 @@ impl std::str::FromStr for DeadLetterReason {
             "overflow" => Ok(DeadLetterReason::Overflow),
             "shutdown" => Ok(DeadLetterReason::Shutdown),
             "malformed" => Ok(DeadLetterReason::Malformed),
+            "cancelled" => Ok(DeadLetterReason::Cancelled),
             other => Err(format!("unknown dead-letter reason `{other}`")),
         }
     }
@@ -268,6 +273,7 @@ impl DeadLetterStore for InMemoryDeadLetters {
         if entries.len() >= self.capacity {
             if let Some(oldest) = entries.pop_front() {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("herald_dead_letters_evicted_total").increment(1);
                 tracing::error!(
                     dead_letter = %serde_json::to_string(&oldest).unwrap_or_default(),
                     capacity = self.capacity,
