@@ -25,6 +25,11 @@ pub enum Overload {
     /// `publish` returns [`PublishError::Rejected`](crate::PublishError::Rejected) carrying the message back.
     Reject,
     /// The handler runs on the publisher's own task (slowing the publisher down).
+    ///
+    /// For an `ordered` handler whose key is busy, the publisher waits for the key's turn, then runs
+    /// the job itself, so order holds. If the publisher drops its `publish` future (a timeout, a
+    /// `select!`), the job it was running and the ones not started yet are dead-lettered with reason
+    /// `cancelled` ([`DeadLetterReason::Cancelled`](crate::DeadLetterReason::Cancelled)): re-drive them.
     CallerRuns,
     /// The new message goes to the dead letters with reason `overflow`.
     DropNewest,
