@@ -1,6 +1,6 @@
 //! The ledger is exposed through the `metrics` facade as well as through `herald.ledger()`.
 
-use herald::{async_handler, Event, HandlerError, Herald};
+use herald::{async_handler, Event, HandlerError, Herald, InMemoryDeadLetters};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
 
@@ -24,10 +24,14 @@ async fn ledger_counters_are_mirrored_to_the_metrics_recorder() {
     let snapshotter = recorder.snapshotter();
     // Handles are resolved at build time, so the recorder only needs to be current while building.
     let herald = metrics::with_local_recorder(&recorder, || {
-        Herald::builder().handlers_under(module_path!()).build()
+        Herald::builder()
+            .handlers_under(module_path!())
+            // Room for one dead letter: the second failure evicts the first.
+            .dead_letters(InMemoryDeadLetters::new(1))
+            .build()
     })
     .expect("valid registry");
-    for fail in [false, false, true] {
+    for fail in [false, false, true, true] {
         drop(herald.publish(Ping { fail }).await.expect("accepted").await);
     }
     let ledger = herald.ledger().total;
@@ -51,5 +55,17 @@ async fn ledger_counters_are_mirrored_to_the_metrics_recorder() {
     };
     assert_eq!(value_of("accepted"), ledger.accepted);
     assert_eq!(value_of("succeeded"), 2);
-    assert_eq!(value_of("dead_lettered"), 1);
+    assert_eq!(value_of("dead_lettered"), 2);
+    assert_eq!(value_of("lost"), 0);
+    let evicted = snapshot.iter().find_map(|(key, _, _, value)| {
+        match (
+            key.key().name() == "herald_dead_letters_evicted_total",
+            value,
+        ) {
+            (true, DebugValue::Counter(n)) => Some(*n),
+            _ => None,
+        }
+    });
+    assert_eq!(evicted, Some(1), "evictions are visible as a metric");
+    assert_eq!(herald.ledger().dead_letters_evicted, 1);
 }

@@ -240,6 +240,8 @@ pub struct InMemoryDeadLetters {
     capacity: usize,
     next_id: AtomicU64,
     evicted: AtomicU64,
+    /// `herald_dead_letters_evicted_total`, resolved once with the recorder current at construction.
+    evicted_metric: metrics::Counter,
     entries: Mutex<VecDeque<DeadLetter>>,
 }
 
@@ -253,6 +255,7 @@ impl InMemoryDeadLetters {
             capacity: capacity.max(1),
             next_id: AtomicU64::new(1),
             evicted: AtomicU64::new(0),
+            evicted_metric: metrics::counter!("herald_dead_letters_evicted_total"),
             entries: Mutex::new(VecDeque::new()),
         }
     }
@@ -273,7 +276,7 @@ impl DeadLetterStore for InMemoryDeadLetters {
         if entries.len() >= self.capacity {
             if let Some(oldest) = entries.pop_front() {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("herald_dead_letters_evicted_total").increment(1);
+                self.evicted_metric.increment(1);
                 tracing::error!(
                     dead_letter = %serde_json::to_string(&oldest).unwrap_or_default(),
                     capacity = self.capacity,
