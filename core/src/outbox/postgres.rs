@@ -5,6 +5,14 @@
 //! lock lasts only for that statement and the lease protects the row while its handlers run. A
 //! relay killed mid-batch leaves its leases to expire, and another relay takes the rows over.
 //! An `AFTER INSERT` trigger sends `NOTIFY herald_outbox` at commit, which wakes idle relays.
+//! While a row's handlers run, its relay renews the lease every third of it.
+//!
+//! Per-key order: `publish`, `publish_with` and `publish_all` take a transaction-scoped advisory
+//! lock per key before the row gets its id, so a second transaction publishing the same key waits
+//! at its `publish` until the first one ends, and per key id order is commit order. Keep such
+//! transactions short, and publish a transaction's keys in one order (or with one `publish_all`,
+//! which sorts them): opposite orders can deadlock, and PostgreSQL then aborts one transaction.
+//! See `docs/OUTBOX.md`.
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS};
