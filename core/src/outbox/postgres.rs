@@ -5,6 +5,14 @@
 //! lock lasts only for that statement and the lease protects the row while its handlers run. A
 //! relay killed mid-batch leaves its leases to expire, and another relay takes the rows over.
 //! An `AFTER INSERT` trigger sends `NOTIFY herald_outbox` at commit, which wakes idle relays.
+//! While a row's handlers run, its relay renews the lease every third of it.
+//!
+//! Per-key order: `publish`, `publish_with` and `publish_all` take a transaction-scoped advisory
+//! lock per key before the row gets its id, so a second transaction publishing the same key waits
+//! at its `publish` until the first one ends, and per key id order is commit order. Keep such
+//! transactions short, and publish a transaction's keys in one order (or with one `publish_all`,
+//! which sorts them): opposite orders can deadlock, and PostgreSQL then aborts one transaction.
+//! See `docs/OUTBOX.md`.
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS};
@@ -222,9 +230,17 @@ impl PgOutbox {
             return Ok(Vec::new());
         }
         let mut conn = conn.acquire().await?;
-        for chunk in rows.chunks(PG_MAX_BINDS / BULK_COLUMNS) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+        let keys = distinct_keys(&rows);
+        // Two binds per statement for the key lock.
+        for chunk in rows.chunks((PG_MAX_BINDS - 2) / BULK_COLUMNS) {
+            let mut insert = QueryBuilder::<Postgres>::new("");
+            // Every statement takes the locks of every key of the call, in one order (see
+            // `KEY_LOCK_CLASS`): held already (re-entrant) when `conn` is a transaction, and
+            // still right when each statement commits on its own.
+            push_key_lock(&mut insert, &keys);
+            insert.push(
+                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+                 SELECT * FROM (",
             );
             insert.push_values(chunk, |mut values, row| {
                 values
@@ -236,6 +252,7 @@ impl PgOutbox {
                     .push_unseparated("::jsonb")
                     .push_bind(row.envelope.occurred_at);
             });
+            insert.push(") AS v WHERE (SELECT COUNT(*) FROM key_lock) >= 0");
             insert.build().execute(&mut *conn).await?;
         }
         Ok(rows.into_iter().map(|row| row.envelope.id).collect())
@@ -380,16 +397,57 @@ impl PgOutbox {
     }
 }
 
-/// Inserts one outbox row; returns its id (also used by dead-letter re-drive).
+/// First key of the advisory locks that serialise the publishers of one key (the second is
+/// `hashtext(key)`); the two-key form never collides with one-key (`bigint`) advisory locks such
+/// as `MIGRATION_LOCK`. An insert with a key takes `pg_advisory_xact_lock(KEY_LOCK_CLASS,
+/// hashtext(key))` before its row gets an id, and holds it until its transaction ends: a second
+/// transaction publishing the same key waits, so per key, id order is commit order, and the
+/// relay's id order is the order the transactions committed in. Several keys in one statement
+/// are locked in `hashtext` order, so two `publish_all` calls never deadlock each other.
+const KEY_LOCK_CLASS: i32 = 0x4852_4c44; // "HRLD"
+
+/// The keys of `rows`, each once.
+fn distinct_keys(rows: &[NewRow]) -> Vec<&str> {
+    let mut keys: Vec<&str> = rows
+        .iter()
+        .filter_map(|row| row.envelope.key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Starts `query` with `WITH key_lock AS (…)`, which locks `keys` in `hashtext` order when the
+/// statement's `WHERE (SELECT COUNT(*) FROM key_lock) >= 0` (a one-time filter, run before any
+/// row is formed and gets its id) reads it.
+fn push_key_lock(query: &mut QueryBuilder<'_, Postgres>, keys: &[&str]) {
+    query
+        .push("WITH key_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(")
+        .push_bind(KEY_LOCK_CLASS)
+        .push(", h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(")
+        .push_bind(
+            keys.iter()
+                .map(|k| (*k).to_owned())
+                .collect::<Vec<String>>(),
+        )
+        .push("::text[]) AS k) hashes ORDER BY h) ");
+}
+
+/// Inserts one outbox row; returns its id (also used by dead-letter re-drive). A row with a key
+/// first takes the key's lock (see [`KEY_LOCK_CLASS`]).
 pub(crate) async fn insert(
     conn: &mut sqlx::PgConnection,
     envelope: &Envelope,
     payload: &str,
     only_handlers: Option<&[String]>,
 ) -> Result<i64, OutboxError> {
+    // The key's lock is taken (the one-time filter runs the CTE) before the row gets its id.
     Ok(sqlx::query_scalar(
-        "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb) RETURNING id",
+        "WITH key_lock AS MATERIALIZED (
+            SELECT pg_advisory_xact_lock($8, hashtext($3)) WHERE $3 IS NOT NULL)
+         INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
+         SELECT $1, $2, $3, $4, $5::jsonb, $6, $7::jsonb WHERE (SELECT COUNT(*) FROM key_lock) >= 0
+         RETURNING id",
     )
     .bind(envelope.id.as_uuid())
     .bind(envelope.name.as_ref())
@@ -398,6 +456,7 @@ pub(crate) async fn insert(
     .bind(row::headers_json(envelope)?)
     .bind(envelope.occurred_at)
     .bind(only_handlers.and_then(row::handlers_json))
+    .bind(KEY_LOCK_CLASS)
     .fetch_one(conn)
     .await?)
 }
@@ -434,7 +493,8 @@ impl Backend for PgBackend {
                   AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
                   AND (o.key IS NULL OR NOT EXISTS (
                         SELECT 1 FROM herald_outbox p
-                        WHERE p.key = o.key AND p.status = 'pending' AND p.id < o.id))
+                        WHERE p.key = o.key AND p.status = 'pending' AND p.id <> o.id
+                          AND (p.id < o.id OR p.lease_expires_at > now())))
                 ORDER BY o.id LIMIT $1
                 FOR UPDATE SKIP LOCKED)
              UPDATE herald_outbox o
@@ -476,6 +536,26 @@ impl Backend for PgBackend {
             .collect::<Result<Vec<_>, OutboxError>>()?;
         claimed.sort_by_key(|row| row.id);
         Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, OutboxError> {
+        // A row another relay is claiming right now is locked by its claim: this waits for that
+        // claim to commit, then finds the row leased by the other relay (lost), as it should.
+        Ok(sqlx::query_scalar(
+            "UPDATE herald_outbox SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE id = ANY($1) AND lease_owner = $2 AND status = 'pending'
+             RETURNING id",
+        )
+        .bind(ids)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {

@@ -1,14 +1,17 @@
 //! The relay (the seeds' forwarder): leases due rows in batches, delivers them through the pools,
 //! writes the outcome back, and deletes finished rows after the retention period.
 
-use super::row::{self, Backend, Outcome};
+use super::row::{self, Backend, ClaimedRow, Outcome};
 use super::OutboxError;
 use crate::runtime::Herald;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Configures a [`Relay`]; made by `SqliteOutbox::relay` / `PgOutbox::relay`.
@@ -58,8 +61,12 @@ impl RelayBuilder {
         self
     }
 
-    /// How long a lease lasts (default 30 s). A relay that dies holding rows (kill -9) loses them to
-    /// another relay once the lease expires, so keep it above the slowest handler's time.
+    /// How long a lease lasts (default 30 s). While a row's handlers run, the relay renews its
+    /// lease every third of this, so a handler may take longer than the lease. A relay that dies
+    /// holding rows (kill -9) stops renewing and loses them to another relay once the lease
+    /// expires: the lease is how long such rows wait before they are delivered again. A relay
+    /// stalled for longer than the lease (no renewal got through) loses its rows too; it then
+    /// drops their outcomes (see [`RelayStats::lost`]).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -160,6 +167,12 @@ pub struct RelayStats {
     pub deleted: u64,
     /// Database errors (the relay retries after its poll interval).
     pub errors: u64,
+    /// Leases renewed while handlers ran (one per row per heartbeat, every third of the lease).
+    pub renewed: u64,
+    /// Rows whose lease this relay lost while their handlers ran (another relay took them over, or
+    /// the row was changed by hand): their outcome was not written back and they were not tried
+    /// again by this relay.
+    pub lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +184,8 @@ struct Counters {
     released: AtomicU64,
     deleted: AtomicU64,
     errors: AtomicU64,
+    renewed: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Counters {
@@ -184,6 +199,8 @@ impl Counters {
             released: get(&self.released),
             deleted: get(&self.deleted),
             errors: get(&self.errors),
+            renewed: get(&self.renewed),
+            lost: get(&self.lost),
         }
     }
 }
@@ -233,11 +250,7 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        let outcomes = futures_util::future::join_all(
-            rows.into_iter()
-                .map(|claimed| row::deliver(&config.herald, claimed)),
-        )
-        .await;
+        let outcomes = deliver_batch(&config, rows, &stats).await;
         for outcome in &outcomes {
             let counter = match outcome {
                 Outcome::Done { failed: false, .. } => &stats.processed,
@@ -247,9 +260,10 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let released = outcomes
-            .iter()
-            .all(|o| matches!(o, Outcome::Release { .. }));
+        let released = !outcomes.is_empty()
+            && outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Release { .. }));
         // The write-back runs while the next batch is leased and delivered (one at a time, in
         // order), where the backend has concurrent writers. That is safe: until it commits, this batch's rows are still pending and leased by
         // this relay, so no claim takes them, nor a later row of one of their keys.
@@ -278,6 +292,102 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
         finish_write_back(last, &stats, &config.owner).await;
     }
     tracing::debug!(owner = %config.owner, "relay stopped");
+}
+
+/// Delivers a leased batch, renewing the leases of the rows still running every third of the
+/// lease (one statement for the batch), so a handler slower than the lease keeps its row. A row
+/// whose renewal finds it no longer leased by this relay is lost: it is counted and logged, its
+/// delivery is no longer awaited (a handler already running cannot be stopped, but its outcome is
+/// dropped), and no outcome is returned for it, so nothing about it is written back and this relay
+/// makes no further attempt. Returns the outcomes of the rows still held.
+async fn deliver_batch(
+    config: &RelayBuilder,
+    rows: Vec<ClaimedRow>,
+    stats: &Counters,
+) -> Vec<Outcome> {
+    let mut held: HashMap<i64, CancellationToken> = HashMap::with_capacity(rows.len());
+    let mut deliveries: FuturesUnordered<_> = rows
+        .into_iter()
+        .map(|claimed| {
+            let id = claimed.id;
+            let lost = CancellationToken::new();
+            held.insert(id, lost.clone());
+            let herald = &config.herald;
+            async move {
+                tokio::select! {
+                    outcome = row::deliver(herald, claimed) => (id, Some(outcome)),
+                    () = lost.cancelled() => (id, None),
+                }
+            }
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(held.len());
+    let every = renew_every(config.lease);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            finished = deliveries.next() => match finished {
+                Some((id, Some(outcome))) => {
+                    held.remove(&id);
+                    outcomes.push(outcome);
+                }
+                // Lost: counted when the renewal found out.
+                Some((_, None)) => {}
+                None => break,
+            },
+            _ = heartbeat.tick() => renew(config, &mut held, stats).await,
+        }
+    }
+    outcomes
+}
+
+/// How often the leases of running rows are renewed: a third of the lease, so that one failed
+/// renewal still leaves time for another before the lease runs out.
+fn renew_every(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(10))
+}
+
+/// Renews the leases of the rows in `held`; cancels and forgets the ones that were lost.
+async fn renew(
+    config: &RelayBuilder,
+    held: &mut HashMap<i64, CancellationToken>,
+    stats: &Counters,
+) {
+    if held.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = held.keys().copied().collect();
+    let renewed = match config
+        .backend
+        .renew(&config.owner, &ids, config.lease)
+        .await
+    {
+        Ok(renewed) => renewed,
+        Err(error) => {
+            // Tried again at the next heartbeat; the lease lasts three of them.
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, owner = %config.owner, "outbox relay could not renew its leases; trying again");
+            return;
+        }
+    };
+    stats
+        .renewed
+        .fetch_add(renewed.len() as u64, Ordering::Relaxed);
+    let renewed: HashSet<i64> = renewed.into_iter().collect();
+    for id in ids.into_iter().filter(|id| !renewed.contains(id)) {
+        if let Some(lost) = held.remove(&id) {
+            lost.cancel();
+            stats.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                outbox_id = id,
+                owner = %config.owner,
+                "outbox relay lost its lease on a row while its handlers ran (another relay took it over); \
+                 its outcome will not be written and this relay will not try it again"
+            );
+        }
+    }
 }
 
 /// Waits for a batch's write-back and counts its failure.

@@ -67,13 +67,23 @@ pub(crate) enum Outcome {
 /// A backend's relay side.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
-    /// Leases up to `limit` due rows (never two of one key, never a key with an earlier pending row).
+    /// Leases up to `limit` due rows: never two of one key, never a key with an earlier pending row,
+    /// never a key that has a row leased by anyone (in flight).
     async fn claim(
         &self,
         owner: &str,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, OutboxError>;
+    /// Extends the leases `owner` holds on `ids` to `lease` from now, in one statement. Returns
+    /// the ids it renewed; an id missing from the answer is no longer leased by `owner` (its lease
+    /// expired and another relay took the row, or the row was changed by hand): the lease is lost.
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, OutboxError>;
     /// Writes the outcomes back in one transaction (rows whose lease was lost are left alone).
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError>;
     /// Whether a batch's write-back may run beside the next claim (true where writers run

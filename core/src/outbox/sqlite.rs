@@ -410,7 +410,8 @@ impl Backend for SqliteBackend {
                   AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?3)
                   AND (o.key IS NULL OR NOT EXISTS (
                         SELECT 1 FROM herald_outbox p
-                        WHERE p.key = o.key AND p.status = 'pending' AND p.id < o.id))
+                        WHERE p.key = o.key AND p.status = 'pending' AND p.id <> o.id
+                          AND (p.id < o.id OR p.lease_expires_at > ?3)))
                 ORDER BY o.id LIMIT ?4)
              RETURNING id, message_id, message_type, key, payload, headers, occurred_at,
                        fail_count, handlers_done, only_handlers",
@@ -446,6 +447,30 @@ impl Backend for SqliteBackend {
             .collect::<Result<Vec<_>, OutboxError>>()?;
         claimed.sort_by_key(|row| row.id);
         Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, OutboxError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        // Ids are integers from the database: safe to inline, and one statement per batch.
+        let sql = format!(
+            "UPDATE herald_outbox SET lease_expires_at = ?1
+             WHERE lease_owner = ?2 AND status = 'pending' AND id IN ({})
+             RETURNING id",
+            ids.join(",")
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(Utc::now().timestamp_millis().saturating_add(millis(lease)))
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
