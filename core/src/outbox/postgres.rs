@@ -8,7 +8,7 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS};
-use super::{NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
+use super::{DEFAULT_MAX_PAYLOAD_BYTES, OutboxPublishError, NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
 use crate::dead_letter::PgDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -16,8 +16,7 @@ use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{Acquire, PgPool, Postgres, QueryBuilder, Row};
-use std::borrow::Cow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +60,7 @@ pub async fn connect(url: &str) -> Result<PgPool, OutboxError> {
 #[derive(Debug, Clone)]
 pub struct PgOutbox {
     backend: Arc<PgBackend>,
+    max_payload_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -92,6 +92,7 @@ impl PgOutbox {
     fn from_pool(pool: PgPool) -> Self {
         PgOutbox {
             backend: Arc::new(PgBackend { pool }),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
@@ -157,16 +158,41 @@ impl PgOutbox {
         &self.backend.pool
     }
 
-    /// Writes `message` into the outbox on `conn`: pass the transaction of your state change
-    /// (`&mut tx`), and the message is delivered if and only if it commits.
+    /// Sets the largest serialized JSON payload [`publish`](Self::publish),
+    /// [`publish_with`](Self::publish_with) and [`publish_all`](Self::publish_all) accept, in bytes
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB). A larger message is refused with
+    /// [`OutboxPublishError::TooLarge`] before anything is written. Applies to this handle and its
+    /// clones made afterwards.
+    #[must_use]
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The largest serialized JSON payload this outbox accepts, in bytes.
+    pub fn payload_limit(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Writes `message` into the outbox on `conn`, the connection of your state change's
+    /// transaction: `&mut *tx` (or `&mut tx`) for a `sqlx::Transaction`, and the message is
+    /// delivered if and only if it commits. Without a transaction of your own, pass a pooled
+    /// connection: `&mut *pool.acquire().await?` (the row is then committed at once).
+    ///
+    /// Taking the connection itself (not a generic `Acquire`) keeps the returned future `Send`
+    /// with a borrowed transaction, so it can be awaited in `tokio::spawn`, a web handler or a
+    /// Herald handler.
     ///
     /// # Errors
-    /// A database error (roll the transaction back), or a serialization error.
-    pub async fn publish<'c, A, M>(&self, conn: A, message: M) -> Result<MessageId, OutboxError>
-    where
-        A: Acquire<'c, Database = Postgres>,
-        M: Message,
-    {
+    /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
+    /// [`payload_limit`](Self::payload_limit) (nothing written), or
+    /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
+    /// back). Either way the message comes back inside the error.
+    pub async fn publish<M: Message>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        message: M,
+    ) -> Result<MessageId, OutboxPublishError<M>> {
         self.publish_with(conn, message, PublishOptions::new())
             .await
     }
@@ -175,68 +201,54 @@ impl PgOutbox {
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
-    pub async fn publish_with<'c, A, M>(
+    pub async fn publish_with<M: Message>(
         &self,
-        conn: A,
+        conn: &mut sqlx::PgConnection,
         message: M,
         options: PublishOptions,
-    ) -> Result<MessageId, OutboxError>
-    where
-        A: Acquire<'c, Database = Postgres>,
-        M: Message,
-    {
-        let mut envelope = Envelope::new(Cow::Borrowed(M::NAME));
-        envelope.key = message.key();
-        envelope.idempotency_key = options.idempotency_key;
-        envelope.headers = options.headers;
-        let payload = serde_json::to_string(&message)?;
-        let mut conn = conn.acquire().await?;
-        insert(&mut conn, &envelope, &payload, None).await?;
-        Ok(envelope.id)
+    ) -> Result<MessageId, OutboxPublishError<M>> {
+        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
+            Ok(row) => row,
+            Err(refused) => return Err(refused.returning(message)),
+        };
+        match insert(conn, &row.envelope, &row.payload, None).await {
+            Ok(_) => Ok(row.envelope.id),
+            Err(source) => Err(OutboxPublishError::Failed { message, source }),
+        }
     }
 
-    /// Writes every message of `messages` into the outbox on `conn`, with multi-row `INSERT`s
+    /// Writes every message of `messages` into the outbox on `conn` (as for
+    /// [`publish`](Self::publish): `&mut *tx`), with multi-row `INSERT`s
     /// (as many rows per statement as PostgreSQL's 65,535 bind parameters allow; the `NOTIFY`
-    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish): delivered
-    /// if and only if the transaction commits. Returns the message ids in order. Much cheaper than
-    /// one `publish` per message for large batches.
+    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish):
+    /// delivered if and only if the transaction commits. Returns the message ids in order. Much
+    /// cheaper than one `publish` per message for large batches.
     ///
     /// # Errors
-    /// A database error (roll the transaction back: some rows may have been written), or a
-    /// serialization error (nothing written).
-    pub async fn publish_all<'c, A, M, I>(
+    /// [`OutboxPublishError::TooLarge`] when any payload is over
+    /// [`payload_limit`](Self::payload_limit): no message of the batch is written. Otherwise
+    /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
+    /// error (roll the transaction back: some rows may have been written). Either way every
+    /// message comes back inside the error, as a `Vec` in order.
+    pub async fn publish_all<M, I>(
         &self,
-        conn: A,
+        conn: &mut sqlx::PgConnection,
         messages: I,
-    ) -> Result<Vec<MessageId>, OutboxError>
+    ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
     where
-        A: Acquire<'c, Database = Postgres>,
         M: Message,
         I: IntoIterator<Item = M>,
     {
-        let rows = messages
-            .into_iter()
-            .map(|message| NewRow::new(&message, PublishOptions::new()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = conn.acquire().await?;
-        for chunk in rows.chunks(PG_MAX_BINDS / BULK_COLUMNS) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.envelope.id.as_uuid())
-                    .push_bind(row.envelope.name.as_ref())
-                    .push_bind(row.envelope.key.as_deref())
-                    .push_bind(row.payload.as_str())
-                    .push_bind(row.headers.as_str())
-                    .push_unseparated("::jsonb")
-                    .push_bind(row.envelope.occurred_at);
+        let messages: Vec<M> = messages.into_iter().collect();
+        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
+            Ok(rows) => rows,
+            Err(refused) => return Err(refused.returning(messages)),
+        };
+        if let Err(source) = insert_all(conn, &rows).await {
+            return Err(OutboxPublishError::Failed {
+                message: messages,
+                source,
             });
-            insert.build().execute(&mut *conn).await?;
         }
         Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
@@ -378,6 +390,27 @@ impl PgOutbox {
     ) -> Result<u64, OutboxError> {
         self.backend.delete_finished(older_than, batch).await
     }
+}
+
+/// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
+async fn insert_all(conn: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<(), OutboxError> {
+    for chunk in rows.chunks(PG_MAX_BINDS / BULK_COLUMNS) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.envelope.id.as_uuid())
+                .push_bind(row.envelope.name.as_ref())
+                .push_bind(row.envelope.key.as_deref())
+                .push_bind(row.payload.as_str())
+                .push_bind(row.headers.as_str())
+                .push_unseparated("::jsonb")
+                .push_bind(row.envelope.occurred_at);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Inserts one outbox row; returns its id (also used by dead-letter re-drive).
