@@ -47,7 +47,10 @@ impl Mailer {
     }
 
     fn sent(&self) -> Vec<String> {
-        self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+        self.sent
+            .lock()
+            .map(|sent| sent.clone())
+            .unwrap_or_default()
     }
 }
 

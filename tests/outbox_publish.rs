@@ -135,7 +135,12 @@ macro_rules! publish_tests {
                             .await
                             .expect("insert user");
                         outbox
-                            .publish(&mut *tx, UserSignedUp { email: email.into() })
+                            .publish(
+                                &mut *tx,
+                                UserSignedUp {
+                                    email: email.into(),
+                                },
+                            )
                             .await
                             .expect("publish");
                         outbox
@@ -164,9 +169,7 @@ macro_rules! publish_tests {
                         }
                     })
                 };
-                task("rolled-back@example.com", false)
-                    .await
-                    .expect("task");
+                task("rolled-back@example.com", false).await.expect("task");
                 task("kim@example.com", true).await.expect("task");
 
                 let expected = vec![
@@ -231,9 +234,8 @@ macro_rules! publish_tests {
                 WebState(app): WebState<App>,
                 Json(form): Json<SignUp>,
             ) -> Result<StatusCode, (StatusCode, String)> {
-                let internal = |e: &dyn std::fmt::Display| {
-                    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                };
+                let internal =
+                    |e: &dyn std::fmt::Display| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
                 let mut tx = app.pool.begin().await.map_err(|e| internal(&e))?;
                 herald::sqlx::query(INSERT_USER)
                     .bind(&form.email)
@@ -284,7 +286,8 @@ macro_rules! publish_tests {
                 let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
                 let created = post_json(addr, "/signup", r#"{"email":"kim@example.com"}"#).await;
-                let refused = post_json(addr, "/signup", r#"{"email":"eve@blocked.example"}"#).await;
+                let refused =
+                    post_json(addr, "/signup", r#"{"email":"eve@blocked.example"}"#).await;
                 assert_eq!((created, refused), (201, 422));
 
                 eventually("the sign-up event is handled", async || {
@@ -378,7 +381,7 @@ macro_rules! publish_tests {
                 for (order, fail) in [("o-1", false), ("o-2", true)] {
                     outbox
                         .publish(
-                            &mut *conn,
+                            &mut conn, // a pooled connection, no transaction: commits at once
                             OrderPlaced {
                                 order: order.into(),
                                 fail,
@@ -389,10 +392,7 @@ macro_rules! publish_tests {
                 }
                 drop(conn);
 
-                eventually("the follow-up is handled", async || {
-                    !seen.all().is_empty()
-                })
-                .await;
+                eventually("the follow-up is handled", async || !seen.all().is_empty()).await;
                 eventually("every row is finished", async || {
                     count(
                         &pool,
@@ -475,7 +475,11 @@ macro_rules! publish_tests {
                         size, limit, index, ..
                     } => assert_eq!(
                         (*size, *limit, *index),
-                        (DEFAULT_MAX_PAYLOAD_BYTES + 1, DEFAULT_MAX_PAYLOAD_BYTES, None)
+                        (
+                            DEFAULT_MAX_PAYLOAD_BYTES + 1,
+                            DEFAULT_MAX_PAYLOAD_BYTES,
+                            None
+                        )
                     ),
                     other => panic!("expected TooLarge, got {other:?}"),
                 }
@@ -497,10 +501,16 @@ macro_rules! publish_tests {
                     matches!(error, OutboxPublishError::TooLarge { index: Some(1), .. }),
                     "names the position: {error}"
                 );
-                assert_eq!(error.into_message(), batch, "the whole batch is handed back");
+                assert_eq!(
+                    error.into_message(),
+                    batch,
+                    "the whole batch is handed back"
+                );
                 assert_eq!(rows_on(&mut tx).await, 1, "nothing refused was written");
 
-                let raised = outbox.clone().max_payload_bytes(2 * DEFAULT_MAX_PAYLOAD_BYTES);
+                let raised = outbox
+                    .clone()
+                    .max_payload_bytes(2 * DEFAULT_MAX_PAYLOAD_BYTES);
                 assert_eq!(raised.payload_limit(), 2 * DEFAULT_MAX_PAYLOAD_BYTES);
                 raised
                     .publish(&mut *tx, over.clone())
@@ -535,7 +545,10 @@ macro_rules! publish_tests {
                     .publish(&mut *conn, blob(20))
                     .await
                     .expect_err("no herald_outbox table on this connection");
-                assert!(matches!(error, OutboxPublishError::Failed { .. }), "{error:?}");
+                assert!(
+                    matches!(error, OutboxPublishError::Failed { .. }),
+                    "{error:?}"
+                );
                 assert_eq!(error.into_message(), blob(20));
                 let error = outbox
                     .publish_all(&mut *conn, vec![blob(20), blob(21)])

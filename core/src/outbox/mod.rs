@@ -23,8 +23,18 @@
 //! // ... the state change, on `&mut *tx` ...
 //! outbox.publish(&mut *tx, OrderPlaced { id: 7 }).await?;
 //! tx.commit().await?; // only now can the relay see the event
+//!
+//! // Without a transaction of your own: a pooled connection (the row commits at once).
+//! outbox.publish(&mut *pool.acquire().await?, OrderPlaced { id: 8 }).await?;
 //! # relay.stop().await; Ok(()) }
 //! ```
+//!
+//! # Publishing
+//! `publish`, `publish_with` and `publish_all` take the transaction (`&mut *tx` or `&mut tx`, any
+//! [`OutboxConnection`]), and their futures are `Send` and can be awaited in `tokio::spawn`, a web handler or a Herald handler
+//! (on its [inbox](crate::inbox) transaction). A payload whose JSON is larger than the outbox's
+//! limit ([`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB, or `max_payload_bytes(n)`) is refused before anything
+//! is written; every error hands the message back ([`OutboxPublishError`]).
 //!
 //! # Rows
 //! `status` is `pending` until every handler has either succeeded or reached its failure
@@ -221,6 +231,49 @@ impl<M> fmt::Debug for OutboxPublishError<M> {
     }
 }
 
+/// The connection an outbox publish writes on: the transaction of your state change, as `&mut *tx`
+/// or `&mut tx`, or a pooled connection outside a transaction of your own, as
+/// `&mut *pool.acquire().await?` (the row then commits at once).
+///
+/// `publish` takes this rather than sqlx's `Acquire<'c>`: with `Acquire<'c>`, the future of a
+/// publish on a borrowed transaction is not `Send` (rustc must prove `&'x mut Connection:
+/// Acquire<'c>` for every lifetime `'x`, and sqlx implements it only for `'x = 'c`), so it could
+/// not be awaited in `tokio::spawn`, a web handler or a Herald handler. This trait has no lifetime
+/// parameter and holds for every borrow.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub trait OutboxConnection<DB: sqlx::Database>: Send {
+    /// The connection to write on.
+    fn connection(&mut self) -> &mut DB::Connection;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::Transaction<'_, DB> {
+    fn connection(&mut self) -> &mut DB::Connection {
+        self
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::pool::PoolConnection<DB> {
+    fn connection(&mut self) -> &mut DB::Connection {
+        self
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl OutboxConnection<sqlx::Sqlite> for &mut sqlx::SqliteConnection {
+    fn connection(&mut self) -> &mut sqlx::SqliteConnection {
+        self
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl OutboxConnection<sqlx::Postgres> for &mut sqlx::PgConnection {
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        self
+    }
+}
+
 /// Why a message could not be made into a row; the caller puts the message back in with
 /// [`RowRefused::returning`].
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -309,18 +362,22 @@ impl NewRow {
             .iter()
             .enumerate()
             .map(|(position, message)| {
-                NewRow::new(message, crate::envelope::PublishOptions::new(), max_payload_bytes)
-                    .map_err(|refused| match refused {
-                        RowRefused::TooLarge {
-                            name, size, limit, ..
-                        } => RowRefused::TooLarge {
-                            name,
-                            size,
-                            limit,
-                            index: Some(position),
-                        },
-                        failed => failed,
-                    })
+                NewRow::new(
+                    message,
+                    crate::envelope::PublishOptions::new(),
+                    max_payload_bytes,
+                )
+                .map_err(|refused| match refused {
+                    RowRefused::TooLarge {
+                        name, size, limit, ..
+                    } => RowRefused::TooLarge {
+                        name,
+                        size,
+                        limit,
+                        index: Some(position),
+                    },
+                    failed => failed,
+                })
             })
             .collect()
     }

@@ -6,7 +6,10 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS, MIGRATIONS_TABLE};
-use super::{DEFAULT_MAX_PAYLOAD_BYTES, OutboxPublishError, status, NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
+use super::{
+    status, NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
+    StoredEvent, BULK_COLUMNS, DEFAULT_MAX_PAYLOAD_BYTES,
+};
 use crate::dead_letter::SqliteDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -202,25 +205,28 @@ impl SqliteOutbox {
         self.max_payload_bytes
     }
 
-    /// Writes `message` into the outbox on `conn`, the connection of your state change's
-    /// transaction: `&mut *tx` (or `&mut tx`) for a `sqlx::Transaction`, and the message is
-    /// delivered if and only if it commits. Without a transaction of your own, pass a pooled
-    /// connection: `&mut *pool.acquire().await?` (the row is then committed at once).
+    /// Writes `message` into the outbox on `conn`, the transaction of your state change
+    /// (`&mut *tx` or `&mut tx`): the message is delivered if and only if it commits. Without a
+    /// transaction of your own, pass a pooled connection, `&mut *pool.acquire().await?` (the row
+    /// then commits at once). See [`OutboxConnection`].
     ///
-    /// Taking the connection itself (not a generic `Acquire`) keeps the returned future `Send`
-    /// with a borrowed transaction, so it can be awaited in `tokio::spawn`, a web handler or a
-    /// Herald handler.
+    /// The returned future is `Send` with a borrowed transaction: await it in `tokio::spawn`, a
+    /// web handler, or a Herald handler on its [inbox](crate::inbox) transaction.
     ///
     /// # Errors
     /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
     /// [`payload_limit`](Self::payload_limit) (nothing written), or
     /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
     /// back). Either way the message comes back inside the error.
-    pub async fn publish<M: Message>(
+    pub async fn publish<C, M>(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: C,
         message: M,
-    ) -> Result<MessageId, OutboxPublishError<M>> {
+    ) -> Result<MessageId, OutboxPublishError<M>>
+    where
+        C: OutboxConnection<Sqlite>,
+        M: Message,
+    {
         self.publish_with(conn, message, PublishOptions::new())
             .await
     }
@@ -229,17 +235,21 @@ impl SqliteOutbox {
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
-    pub async fn publish_with<M: Message>(
+    pub async fn publish_with<C, M>(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        mut conn: C,
         message: M,
         options: PublishOptions,
-    ) -> Result<MessageId, OutboxPublishError<M>> {
+    ) -> Result<MessageId, OutboxPublishError<M>>
+    where
+        C: OutboxConnection<Sqlite>,
+        M: Message,
+    {
         let row = match NewRow::new(&message, options, self.max_payload_bytes) {
             Ok(row) => row,
             Err(refused) => return Err(refused.returning(message)),
         };
-        match insert(conn, &row.envelope, &row.payload, None).await {
+        match insert(conn.connection(), &row.envelope, &row.payload, None).await {
             Ok(()) => Ok(row.envelope.id),
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
         }
@@ -257,12 +267,13 @@ impl SqliteOutbox {
     /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
     /// error (roll the transaction back: some rows may have been written). Either way every
     /// message comes back inside the error, as a `Vec` in order.
-    pub async fn publish_all<M, I>(
+    pub async fn publish_all<C, M, I>(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        mut conn: C,
         messages: I,
     ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
     where
+        C: OutboxConnection<Sqlite>,
         M: Message,
         I: IntoIterator<Item = M>,
     {
@@ -271,7 +282,7 @@ impl SqliteOutbox {
             Ok(rows) => rows,
             Err(refused) => return Err(refused.returning(messages)),
         };
-        if let Err(source) = insert_all(conn, &rows).await {
+        if let Err(source) = insert_all(conn.connection(), &rows).await {
             return Err(OutboxPublishError::Failed {
                 message: messages,
                 source,
