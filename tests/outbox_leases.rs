@@ -207,7 +207,10 @@ mod postgres {
             let tracker = Tracker::default();
             let herald = build(module_path!(), &pool, &tracker);
             let id = outbox
-                .publish(&pool, InvoiceSent { n: 1 })
+                .publish(
+                    &mut *pool.acquire().await.expect("connection"),
+                    InvoiceSent { n: 1 },
+                )
                 .await
                 .expect("publish")
                 .to_string();
@@ -560,7 +563,10 @@ mod sqlite {
             let tracker = Tracker::default();
             let herald = build(module_path!(), &pool, &tracker);
             let ids = outbox
-                .publish_all(&pool, (0..4).map(|n| ReportRequested { n }))
+                .publish_all(
+                    &mut *pool.acquire().await.expect("connection"),
+                    (0..4).map(|n| ReportRequested { n }),
+                )
                 .await
                 .expect("publish_all");
             let relays: Vec<_> = (0..2)
@@ -631,7 +637,10 @@ mod sqlite {
             let tracker = Tracker::default();
             let herald = build(module_path!(), &pool, &tracker);
             let id = outbox
-                .publish(&pool, InvoiceSent { n: 1 })
+                .publish(
+                    &mut *pool.acquire().await.expect("connection"),
+                    InvoiceSent { n: 1 },
+                )
                 .await
                 .expect("publish")
                 .to_string();

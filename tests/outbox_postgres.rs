@@ -358,7 +358,7 @@ mod dead {
             .start();
         outbox
             .publish(
-                &pool,
+                &mut *pool.acquire().await.expect("connection"),
                 RefundRequested {
                     order: "o-1".into(),
                 },
@@ -431,7 +431,7 @@ mod event_store {
         let (pool, outbox) = setup("herald_t_events").await;
         outbox
             .publish(
-                &pool,
+                &mut *pool.acquire().await.expect("connection"),
                 ContentPublished {
                     title: "first".into(),
                 },
@@ -455,7 +455,7 @@ mod event_store {
             .expect("publish");
         outbox
             .publish(
-                &pool,
+                &mut *pool.acquire().await.expect("connection"),
                 ContentPublished {
                     title: "fast".into(),
                 },

@@ -278,7 +278,10 @@ mod progress {
             .poll_interval(Duration::from_millis(5))
             .start();
         outbox
-            .publish(&pool, SignedUp { fail_mail: 2 })
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                SignedUp { fail_mail: 2 },
+            )
             .await
             .expect("publish");
         eventually("processed after two failures", async || {
@@ -312,7 +315,10 @@ mod progress {
             .poll_interval(Duration::from_millis(5))
             .start();
         outbox
-            .publish(&pool, SignedUp { fail_mail: 3 })
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                SignedUp { fail_mail: 3 },
+            )
             .await
             .expect("publish");
         eventually("row finished as failed", async || {
@@ -386,7 +392,7 @@ mod malformed {
         .expect("insert malformed");
         outbox
             .publish(
-                &pool,
+                &mut *pool.acquire().await.expect("connection"),
                 SmsRequested {
                     phone: "010-1234".into(),
                 },
@@ -460,7 +466,10 @@ mod inbox {
         let seen = Seen::default();
         let herald = build(module_path!(), &pool, &seen);
         outbox
-            .publish(&pool, LoginSucceeded { user: "kim".into() })
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                LoginSucceeded { user: "kim".into() },
+            )
             .await
             .expect("publish");
         let relay = outbox
@@ -572,7 +581,10 @@ mod store {
         let (pool, outbox) = open(&dir).await;
         for n in 0..25 {
             outbox
-                .publish(&pool, ItemIndexed { n })
+                .publish(
+                    &mut *pool.acquire().await.expect("connection"),
+                    ItemIndexed { n },
+                )
                 .await
                 .expect("publish");
         }

@@ -23,8 +23,18 @@
 //! // ... the state change, on `&mut *tx` ...
 //! outbox.publish(&mut *tx, OrderPlaced { id: 7 }).await?;
 //! tx.commit().await?; // only now can the relay see the event
+//!
+//! // Without a transaction of your own: a pooled connection (the row commits at once).
+//! outbox.publish(&mut *pool.acquire().await?, OrderPlaced { id: 8 }).await?;
 //! # relay.stop().await; Ok(()) }
 //! ```
+//!
+//! # Publishing
+//! `publish`, `publish_with` and `publish_all` take the transaction (`&mut *tx` or `&mut tx`, any
+//! [`OutboxConnection`]), and their futures are `Send` and can be awaited in `tokio::spawn`, a web handler or a Herald handler
+//! (on its [inbox](crate::inbox) transaction). A payload whose JSON is larger than the outbox's
+//! limit ([`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB, or `max_payload_bytes(n)`) is refused before anything
+//! is written; every error hands the message back ([`OutboxPublishError`]).
 //!
 //! # Rows
 //! `status` is `pending` until every handler has either succeeded or reached its failure
@@ -53,6 +63,7 @@ pub use sqlite::SqliteOutbox;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::time::Duration;
 
 /// Row statuses, as stored.
@@ -136,6 +147,174 @@ pub struct StoredEvent {
     pub status: String,
 }
 
+/// The default largest serialized JSON payload an outbox accepts at publish: 1 MiB. Raise or lower
+/// it per outbox with `max_payload_bytes` ([`SqliteOutbox::max_payload_bytes`],
+/// [`PgOutbox::max_payload_bytes`]).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// An outbox publish (`publish`, `publish_with`, `publish_all`) that wrote nothing. The message
+/// comes back inside the error, so the caller never loses it; for `publish_all`, `M` is the
+/// `Vec` of every message of the batch, in order.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxPublishError<M> {
+    /// The serialized JSON payload is larger than the outbox's limit. Nothing was written (for
+    /// `publish_all`: no message of the batch).
+    #[error("the `{name}` payload{} is {size} bytes of JSON, over this outbox's limit of {limit} bytes: nothing was written and the message is returned to you; make it smaller (keep large data elsewhere and publish a reference to it) or raise the limit with `.max_payload_bytes({size})` on the outbox", batch_position(*.index))]
+    TooLarge {
+        /// The message (for `publish_all`: every message of the batch), returned untouched.
+        message: M,
+        /// The message's wire name.
+        name: &'static str,
+        /// The size of its serialized JSON payload, in bytes.
+        size: usize,
+        /// The outbox's limit, in bytes.
+        limit: usize,
+        /// For `publish_all`: the position in the batch of the first message over the limit.
+        index: Option<usize>,
+    },
+    /// The message could not be serialized, or the database refused the write. The message is
+    /// returned to you; roll the transaction back (a batch may be partly written in it), then retry.
+    #[error("the message was not written to the outbox ({source}); it is returned to you: roll the transaction back, then retry")]
+    Failed {
+        /// The message (for `publish_all`: every message of the batch), returned untouched.
+        message: M,
+        /// What went wrong.
+        #[source]
+        source: OutboxError,
+    },
+}
+
+fn batch_position(index: Option<usize>) -> String {
+    index.map_or_else(String::new, |i| format!(" at position {i} of the batch"))
+}
+
+impl<M> OutboxPublishError<M> {
+    /// Takes the message (for `publish_all`: the batch) back out of the error.
+    pub fn into_message(self) -> M {
+        match self {
+            OutboxPublishError::TooLarge { message, .. }
+            | OutboxPublishError::Failed { message, .. } => message,
+        }
+    }
+
+    /// Borrows the returned message (for `publish_all`: the batch).
+    pub fn message(&self) -> &M {
+        match self {
+            OutboxPublishError::TooLarge { message, .. }
+            | OutboxPublishError::Failed { message, .. } => message,
+        }
+    }
+}
+
+impl<M> fmt::Debug for OutboxPublishError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutboxPublishError::TooLarge {
+                name,
+                size,
+                limit,
+                index,
+                ..
+            } => f
+                .debug_struct("TooLarge")
+                .field("name", name)
+                .field("size", size)
+                .field("limit", limit)
+                .field("index", index)
+                .finish_non_exhaustive(),
+            OutboxPublishError::Failed { source, .. } => f
+                .debug_struct("Failed")
+                .field("source", source)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The connection an outbox publish writes on: the transaction of your state change, as `&mut *tx`
+/// or `&mut tx`, or a pooled connection outside a transaction of your own, as
+/// `&mut *pool.acquire().await?` (the row then commits at once).
+///
+/// `publish` takes this rather than sqlx's `Acquire<'c>`: with `Acquire<'c>`, the future of a
+/// publish on a borrowed transaction is not `Send` (rustc must prove `&'x mut Connection:
+/// Acquire<'c>` for every lifetime `'x`, and sqlx implements it only for `'x = 'c`), so it could
+/// not be awaited in `tokio::spawn`, a web handler or a Herald handler. This trait has no lifetime
+/// parameter and holds for every borrow.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub trait OutboxConnection<DB: sqlx::Database>: Send {
+    /// The connection to write on.
+    fn connection(&mut self) -> &mut DB::Connection;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::Transaction<'_, DB> {
+    fn connection(&mut self) -> &mut DB::Connection {
+        self
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::pool::PoolConnection<DB> {
+    fn connection(&mut self) -> &mut DB::Connection {
+        self
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl OutboxConnection<sqlx::Sqlite> for &mut sqlx::SqliteConnection {
+    fn connection(&mut self) -> &mut sqlx::SqliteConnection {
+        self
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl OutboxConnection<sqlx::Postgres> for &mut sqlx::PgConnection {
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        self
+    }
+}
+
+/// Why a message could not be made into a row; the caller puts the message back in with
+/// [`RowRefused::returning`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) enum RowRefused {
+    TooLarge {
+        name: &'static str,
+        size: usize,
+        limit: usize,
+        index: Option<usize>,
+    },
+    Failed(OutboxError),
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl RowRefused {
+    pub(crate) fn returning<M>(self, message: M) -> OutboxPublishError<M> {
+        match self {
+            RowRefused::TooLarge {
+                name,
+                size,
+                limit,
+                index,
+            } => OutboxPublishError::TooLarge {
+                message,
+                name,
+                size,
+                limit,
+                index,
+            },
+            RowRefused::Failed(source) => OutboxPublishError::Failed { message, source },
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<OutboxError> for RowRefused {
+    fn from(error: OutboxError) -> Self {
+        RowRefused::Failed(error)
+    }
+}
+
 /// A message made ready for an outbox row: its envelope, payload and headers as stored.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct NewRow {
@@ -146,21 +325,61 @@ pub(crate) struct NewRow {
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl NewRow {
+    /// Serializes `message`, refusing a payload over `max_payload_bytes`.
     pub(crate) fn new<M: crate::message::Message>(
         message: &M,
         options: crate::envelope::PublishOptions,
-    ) -> Result<Self, OutboxError> {
+        max_payload_bytes: usize,
+    ) -> Result<Self, RowRefused> {
+        let payload = serde_json::to_string(message).map_err(OutboxError::from)?;
+        if payload.len() > max_payload_bytes {
+            return Err(RowRefused::TooLarge {
+                name: M::NAME,
+                size: payload.len(),
+                limit: max_payload_bytes,
+                index: None,
+            });
+        }
         let mut envelope = crate::envelope::Envelope::new(std::borrow::Cow::Borrowed(M::NAME));
         envelope.key = message.key();
         envelope.idempotency_key = options.idempotency_key;
         envelope.headers = options.headers;
-        let payload = serde_json::to_string(message)?;
         let headers = row::headers_json(&envelope)?;
         Ok(NewRow {
             envelope,
             payload,
             headers,
         })
+    }
+
+    /// Every message of a batch, or the first refusal (with its position): all checked before
+    /// anything is written.
+    pub(crate) fn batch<M: crate::message::Message>(
+        messages: &[M],
+        max_payload_bytes: usize,
+    ) -> Result<Vec<Self>, RowRefused> {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(position, message)| {
+                NewRow::new(
+                    message,
+                    crate::envelope::PublishOptions::new(),
+                    max_payload_bytes,
+                )
+                .map_err(|refused| match refused {
+                    RowRefused::TooLarge {
+                        name, size, limit, ..
+                    } => RowRefused::TooLarge {
+                        name,
+                        size,
+                        limit,
+                        index: Some(position),
+                    },
+                    failed => failed,
+                })
+            })
+            .collect()
     }
 }
 

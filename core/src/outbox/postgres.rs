@@ -16,7 +16,10 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS};
-use super::{NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
+use super::{
+    NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
+    StoredEvent, BULK_COLUMNS, DEFAULT_MAX_PAYLOAD_BYTES,
+};
 use crate::dead_letter::PgDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -24,8 +27,7 @@ use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{Acquire, PgPool, Postgres, QueryBuilder, Row};
-use std::borrow::Cow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +71,7 @@ pub async fn connect(url: &str) -> Result<PgPool, OutboxError> {
 #[derive(Debug, Clone)]
 pub struct PgOutbox {
     backend: Arc<PgBackend>,
+    max_payload_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -100,6 +103,7 @@ impl PgOutbox {
     fn from_pool(pool: PgPool) -> Self {
         PgOutbox {
             backend: Arc::new(PgBackend { pool }),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
@@ -165,14 +169,42 @@ impl PgOutbox {
         &self.backend.pool
     }
 
-    /// Writes `message` into the outbox on `conn`: pass the transaction of your state change
-    /// (`&mut tx`), and the message is delivered if and only if it commits.
+    /// Sets the largest serialized JSON payload [`publish`](Self::publish),
+    /// [`publish_with`](Self::publish_with) and [`publish_all`](Self::publish_all) accept, in bytes
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB). A larger message is refused with
+    /// [`OutboxPublishError::TooLarge`] before anything is written. Applies to this handle and its
+    /// clones made afterwards.
+    #[must_use]
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The largest serialized JSON payload this outbox accepts, in bytes.
+    pub fn payload_limit(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Writes `message` into the outbox on `conn`, the transaction of your state change
+    /// (`&mut *tx` or `&mut tx`): the message is delivered if and only if it commits. Without a
+    /// transaction of your own, pass a pooled connection, `&mut *pool.acquire().await?` (the row
+    /// then commits at once). See [`OutboxConnection`].
+    ///
+    /// The returned future is `Send` with a borrowed transaction: await it in `tokio::spawn`, a
+    /// web handler, or a Herald handler on its [inbox](crate::inbox) transaction.
     ///
     /// # Errors
-    /// A database error (roll the transaction back), or a serialization error.
-    pub async fn publish<'c, A, M>(&self, conn: A, message: M) -> Result<MessageId, OutboxError>
+    /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
+    /// [`payload_limit`](Self::payload_limit) (nothing written), or
+    /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
+    /// back). Either way the message comes back inside the error.
+    pub async fn publish<C, M>(
+        &self,
+        conn: C,
+        message: M,
+    ) -> Result<MessageId, OutboxPublishError<M>>
     where
-        A: Acquire<'c, Database = Postgres>,
+        C: OutboxConnection<Postgres>,
         M: Message,
     {
         self.publish_with(conn, message, PublishOptions::new())
@@ -183,77 +215,59 @@ impl PgOutbox {
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
-    pub async fn publish_with<'c, A, M>(
+    pub async fn publish_with<C, M>(
         &self,
-        conn: A,
+        mut conn: C,
         message: M,
         options: PublishOptions,
-    ) -> Result<MessageId, OutboxError>
+    ) -> Result<MessageId, OutboxPublishError<M>>
     where
-        A: Acquire<'c, Database = Postgres>,
+        C: OutboxConnection<Postgres>,
         M: Message,
     {
-        let mut envelope = Envelope::new(Cow::Borrowed(M::NAME));
-        envelope.key = message.key();
-        envelope.idempotency_key = options.idempotency_key;
-        envelope.headers = options.headers;
-        let payload = serde_json::to_string(&message)?;
-        let mut conn = conn.acquire().await?;
-        insert(&mut conn, &envelope, &payload, None).await?;
-        Ok(envelope.id)
+        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
+            Ok(row) => row,
+            Err(refused) => return Err(refused.returning(message)),
+        };
+        match insert(conn.connection(), &row.envelope, &row.payload, None).await {
+            Ok(_) => Ok(row.envelope.id),
+            Err(source) => Err(OutboxPublishError::Failed { message, source }),
+        }
     }
 
-    /// Writes every message of `messages` into the outbox on `conn`, with multi-row `INSERT`s
+    /// Writes every message of `messages` into the outbox on `conn` (as for
+    /// [`publish`](Self::publish): `&mut *tx`), with multi-row `INSERT`s
     /// (as many rows per statement as PostgreSQL's 65,535 bind parameters allow; the `NOTIFY`
-    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish): delivered
-    /// if and only if the transaction commits. Returns the message ids in order. Much cheaper than
-    /// one `publish` per message for large batches.
+    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish):
+    /// delivered if and only if the transaction commits. Returns the message ids in order. Much
+    /// cheaper than one `publish` per message for large batches.
     ///
     /// # Errors
-    /// A database error (roll the transaction back: some rows may have been written), or a
-    /// serialization error (nothing written).
-    pub async fn publish_all<'c, A, M, I>(
+    /// [`OutboxPublishError::TooLarge`] when any payload is over
+    /// [`payload_limit`](Self::payload_limit): no message of the batch is written. Otherwise
+    /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
+    /// error (roll the transaction back: some rows may have been written). Either way every
+    /// message comes back inside the error, as a `Vec` in order.
+    pub async fn publish_all<C, M, I>(
         &self,
-        conn: A,
+        mut conn: C,
         messages: I,
-    ) -> Result<Vec<MessageId>, OutboxError>
+    ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
     where
-        A: Acquire<'c, Database = Postgres>,
+        C: OutboxConnection<Postgres>,
         M: Message,
         I: IntoIterator<Item = M>,
     {
-        let rows = messages
-            .into_iter()
-            .map(|message| NewRow::new(&message, PublishOptions::new()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = conn.acquire().await?;
-        let keys = distinct_keys(&rows);
-        // Two binds per statement for the key lock.
-        for chunk in rows.chunks((PG_MAX_BINDS - 2) / BULK_COLUMNS) {
-            let mut insert = QueryBuilder::<Postgres>::new("");
-            // Every statement takes the locks of every key of the call, in one order (see
-            // `KEY_LOCK_CLASS`): held already (re-entrant) when `conn` is a transaction, and
-            // still right when each statement commits on its own.
-            push_key_lock(&mut insert, &keys);
-            insert.push(
-                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
-                 SELECT * FROM (",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.envelope.id.as_uuid())
-                    .push_bind(row.envelope.name.as_ref())
-                    .push_bind(row.envelope.key.as_deref())
-                    .push_bind(row.payload.as_str())
-                    .push_bind(row.headers.as_str())
-                    .push_unseparated("::jsonb")
-                    .push_bind(row.envelope.occurred_at);
+        let messages: Vec<M> = messages.into_iter().collect();
+        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
+            Ok(rows) => rows,
+            Err(refused) => return Err(refused.returning(messages)),
+        };
+        if let Err(source) = insert_all(conn.connection(), &rows).await {
+            return Err(OutboxPublishError::Failed {
+                message: messages,
+                source,
             });
-            insert.push(") AS v WHERE (SELECT COUNT(*) FROM key_lock) >= 0");
-            insert.build().execute(&mut *conn).await?;
         }
         Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
@@ -431,6 +445,36 @@ fn push_key_lock(query: &mut QueryBuilder<'_, Postgres>, keys: &[&str]) {
                 .collect::<Vec<String>>(),
         )
         .push("::text[]) AS k) hashes ORDER BY h) ");
+}
+
+/// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
+async fn insert_all(conn: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<(), OutboxError> {
+    let keys = distinct_keys(rows);
+    // Two binds per statement for the key lock.
+    for chunk in rows.chunks((PG_MAX_BINDS - 2) / BULK_COLUMNS) {
+        let mut insert = QueryBuilder::<Postgres>::new("");
+        // Every statement takes the locks of every key of the call, in one order (see
+        // `KEY_LOCK_CLASS`): held already (re-entrant) when `conn` is a transaction, and
+        // still right when each statement commits on its own.
+        push_key_lock(&mut insert, &keys);
+        insert.push(
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+             SELECT * FROM (",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.envelope.id.as_uuid())
+                .push_bind(row.envelope.name.as_ref())
+                .push_bind(row.envelope.key.as_deref())
+                .push_bind(row.payload.as_str())
+                .push_bind(row.headers.as_str())
+                .push_unseparated("::jsonb")
+                .push_bind(row.envelope.occurred_at);
+        });
+        insert.push(") AS v WHERE (SELECT COUNT(*) FROM key_lock) >= 0");
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Inserts one outbox row; returns its id (also used by dead-letter re-drive). A row with a key

@@ -6,7 +6,10 @@
 
 use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::schema::{self, MIGRATIONS, MIGRATIONS_TABLE};
-use super::{status, NewRow, OutboxError, OutboxStatus, RelayBuilder, StoredEvent, BULK_COLUMNS};
+use super::{
+    status, NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
+    StoredEvent, BULK_COLUMNS, DEFAULT_MAX_PAYLOAD_BYTES,
+};
 use crate::dead_letter::SqliteDeadLetters;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
 use crate::message::Message;
@@ -15,7 +18,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Acquire, QueryBuilder, Row, Sqlite, SqlitePool};
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +67,7 @@ fn millis(d: Duration) -> i64 {
 #[derive(Debug, Clone)]
 pub struct SqliteOutbox {
     backend: Arc<SqliteBackend>,
+    max_payload_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -97,6 +100,7 @@ impl SqliteOutbox {
     fn from_pool(pool: SqlitePool) -> Self {
         SqliteOutbox {
             backend: Arc::new(SqliteBackend { pool }),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
@@ -185,14 +189,42 @@ impl SqliteOutbox {
         &self.backend.pool
     }
 
-    /// Writes `message` into the outbox on `conn`: pass the transaction of your state change
-    /// (`&mut tx` or `&mut *tx`), and the message is delivered if and only if it commits.
+    /// Sets the largest serialized JSON payload [`publish`](Self::publish),
+    /// [`publish_with`](Self::publish_with) and [`publish_all`](Self::publish_all) accept, in bytes
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB). A larger message is refused with
+    /// [`OutboxPublishError::TooLarge`] before anything is written. Applies to this handle and its
+    /// clones made afterwards.
+    #[must_use]
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The largest serialized JSON payload this outbox accepts, in bytes.
+    pub fn payload_limit(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Writes `message` into the outbox on `conn`, the transaction of your state change
+    /// (`&mut *tx` or `&mut tx`): the message is delivered if and only if it commits. Without a
+    /// transaction of your own, pass a pooled connection, `&mut *pool.acquire().await?` (the row
+    /// then commits at once). See [`OutboxConnection`].
+    ///
+    /// The returned future is `Send` with a borrowed transaction: await it in `tokio::spawn`, a
+    /// web handler, or a Herald handler on its [inbox](crate::inbox) transaction.
     ///
     /// # Errors
-    /// A database error (the transaction should then be rolled back), or a serialization error.
-    pub async fn publish<'c, A, M>(&self, conn: A, message: M) -> Result<MessageId, OutboxError>
+    /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
+    /// [`payload_limit`](Self::payload_limit) (nothing written), or
+    /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
+    /// back). Either way the message comes back inside the error.
+    pub async fn publish<C, M>(
+        &self,
+        conn: C,
+        message: M,
+    ) -> Result<MessageId, OutboxPublishError<M>>
     where
-        A: Acquire<'c, Database = Sqlite>,
+        C: OutboxConnection<Sqlite>,
         M: Message,
     {
         self.publish_with(conn, message, PublishOptions::new())
@@ -203,66 +235,58 @@ impl SqliteOutbox {
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
-    pub async fn publish_with<'c, A, M>(
+    pub async fn publish_with<C, M>(
         &self,
-        conn: A,
+        mut conn: C,
         message: M,
         options: PublishOptions,
-    ) -> Result<MessageId, OutboxError>
+    ) -> Result<MessageId, OutboxPublishError<M>>
     where
-        A: Acquire<'c, Database = Sqlite>,
+        C: OutboxConnection<Sqlite>,
         M: Message,
     {
-        let mut envelope = Envelope::new(Cow::Borrowed(M::NAME));
-        envelope.key = message.key();
-        envelope.idempotency_key = options.idempotency_key;
-        envelope.headers = options.headers;
-        let payload = serde_json::to_string(&message)?;
-        let mut conn = conn.acquire().await?;
-        insert(&mut conn, &envelope, &payload, None).await?;
-        Ok(envelope.id)
+        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
+            Ok(row) => row,
+            Err(refused) => return Err(refused.returning(message)),
+        };
+        match insert(conn.connection(), &row.envelope, &row.payload, None).await {
+            Ok(()) => Ok(row.envelope.id),
+            Err(source) => Err(OutboxPublishError::Failed { message, source }),
+        }
     }
 
-    /// Writes every message of `messages` into the outbox on `conn`, with multi-row `INSERT`s
-    /// (as many rows per statement as SQLite's 32,766 bind parameters allow). Same guarantee as
-    /// [`publish`](Self::publish): delivered if and only if the transaction commits. Returns the
-    /// message ids in order. Much cheaper than one `publish` per message for large batches.
+    /// Writes every message of `messages` into the outbox on `conn` (as for
+    /// [`publish`](Self::publish): `&mut *tx`), with multi-row `INSERT`s
+    /// (as many rows per statement as SQLite's 32,766 bind parameters allow). Same guarantee as [`publish`](Self::publish):
+    /// delivered if and only if the transaction commits. Returns the message ids in order. Much
+    /// cheaper than one `publish` per message for large batches.
     ///
     /// # Errors
-    /// A database error (roll the transaction back: some rows may have been written), or a
-    /// serialization error (nothing written).
-    pub async fn publish_all<'c, A, M, I>(
+    /// [`OutboxPublishError::TooLarge`] when any payload is over
+    /// [`payload_limit`](Self::payload_limit): no message of the batch is written. Otherwise
+    /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
+    /// error (roll the transaction back: some rows may have been written). Either way every
+    /// message comes back inside the error, as a `Vec` in order.
+    pub async fn publish_all<C, M, I>(
         &self,
-        conn: A,
+        mut conn: C,
         messages: I,
-    ) -> Result<Vec<MessageId>, OutboxError>
+    ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
     where
-        A: Acquire<'c, Database = Sqlite>,
+        C: OutboxConnection<Sqlite>,
         M: Message,
         I: IntoIterator<Item = M>,
     {
-        let rows = messages
-            .into_iter()
-            .map(|message| NewRow::new(&message, PublishOptions::new()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = conn.acquire().await?;
-        for chunk in rows.chunks(SQLITE_MAX_VARIABLES / BULK_COLUMNS) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.envelope.id.to_string())
-                    .push_bind(row.envelope.name.as_ref())
-                    .push_bind(row.envelope.key.as_deref())
-                    .push_bind(row.payload.as_str())
-                    .push_bind(row.headers.as_str())
-                    .push_bind(text_time(row.envelope.occurred_at));
+        let messages: Vec<M> = messages.into_iter().collect();
+        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
+            Ok(rows) => rows,
+            Err(refused) => return Err(refused.returning(messages)),
+        };
+        if let Err(source) = insert_all(conn.connection(), &rows).await {
+            return Err(OutboxPublishError::Failed {
+                message: messages,
+                source,
             });
-            insert.build().execute(&mut *conn).await?;
         }
         Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
@@ -368,6 +392,26 @@ impl SqliteOutbox {
     ) -> Result<u64, OutboxError> {
         self.backend.delete_finished(older_than, batch).await
     }
+}
+
+/// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
+async fn insert_all(conn: &mut sqlx::SqliteConnection, rows: &[NewRow]) -> Result<(), OutboxError> {
+    for chunk in rows.chunks(SQLITE_MAX_VARIABLES / BULK_COLUMNS) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.envelope.id.to_string())
+                .push_bind(row.envelope.name.as_ref())
+                .push_bind(row.envelope.key.as_deref())
+                .push_bind(row.payload.as_str())
+                .push_bind(row.headers.as_str())
+                .push_bind(text_time(row.envelope.occurred_at));
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Inserts one outbox row (also used by dead-letter re-drive).
