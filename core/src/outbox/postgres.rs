@@ -296,8 +296,8 @@ impl PgOutbox {
     /// only to rows whose inserting transaction is older than every transaction still running
     /// (`pg_snapshot_xmin(pg_current_snapshot())`): such a row is committed or gone for good, and
     /// every row that becomes visible later gets a higher position. A row is never skipped. The
-    /// price: a long-running transaction anywhere in the database delays new positions until it
-    /// ends.
+    /// price: a long-running transaction anywhere on the PostgreSQL server (in any database: the
+    /// snapshot's xmin is server-wide) delays new positions until it ends.
     ///
     /// # Errors
     /// A database error.
