@@ -417,6 +417,144 @@ mod dead {
     }
 }
 
+mod kinds {
+    //! Issue 8 item 8: a durable dead letter says what kind of failure it was, as data.
+    use super::*;
+    use herald::{DeadLetter, DeadLetterId, DeadLetterReason, Envelope, FailureKind};
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.invoice_requested")]
+    pub(crate) struct InvoiceRequested {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler(timeout = "20ms", retry(max_attempts = 1))]
+    async fn slow_invoice(_event: InvoiceRequested) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+
+    #[async_handler(retry(max_attempts = 1))]
+    async fn panicking_invoice(_event: InvoiceRequested) {
+        panic!("invoice template missing");
+    }
+
+    #[async_handler(retry(max_attempts = 5, backoff = fixed(10ms)))]
+    async fn refused_invoice(_event: InvoiceRequested) -> Result<(), HandlerError> {
+        Err(HandlerError::permanent(HandlerError::msg("customer closed")))
+    }
+
+    #[async_handler(retry(max_attempts = 2, backoff = fixed(10ms)))]
+    async fn failing_invoice(_event: InvoiceRequested) -> Result<(), HandlerError> {
+        Err(HandlerError::msg("ledger down"))
+    }
+
+    pub(crate) fn entry(handler: &str, failure: Option<FailureKind>) -> DeadLetter {
+        let envelope = Envelope::new("outbox_pg.kind");
+        let now = envelope.occurred_at;
+        DeadLetter {
+            id: DeadLetterId(0),
+            envelope,
+            payload: serde_json::json!({ "n": 1 }),
+            handler: handler.to_owned(),
+            reason: DeadLetterReason::Failed,
+            failure,
+            attempts: 1,
+            first_error: Some("boom".into()),
+            last_error: Some("boom".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        }
+    }
+
+    pub(crate) const EVERY_KIND: [Option<FailureKind>; 9] = [
+        Some(FailureKind::Error),
+        Some(FailureKind::PermanentError),
+        Some(FailureKind::Panic),
+        Some(FailureKind::Timeout),
+        Some(FailureKind::Extraction),
+        Some(FailureKind::Malformed),
+        Some(FailureKind::Cancelled),
+        Some(FailureKind::Shutdown),
+        None,
+    ];
+
+    #[tokio::test]
+    async fn every_failure_kind_round_trips_through_the_postgres_store() {
+        let (pool, outbox) = setup("herald_t_kinds_store").await;
+        let store = outbox.dead_letters();
+        for (n, failure) in EVERY_KIND.into_iter().enumerate() {
+            let id = store
+                .put(entry(&format!("h{n}"), failure))
+                .await
+                .expect("put");
+            let back = store.get(id).await.expect("get").expect("stored");
+            assert_eq!(back.failure, failure, "{back:?}");
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT failure_kind FROM herald_dead_letters WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("column");
+            assert_eq!(stored.as_deref(), failure.map(|k| k.as_str()));
+        }
+        let listed: Vec<_> = store
+            .list(20)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| letter.failure)
+            .collect();
+        assert_eq!(listed, EVERY_KIND.to_vec());
+        // A second failure of the same message and handler updates the kind.
+        let mut again = store.list(1).await.expect("list").remove(0);
+        again.failure = Some(FailureKind::Panic);
+        let id = store.put(again).await.expect("update");
+        let taken = store.take(id).await.expect("take").expect("there");
+        assert_eq!(taken.failure, Some(FailureKind::Panic));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_a_panic_and_a_permanent_error_through_the_relay_keep_their_kind() {
+        let (pool, outbox) = setup("herald_t_kinds_relay").await;
+        let herald = build(module_path!(), &pool, &Tracker::default());
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        outbox
+            .publish(&pool, InvoiceRequested { n: 1 })
+            .await
+            .expect("publish");
+        eventually("failed for good", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let mut kinds: Vec<(String, Option<FailureKind>, u32)> = outbox
+            .dead_letters()
+            .list(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| {
+                let short = letter.handler.rsplit("::").next().unwrap_or("").to_owned();
+                (short, letter.failure, letter.attempts)
+            })
+            .collect();
+        kinds.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            kinds,
+            vec![
+                ("failing_invoice".into(), Some(FailureKind::Error), 2),
+                ("panicking_invoice".into(), Some(FailureKind::Panic), 1),
+                ("refused_invoice".into(), Some(FailureKind::PermanentError), 1),
+                ("slow_invoice".into(), Some(FailureKind::Timeout), 1),
+            ]
+        );
+    }
+}
+
 mod event_store {
     use super::*;
 
@@ -635,8 +773,22 @@ async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
     .execute(&pool)
     .await
     .expect("a v1 database with a row");
+    sqlx::raw_sql(
+        "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
+            envelope, payload, dead_lettered_at)
+         VALUES (gen_random_uuid(), 'outbox_pg.v1', 'app::h', 'failed', 1,
+            '{\"id\":\"0190b2a8-0000-7000-8000-000000000002\",\"name\":\"outbox_pg.v1\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"key\":null,\"idempotency_key\":null,\"headers\":{\"correlation_id\":null,\"causation_id\":null,\"extra\":{}}}',
+            '{}', now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("a v1 dead letter");
     let outbox = PgOutbox::new(pool.clone()).await.expect("upgrade");
-    assert_eq!(PgOutbox::schema_version(&pool).await.expect("version"), 2);
+    // v3 (failure kind) at least: a later version may follow.
+    assert!(PgOutbox::schema_version(&pool).await.expect("version") >= 3);
+    let old = outbox.dead_letters().list(10).await.expect("list");
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].failure, None, "a v1 dead letter has no kind");
     assert_eq!(outbox.status().await.expect("status").pending, 1);
     let index: String = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'herald_outbox_pending_key'

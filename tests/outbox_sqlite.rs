@@ -330,6 +330,7 @@ mod progress {
         let letter = &letters[0];
         assert!(letter.handler.ends_with("send_mail"), "{letter:?}");
         assert_eq!(letter.reason, DeadLetterReason::Failed);
+        assert_eq!(letter.failure, Some(herald::FailureKind::Error));
         assert_eq!(letter.attempts, 3);
         assert_eq!(letter.last_error.as_deref(), Some("smtp timeout"));
         assert_eq!(letter.payload, serde_json::json!({ "fail_mail": 3 }));
@@ -408,6 +409,7 @@ mod malformed {
         let letters = outbox.dead_letters().list(10).await.expect("list");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].reason, DeadLetterReason::Malformed);
+        assert_eq!(letters[0].failure, Some(herald::FailureKind::Malformed));
         assert!(
             letters[0]
                 .last_error
@@ -633,11 +635,22 @@ mod store {
         .execute(&pool)
         .await
         .expect("a v1 database with a row");
+        sqlx::raw_sql(
+            "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
+                envelope, payload, dead_lettered_at)
+             VALUES ('0190b2a8-0000-7000-8000-000000000002', 'v1', 'app::h', 'failed', 1,
+                '{\"id\":\"0190b2a8-0000-7000-8000-000000000002\",\"name\":\"v1\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"key\":null,\"idempotency_key\":null,\"headers\":{\"correlation_id\":null,\"causation_id\":null,\"extra\":{}}}',
+                '{}', '2026-01-01T00:00:00.000Z')",
+        )
+        .execute(&pool)
+        .await
+        .expect("a v1 dead letter");
         let outbox = SqliteOutbox::new(pool.clone()).await.expect("upgrade");
-        assert_eq!(
-            SqliteOutbox::schema_version(&pool).await.expect("version"),
-            2
-        );
+        // v3 (failure kind) at least: a later version may follow.
+        assert!(SqliteOutbox::schema_version(&pool).await.expect("version") >= 3);
+        let old = outbox.dead_letters().list(10).await.expect("list");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].failure, None, "a v1 dead letter has no kind");
         assert_eq!(outbox.status().await.expect("status").pending, 1);
         let index: String = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE name = 'herald_outbox_pending_key'",
@@ -646,6 +659,68 @@ mod store {
         .await
         .expect("index");
         assert!(index.contains("key IS NOT NULL"), "{index}");
+    }
+
+    #[tokio::test]
+    async fn every_failure_kind_round_trips_through_the_sqlite_store() {
+        use herald::{DeadLetter, DeadLetterId, Envelope, FailureKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let store = outbox.dead_letters();
+        let kinds = [
+            Some(FailureKind::Error),
+            Some(FailureKind::PermanentError),
+            Some(FailureKind::Panic),
+            Some(FailureKind::Timeout),
+            Some(FailureKind::Extraction),
+            Some(FailureKind::Malformed),
+            Some(FailureKind::Cancelled),
+            Some(FailureKind::Shutdown),
+            None,
+        ];
+        for (n, failure) in kinds.into_iter().enumerate() {
+            let envelope = Envelope::new("outbox_sqlite.kind");
+            let now = envelope.occurred_at;
+            let id = store
+                .put(DeadLetter {
+                    id: DeadLetterId(0),
+                    envelope,
+                    payload: serde_json::json!({ "n": n }),
+                    handler: format!("h{n}"),
+                    reason: DeadLetterReason::Failed,
+                    failure,
+                    attempts: 1,
+                    first_error: Some("boom".into()),
+                    last_error: Some("boom".into()),
+                    first_failed_at: Some(now),
+                    last_failed_at: Some(now),
+                    dead_lettered_at: now,
+                })
+                .await
+                .expect("put");
+            let back = store.get(id).await.expect("get").expect("stored");
+            assert_eq!(back.failure, failure, "{back:?}");
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT failure_kind FROM herald_dead_letters WHERE id = ?1")
+                    .bind(id.0)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("column");
+            assert_eq!(stored.as_deref(), failure.map(|k| k.as_str()));
+        }
+        let listed: Vec<_> = store
+            .list(20)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| letter.failure)
+            .collect();
+        assert_eq!(listed, kinds.to_vec());
+        let mut again = store.list(1).await.expect("list").remove(0);
+        again.failure = Some(FailureKind::Timeout);
+        let id = store.put(again).await.expect("update");
+        let taken = store.take(id).await.expect("take").expect("there");
+        assert_eq!(taken.failure, Some(FailureKind::Timeout), "updated by a second failure");
     }
 
     #[tokio::test]

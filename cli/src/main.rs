@@ -199,10 +199,11 @@ impl Db {
 
 fn print_letter_line(letter: &DeadLetter) {
     println!(
-        "{:>6}  {}  {:<9}  {:>3}  {:<32}  {:<28}  {}",
+        "{:>6}  {}  {:<9}  {:<15}  {:>3}  {:<32}  {:<28}  {}",
         letter.id,
         letter.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
         letter.reason,
+        letter.failure.map_or("-", |kind| kind.as_str()),
         letter.attempts,
         letter.envelope.name,
         letter.handler,
@@ -246,8 +247,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         println!("no dead letters");
                     } else {
                         println!(
-                            "{:>6}  {:<19}  {:<9}  {:>3}  {:<32}  {:<28}  last error",
-                            "id", "dead-lettered at", "reason", "try", "message", "handler"
+                            "{:>6}  {:<19}  {:<9}  {:<15}  {:>3}  {:<32}  {:<28}  last error",
+                            "id",
+                            "dead-lettered at",
+                            "reason",
+                            "failure",
+                            "try",
+                            "message",
+                            "handler"
                         );
                         for letter in &letters {
                             print_letter_line(letter);

@@ -38,7 +38,7 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
             payload: serde_json::json!({ "phone": "010" }),
             handler: "app::send_sms".into(),
             reason: DeadLetterReason::Failed,
-            failure: Some(FailureKind::Error),
+            failure: Some(FailureKind::PermanentError),
             attempts: 3,
             first_error: Some("partner 503".into()),
             last_error: Some("partner 503".into()),
@@ -58,8 +58,14 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
         ok && out.contains("app::send_sms") && out.contains("partner 503"),
         "{out}"
     );
+    assert!(out.contains("permanent_error"), "the failure kind is listed: {out}");
+    let (ok, out, _) = herald(&url, &["--json", "dead-letters", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
+    assert!(ok && listed[0]["failure"] == "permanent_error", "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "show", &id.to_string()]);
     assert!(ok && out.contains("\"phone\": \"010\""), "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON entry");
+    assert_eq!(shown["failure"], "permanent_error", "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "redrive", &id.to_string()]);
     assert!(ok && out.contains("back in the outbox"), "{out}");
     let (ok, out, _) = herald(&url, &["--json", "outbox", "status"]);

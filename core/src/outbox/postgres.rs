@@ -380,6 +380,16 @@ impl PgOutbox {
     }
 }
 
+/// Text as PostgreSQL stores it: `text` refuses U+0000, so each one is written as the six
+/// characters `\u0000` (error texts can hold anything a handler or a payload put in them).
+pub(crate) fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\\u0000"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// Inserts one outbox row; returns its id (also used by dead-letter re-drive).
 pub(crate) async fn insert(
     conn: &mut sqlx::PgConnection,
@@ -516,7 +526,7 @@ impl Backend for PgBackend {
             ids.push(id);
             kinds.push(kind);
             done.push(handlers_done);
-            errors.push(error);
+            errors.push(error.map(|error| pg_text(&error).into_owned()));
             delays.push(delay);
         }
         let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
