@@ -555,6 +555,195 @@ mod kinds {
     }
 }
 
+mod nul {
+    //! Issue 8 item 12: a dead letter that PostgreSQL would refuse (U+0000 in jsonb or text) is
+    //! stored anyway, and a dead letter that cannot be written keeps its row pending.
+    use super::*;
+    use herald::{DeadLetter, DeadLetterId, DeadLetterReason, Envelope, FailureKind};
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.note_taken")]
+    pub(crate) struct NoteTaken {
+        pub(crate) text: String,
+    }
+
+    #[async_handler(retry(max_attempts = 1))]
+    async fn file_note(event: NoteTaken, State(tracker): State<Tracker>) -> Result<(), HandlerError> {
+        if tracker.log.lock().expect("lock").contains(&"fixed".into()) {
+            tracker.log.lock().expect("lock").push(event.text);
+            return Ok(());
+        }
+        // The error text carries the NUL too.
+        Err(HandlerError::permanent(HandlerError::msg(format!(
+            "cannot file {}",
+            event.text
+        ))))
+    }
+
+    #[tokio::test]
+    async fn a_payload_and_an_error_with_a_nul_char_are_dead_lettered_and_redriven() {
+        let (pool, outbox) = setup("herald_t_nul_payload").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let text = "before\u{0}after".to_owned();
+        let id = outbox
+            .publish(&pool, NoteTaken { text: text.clone() })
+            .await
+            .expect("publish");
+        eventually("failed for good", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let (status, last_error): (String, String) =
+            sqlx::query_as("SELECT status, last_error FROM herald_outbox")
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        assert_eq!(status, "failed");
+        assert!(last_error.contains("before\\u0000after"), "{last_error}");
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1, "the dead letter is stored: {letters:?}");
+        let letter = &letters[0];
+        assert_eq!(letter.envelope.id, id);
+        assert_eq!(letter.payload, serde_json::json!({ "text": text }));
+        assert_eq!(letter.failure, Some(FailureKind::PermanentError));
+        assert_eq!(
+            letter.last_error.as_deref(),
+            Some("cannot file before\\u0000after"),
+            "the NUL is written as \\u0000"
+        );
+
+        tracker.log.lock().expect("lock").push("fixed".into());
+        store
+            .redrive_to_outbox(letter.id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        let relay = outbox.relay(&herald).start();
+        eventually("re-driven", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert!(tracker.log.lock().expect("lock").contains(&text));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "the original row was re-driven, no copy");
+    }
+
+    #[tokio::test]
+    async fn an_entry_with_nul_chars_everywhere_is_stored_and_read_back() {
+        let (_pool, outbox) = setup("herald_t_nul_entry").await;
+        let store = outbox.dead_letters();
+        let mut envelope = Envelope::new("outbox_pg.note_taken");
+        envelope.key = Some("k\u{0}1".into());
+        envelope.headers.extra.insert("trace".into(), "a\u{0}b".into());
+        let now = envelope.occurred_at;
+        let entry = DeadLetter {
+            id: DeadLetterId(0),
+            envelope,
+            payload: serde_json::json!({ "text": "x\u{0}y" }),
+            handler: "app::file_note".into(),
+            reason: DeadLetterReason::Failed,
+            failure: Some(FailureKind::Panic),
+            attempts: 1,
+            first_error: Some("first \u{0} error".into()),
+            last_error: Some("last \u{0} error".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        };
+        let id = store.put(entry.clone()).await.expect("stored despite the NULs");
+        let back = store.get(id).await.expect("get").expect("there");
+        assert_eq!(back.envelope, entry.envelope);
+        assert_eq!(back.payload, entry.payload);
+        assert_eq!(back.first_error.as_deref(), Some("first \\u0000 error"));
+        assert_eq!(back.last_error.as_deref(), Some("last \\u0000 error"));
+        assert_eq!(back.failure, Some(FailureKind::Panic));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_letter_that_cannot_be_written_keeps_its_row_pending_until_it_can() {
+        let (pool, outbox) = setup("herald_t_nul_store_down").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        // A handler that fails for good, and a row that cannot be decoded.
+        outbox
+            .publish(&pool, NoteTaken { text: "n".into() })
+            .await
+            .expect("publish");
+        sqlx::query(
+            "INSERT INTO herald_outbox (message_id, message_type, payload, occurred_at)
+             VALUES (gen_random_uuid(), 'outbox_pg.note_taken', '{\"txt\": 1}', now())",
+        )
+        .execute(&pool)
+        .await
+        .expect("insert malformed");
+        sqlx::query("ALTER TABLE herald_dead_letters RENAME TO herald_dead_letters_away")
+            .execute(&pool)
+            .await
+            .expect("take the store away");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let attempted = async || -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox WHERE fail_count > 0")
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        };
+        eventually(
+            "both rows attempted",
+            Duration::from_secs(30),
+            async || attempted().await == 2,
+        )
+        .await;
+        let statuses: Vec<(String, String)> =
+            sqlx::query_as("SELECT status, last_error FROM herald_outbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("rows");
+        assert!(
+            statuses.iter().all(|(status, _)| status == "pending"),
+            "no row is marked failed without its dead letter: {statuses:?}"
+        );
+        sqlx::query("ALTER TABLE herald_dead_letters_away RENAME TO herald_dead_letters")
+            .execute(&pool)
+            .await
+            .expect("bring the store back");
+        eventually("both failed for good", Duration::from_secs(30), async || {
+            outbox.status().await.expect("status").failed == 2
+        })
+        .await;
+        relay.stop().await;
+        let mut kinds: Vec<_> = outbox
+            .dead_letters()
+            .list(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| (letter.reason.as_str(), letter.failure))
+            .collect();
+        kinds.sort_by_key(|kind| kind.0);
+        assert_eq!(
+            kinds,
+            vec![
+                ("failed", Some(FailureKind::PermanentError)),
+                ("malformed", Some(FailureKind::Malformed)),
+            ]
+        );
+    }
+}
+
 mod event_store {
     use super::*;
 

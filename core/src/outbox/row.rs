@@ -246,8 +246,14 @@ pub(crate) async fn deliver(herald: &Herald, row: ClaimedRow) -> Outcome {
     }
 }
 
+/// How long a row whose dead letter could not be stored waits before the relay tries again (the
+/// store was already tried a few times; a missing table or lost rights take a person to fix).
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+
 /// A row that cannot be decoded: dead-lettered (one entry per handler, or one for the outbox when
-/// no handler of it is known) with the reason; the relay carries on.
+/// no handler of it is known) with the reason; the relay carries on. If the dead-letter store
+/// refuses an entry, the row stays pending (the handlers whose entry was stored are marked done)
+/// and is tried again later: the message is never marked `failed` without its dead letter.
 async fn malformed(
     herald: &Herald,
     row: ClaimedRow,
@@ -264,10 +270,9 @@ async fn malformed(
         targets.iter().map(|h| (*h).to_owned()).collect()
     };
     let mut handlers_done = row.handlers_done;
+    let mut refused = None;
     for handler in handlers {
-        // Logged in full when the store refuses it (the relay keeping such a row pending is
-        // handled with the dead-letter store's own failures, issue 8 item 12).
-        let _ = herald
+        let stored = herald
             .dead_letter(DeadLetter {
                 id: DeadLetterId(0),
                 envelope: envelope.clone(),
@@ -283,13 +288,24 @@ async fn malformed(
                 dead_lettered_at: now,
             })
             .await;
-        handlers_done.push(format!("{FAILED_MARK}{handler}"));
+        match stored {
+            Ok(_) => handlers_done.push(format!("{FAILED_MARK}{handler}")),
+            Err(error) => refused = Some(format!("{handler}: {reason}; its dead letter could not be stored ({error}): kept pending")),
+        }
     }
-    Outcome::Done {
-        id: row.id,
-        failed: true,
-        handlers_done,
-        error: Some(reason),
+    match refused {
+        Some(error) => Outcome::Retry {
+            id: row.id,
+            handlers_done,
+            delay: DEAD_LETTER_RETRY,
+            error,
+        },
+        None => Outcome::Done {
+            id: row.id,
+            failed: true,
+            handlers_done,
+            error: Some(reason),
+        },
     }
 }
 
