@@ -440,7 +440,9 @@ mod kinds {
 
     #[async_handler(retry(max_attempts = 5, backoff = fixed(10ms)))]
     async fn refused_invoice(_event: InvoiceRequested) -> Result<(), HandlerError> {
-        Err(HandlerError::permanent(HandlerError::msg("customer closed")))
+        Err(HandlerError::permanent(HandlerError::msg(
+            "customer closed",
+        )))
     }
 
     #[async_handler(retry(max_attempts = 2, backoff = fixed(10ms)))]
@@ -548,7 +550,11 @@ mod kinds {
             vec![
                 ("failing_invoice".into(), Some(FailureKind::Error), 2),
                 ("panicking_invoice".into(), Some(FailureKind::Panic), 1),
-                ("refused_invoice".into(), Some(FailureKind::PermanentError), 1),
+                (
+                    "refused_invoice".into(),
+                    Some(FailureKind::PermanentError),
+                    1
+                ),
                 ("slow_invoice".into(), Some(FailureKind::Timeout), 1),
             ]
         );
@@ -568,7 +574,10 @@ mod nul {
     }
 
     #[async_handler(retry(max_attempts = 1))]
-    async fn file_note(event: NoteTaken, State(tracker): State<Tracker>) -> Result<(), HandlerError> {
+    async fn file_note(
+        event: NoteTaken,
+        State(tracker): State<Tracker>,
+    ) -> Result<(), HandlerError> {
         if tracker.log.lock().expect("lock").contains(&"fixed".into()) {
             tracker.log.lock().expect("lock").push(event.text);
             return Ok(());
@@ -645,7 +654,10 @@ mod nul {
         let store = outbox.dead_letters();
         let mut envelope = Envelope::new("outbox_pg.note_taken");
         envelope.key = Some("k\u{0}1".into());
-        envelope.headers.extra.insert("trace".into(), "a\u{0}b".into());
+        envelope
+            .headers
+            .extra
+            .insert("trace".into(), "a\u{0}b".into());
         let now = envelope.occurred_at;
         let entry = DeadLetter {
             id: DeadLetterId(0),
@@ -661,7 +673,10 @@ mod nul {
             last_failed_at: Some(now),
             dead_lettered_at: now,
         };
-        let id = store.put(entry.clone()).await.expect("stored despite the NULs");
+        let id = store
+            .put(entry.clone())
+            .await
+            .expect("stored despite the NULs");
         let back = store.get(id).await.expect("get").expect("there");
         assert_eq!(back.envelope, entry.envelope);
         assert_eq!(back.payload, entry.payload);
@@ -701,11 +716,9 @@ mod nul {
                 .await
                 .expect("count")
         };
-        eventually(
-            "both rows attempted",
-            Duration::from_secs(30),
-            async || attempted().await == 2,
-        )
+        eventually("both rows attempted", Duration::from_secs(30), async || {
+            attempted().await == 2
+        })
         .await;
         let statuses: Vec<(String, String)> =
             sqlx::query_as("SELECT status, last_error FROM herald_outbox ORDER BY id")
@@ -720,9 +733,11 @@ mod nul {
             .execute(&pool)
             .await
             .expect("bring the store back");
-        eventually("both failed for good", Duration::from_secs(30), async || {
-            outbox.status().await.expect("status").failed == 2
-        })
+        eventually(
+            "both failed for good",
+            Duration::from_secs(30),
+            async || outbox.status().await.expect("status").failed == 2,
+        )
         .await;
         relay.stop().await;
         let mut kinds: Vec<_> = outbox
@@ -741,6 +756,80 @@ mod nul {
                 ("malformed", Some(FailureKind::Malformed)),
             ]
         );
+    }
+}
+
+mod bad_headers {
+    //! Issue 8 item 11 on PostgreSQL: headers of the wrong types (jsonb rules out invalid JSON).
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.parcel_shipped")]
+    pub(crate) struct ParcelShipped {
+        pub(crate) parcel: String,
+    }
+
+    #[async_handler]
+    async fn notify(event: ParcelShipped, State(tracker): State<Tracker>) {
+        tracker.log.lock().expect("lock").push(event.parcel);
+    }
+
+    #[tokio::test]
+    async fn a_row_with_wrongly_typed_headers_keeps_its_id_and_redrive_acts_on_it() {
+        let (pool, outbox) = setup("herald_t_bad_headers").await;
+        let (row, message_id): (i64, String) = sqlx::query_as(
+            r#"INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+               VALUES (gen_random_uuid(), 'outbox_pg.parcel_shipped', 'p-1', '{"parcel": "p-1"}',
+                       '{"correlation_id": 7, "idempotency_key": "idem-1"}', now())
+               RETURNING id, message_id::text"#,
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("insert a hand-made row");
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        eventually("failed", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].envelope.id.to_string(), message_id);
+        assert_eq!(letters[0].envelope.key.as_deref(), Some("p-1"));
+        assert_eq!(
+            letters[0].envelope.idempotency_key.as_deref(),
+            Some("idem-1")
+        );
+        assert_eq!(letters[0].envelope.headers.correlation_id, None);
+
+        sqlx::query("UPDATE herald_outbox SET headers = '{}'")
+            .execute(&pool)
+            .await
+            .expect("repair");
+        let redriven = store
+            .redrive_to_outbox(letters[0].id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        assert_eq!(redriven, row, "re-drive acts on the original row");
+        let relay = outbox.relay(&herald).start();
+        eventually("processed", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(*tracker.log.lock().expect("lock"), vec!["p-1".to_owned()]);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "no copy beside it");
     }
 }
 

@@ -422,6 +422,165 @@ mod malformed {
     }
 }
 
+mod bad_headers {
+    //! Issue 8 item 11: a row that cannot be read whole keeps in its dead letter every field that
+    //! can be read (its message id above all), so re-drive acts on that row.
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.call_requested")]
+    pub(crate) struct CallRequested {
+        pub(crate) phone: String,
+    }
+
+    #[async_handler]
+    async fn call(event: CallRequested, State(seen): State<Seen>) {
+        seen.push(event.phone);
+    }
+
+    const BAD_JSON: &str = "0190a0f0-0000-7000-8000-00000000000a";
+    const WRONG_TYPES: &str = "0190a0f0-0000-7000-8000-00000000000b";
+    const CORRELATION: &str = "0190a0f0-0000-7000-8000-0000000000cc";
+    const TIME: &str = "2024-01-02T03:04:05.678Z";
+
+    #[tokio::test]
+    async fn a_row_with_bad_headers_or_id_keeps_what_is_readable_and_redrive_acts_on_that_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        for (message_id, key, phone, headers) in [
+            (BAD_JSON, "k-a", "a", "{not json".to_owned()),
+            (
+                WRONG_TYPES,
+                "k-b",
+                "b",
+                format!(
+                    r#"{{"idempotency_key": 5, "correlation_id": "{CORRELATION}",
+                        "causation_id": [1], "extra": {{"tenant": "t1", "n": 1}}}}"#
+                ),
+            ),
+            ("not-a-uuid", "k-c", "c", "{}".to_owned()),
+        ] {
+            sqlx::query(
+                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+                 VALUES (?1, 'outbox_sqlite.call_requested', ?2, ?3, ?4, ?5)",
+            )
+            .bind(message_id)
+            .bind(key)
+            .bind(format!(r#"{{"phone": "{phone}"}}"#))
+            .bind(headers)
+            .bind(TIME)
+            .execute(&pool)
+            .await
+            .expect("insert a hand-made row");
+        }
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        eventually("the three rows are failed", async || {
+            outbox.status().await.expect("status").failed == 3
+        })
+        .await;
+        relay.stop().await;
+        assert!(seen.all().is_empty());
+
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 3, "{letters:?}");
+        let by_key = |key: &str| {
+            letters
+                .iter()
+                .find(|l| l.envelope.key.as_deref() == Some(key))
+                .unwrap_or_else(|| panic!("a dead letter with key {key}: {letters:?}"))
+        };
+        let time = chrono_free_time(TIME);
+        for key in ["k-a", "k-b", "k-c"] {
+            let letter = by_key(key);
+            assert_eq!(letter.reason, DeadLetterReason::Malformed);
+            assert_eq!(letter.envelope.occurred_at.to_rfc3339(), time, "{letter:?}");
+            assert_eq!(letter.envelope.name, "outbox_sqlite.call_requested");
+        }
+        assert_eq!(by_key("k-a").envelope.id.to_string(), BAD_JSON);
+        let wrong = by_key("k-b");
+        assert_eq!(wrong.envelope.id.to_string(), WRONG_TYPES);
+        assert_eq!(
+            wrong
+                .envelope
+                .headers
+                .correlation_id
+                .map(|id| id.to_string())
+                .as_deref(),
+            Some(CORRELATION),
+            "a readable header is kept"
+        );
+        assert_eq!(wrong.envelope.idempotency_key, None);
+        assert_eq!(wrong.envelope.headers.causation_id, None);
+        assert_eq!(
+            wrong
+                .envelope
+                .headers
+                .extra
+                .get("tenant")
+                .map(String::as_str),
+            Some("t1")
+        );
+        // The unreadable id is replaced, in the dead letter and in the row alike.
+        let replaced = by_key("k-c").envelope.id.to_string();
+        let row_id: String =
+            sqlx::query_scalar("SELECT message_id FROM herald_outbox WHERE key = 'k-c'")
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        assert_eq!(row_id, replaced);
+
+        // The operator repairs the headers, then re-drives: the original rows are delivered.
+        sqlx::query("UPDATE herald_outbox SET headers = '{}'")
+            .execute(&pool)
+            .await
+            .expect("repair");
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT id FROM herald_outbox ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+        let mut redriven = Vec::new();
+        for key in ["k-a", "k-b", "k-c"] {
+            redriven.push(
+                store
+                    .redrive_to_outbox(by_key(key).id)
+                    .await
+                    .expect("redrive")
+                    .expect("found"),
+            );
+        }
+        assert_eq!(redriven, rows, "re-drive acts on the original rows");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        eventually("the three rows are processed", async || {
+            outbox.status().await.expect("status").processed == 3
+        })
+        .await;
+        relay.stop().await;
+        let mut phones = seen.all();
+        phones.sort();
+        assert_eq!(phones, vec!["a", "b", "c"]);
+        assert_eq!(
+            scalar(&pool, "SELECT COUNT(*) FROM herald_outbox").await,
+            3,
+            "no copies"
+        );
+        assert_eq!(store.count().await.expect("count"), 0);
+    }
+
+    /// `TIME` as `DateTime::to_rfc3339` prints it.
+    fn chrono_free_time(time: &str) -> String {
+        time.replace('Z', "+00:00")
+    }
+}
+
 mod inbox {
     use super::*;
     use herald::inbox::SqliteInbox;
@@ -720,7 +879,11 @@ mod store {
         again.failure = Some(FailureKind::Timeout);
         let id = store.put(again).await.expect("update");
         let taken = store.take(id).await.expect("take").expect("there");
-        assert_eq!(taken.failure, Some(FailureKind::Timeout), "updated by a second failure");
+        assert_eq!(
+            taken.failure,
+            Some(FailureKind::Timeout),
+            "updated by a second failure"
+        );
     }
 
     #[tokio::test]

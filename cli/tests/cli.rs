@@ -58,7 +58,10 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
         ok && out.contains("app::send_sms") && out.contains("partner 503"),
         "{out}"
     );
-    assert!(out.contains("permanent_error"), "the failure kind is listed: {out}");
+    assert!(
+        out.contains("permanent_error"),
+        "the failure kind is listed: {out}"
+    );
     let (ok, out, _) = herald(&url, &["--json", "dead-letters", "list"]);
     let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
     assert!(ok && listed[0]["failure"] == "permanent_error", "{out}");

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-const COLUMNS: &str = "id, handler, reason, failure_kind, attempts, envelope, payload, first_error, \
+const COLUMNS: &str =
+    "id, handler, reason, failure_kind, attempts, envelope, payload, first_error, \
                        last_error, first_failed_at, last_failed_at, dead_lettered_at";
 
 /// Durable dead letters in the SQLite database of the outbox: they survive restarts.

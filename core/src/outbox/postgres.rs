@@ -493,6 +493,8 @@ impl Backend for PgBackend {
             return Ok(());
         }
         // Every outcome of the batch in one statement: one array per column, one row per outcome.
+        let renamed: Vec<(i64, MessageId)> =
+            outcomes.iter().filter_map(row::new_message_id).collect();
         let mut ids = Vec::with_capacity(outcomes.len());
         let mut kinds = Vec::with_capacity(outcomes.len());
         let mut done = Vec::with_capacity(outcomes.len());
@@ -508,12 +510,14 @@ impl Backend for PgBackend {
                     failed: true,
                     handlers_done,
                     error,
+                    ..
                 } => (id, "failed", row::handlers_json(&handlers_done), error, 0.0),
                 Outcome::Retry {
                     id,
                     handlers_done,
                     delay,
                     error,
+                    ..
                 } => (
                     id,
                     "retry",
@@ -530,6 +534,16 @@ impl Backend for PgBackend {
             delays.push(delay);
         }
         let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
+        for (id, new_message_id) in renamed {
+            sqlx::query(
+                "UPDATE herald_outbox SET message_id = $1 WHERE id = $2 AND lease_owner = $3",
+            )
+            .bind(new_message_id.as_uuid())
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE herald_outbox o SET
                 status = CASE u.kind WHEN 'release' THEN o.status WHEN 'retry' THEN o.status
