@@ -1086,6 +1086,36 @@ async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
     assert_eq!(options, vec!["fillfactor=70".to_owned()]);
 }
 
+#[tokio::test]
+async fn connect_reports_a_refused_connection_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let started = Instant::now();
+    let error = outbox::postgres::connect(&format!("postgres://postgres@127.0.0.1:{port}/x"))
+        .await
+        .expect_err("nothing listens there");
+    let took = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "the real cause: {message}"
+    );
+    // The pool used to retry refused connections for its whole 10 s acquire timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // A server that is there still connects.
+    let pool = outbox::postgres::connect(&database_url())
+        .await
+        .expect("connect");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("query");
+    assert_eq!(one, 1);
+}
+
 #[test]
 fn the_postgres_types_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}

@@ -15,9 +15,11 @@ use crate::message::Message;
 use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Acquire, PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{Connection, PgConnection};
 use std::borrow::Cow;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,16 +47,42 @@ const CLAIM_TRANSACTION: &str =
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
 
-/// Connects a pool of up to 16 connections to `url`.
+/// Connects a pool of up to 16 connections to `url` (see [`connect_with`]).
 ///
 /// # Errors
-/// When the URL is invalid or the server cannot be reached.
+/// When the URL is invalid or the server cannot be reached: the server's or the system's own
+/// error (connection refused, password authentication failed, ...).
 pub async fn connect(url: &str) -> Result<PgPool, OutboxError> {
-    Ok(PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await?)
+    let options = PgConnectOptions::from_str(url)?;
+    connect_with(
+        PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10)),
+        options,
+    )
+    .await
+}
+
+/// Connects a pool with `pool` options to the server `options` name.
+///
+/// The first connection is made directly, so that its failure is returned as it is and at once
+/// (a sqlx pool retries a refused connection until its acquire timeout, then reports only
+/// "pool timed out"). A server that does not answer at all is reported as
+/// [`OutboxError::ConnectTimedOut`] after the pool's acquire timeout.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the connection.
+pub async fn connect_with(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) -> Result<PgPool, OutboxError> {
+    let limit = pool.get_acquire_timeout();
+    let first = tokio::time::timeout(limit, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
+    // Best effort: the connection has done its job (proving the server is there).
+    let _ = first.close().await;
+    Ok(pool.connect_with(options).await?)
 }
 
 /// The transactional outbox on PostgreSQL. Cheap to clone.

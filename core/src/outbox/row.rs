@@ -329,9 +329,11 @@ async fn malformed(
             .await;
         match stored {
             Ok(_) => handlers_done.push(format!("{FAILED_MARK}{handler}")),
-            Err(error) => refused = Some(format!(
+            Err(error) => {
+                refused = Some(format!(
                 "{handler}: {reason}; its dead letter could not be stored ({error}): kept pending"
-            )),
+            ))
+            }
         }
     }
     match refused {
