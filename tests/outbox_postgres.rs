@@ -417,6 +417,431 @@ mod dead {
     }
 }
 
+mod kinds {
+    //! Issue 8 item 8: a durable dead letter says what kind of failure it was, as data.
+    use super::*;
+    use herald::{DeadLetter, DeadLetterId, DeadLetterReason, Envelope, FailureKind};
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.invoice_requested")]
+    pub(crate) struct InvoiceRequested {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler(timeout = "20ms", retry(max_attempts = 1))]
+    async fn slow_invoice(_event: InvoiceRequested) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+
+    #[async_handler(retry(max_attempts = 1))]
+    async fn panicking_invoice(_event: InvoiceRequested) {
+        panic!("invoice template missing");
+    }
+
+    #[async_handler(retry(max_attempts = 5, backoff = fixed(10ms)))]
+    async fn refused_invoice(_event: InvoiceRequested) -> Result<(), HandlerError> {
+        Err(HandlerError::permanent(HandlerError::msg(
+            "customer closed",
+        )))
+    }
+
+    #[async_handler(retry(max_attempts = 2, backoff = fixed(10ms)))]
+    async fn failing_invoice(_event: InvoiceRequested) -> Result<(), HandlerError> {
+        Err(HandlerError::msg("ledger down"))
+    }
+
+    pub(crate) fn entry(handler: &str, failure: Option<FailureKind>) -> DeadLetter {
+        let envelope = Envelope::new("outbox_pg.kind");
+        let now = envelope.occurred_at;
+        DeadLetter {
+            id: DeadLetterId(0),
+            envelope,
+            payload: serde_json::json!({ "n": 1 }),
+            handler: handler.to_owned(),
+            reason: DeadLetterReason::Failed,
+            failure,
+            attempts: 1,
+            first_error: Some("boom".into()),
+            last_error: Some("boom".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        }
+    }
+
+    pub(crate) const EVERY_KIND: [Option<FailureKind>; 9] = [
+        Some(FailureKind::Error),
+        Some(FailureKind::PermanentError),
+        Some(FailureKind::Panic),
+        Some(FailureKind::Timeout),
+        Some(FailureKind::Extraction),
+        Some(FailureKind::Malformed),
+        Some(FailureKind::Cancelled),
+        Some(FailureKind::Shutdown),
+        None,
+    ];
+
+    #[tokio::test]
+    async fn every_failure_kind_round_trips_through_the_postgres_store() {
+        let (pool, outbox) = setup("herald_t_kinds_store").await;
+        let store = outbox.dead_letters();
+        for (n, failure) in EVERY_KIND.into_iter().enumerate() {
+            let id = store
+                .put(entry(&format!("h{n}"), failure))
+                .await
+                .expect("put");
+            let back = store.get(id).await.expect("get").expect("stored");
+            assert_eq!(back.failure, failure, "{back:?}");
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT failure_kind FROM herald_dead_letters WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("column");
+            assert_eq!(stored.as_deref(), failure.map(|k| k.as_str()));
+        }
+        let listed: Vec<_> = store
+            .list(20)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| letter.failure)
+            .collect();
+        assert_eq!(listed, EVERY_KIND.to_vec());
+        // A second failure of the same message and handler updates the kind.
+        let mut again = store.list(1).await.expect("list").remove(0);
+        again.failure = Some(FailureKind::Panic);
+        let id = store.put(again).await.expect("update");
+        let taken = store.take(id).await.expect("take").expect("there");
+        assert_eq!(taken.failure, Some(FailureKind::Panic));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_a_panic_and_a_permanent_error_through_the_relay_keep_their_kind() {
+        let (pool, outbox) = setup("herald_t_kinds_relay").await;
+        let herald = build(module_path!(), &pool, &Tracker::default());
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        outbox
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                InvoiceRequested { n: 1 },
+            )
+            .await
+            .expect("publish");
+        eventually("failed for good", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let mut kinds: Vec<(String, Option<FailureKind>, u32)> = outbox
+            .dead_letters()
+            .list(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| {
+                let short = letter.handler.rsplit("::").next().unwrap_or("").to_owned();
+                (short, letter.failure, letter.attempts)
+            })
+            .collect();
+        kinds.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            kinds,
+            vec![
+                ("failing_invoice".into(), Some(FailureKind::Error), 2),
+                ("panicking_invoice".into(), Some(FailureKind::Panic), 1),
+                (
+                    "refused_invoice".into(),
+                    Some(FailureKind::PermanentError),
+                    1
+                ),
+                ("slow_invoice".into(), Some(FailureKind::Timeout), 1),
+            ]
+        );
+    }
+}
+
+mod nul {
+    //! Issue 8 item 12: a dead letter that PostgreSQL would refuse (U+0000 in jsonb or text) is
+    //! stored anyway, and a dead letter that cannot be written keeps its row pending.
+    use super::*;
+    use herald::{DeadLetter, DeadLetterId, DeadLetterReason, Envelope, FailureKind};
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.note_taken")]
+    pub(crate) struct NoteTaken {
+        pub(crate) text: String,
+    }
+
+    #[async_handler(retry(max_attempts = 1))]
+    async fn file_note(
+        event: NoteTaken,
+        State(tracker): State<Tracker>,
+    ) -> Result<(), HandlerError> {
+        if tracker.log.lock().expect("lock").contains(&"fixed".into()) {
+            tracker.log.lock().expect("lock").push(event.text);
+            return Ok(());
+        }
+        // The error text carries the NUL too.
+        Err(HandlerError::permanent(HandlerError::msg(format!(
+            "cannot file {}",
+            event.text
+        ))))
+    }
+
+    #[tokio::test]
+    async fn a_payload_and_an_error_with_a_nul_char_are_dead_lettered_and_redriven() {
+        let (pool, outbox) = setup("herald_t_nul_payload").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let text = "before\u{0}after".to_owned();
+        let id = outbox
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                NoteTaken { text: text.clone() },
+            )
+            .await
+            .expect("publish");
+        eventually("failed for good", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let (status, last_error): (String, String) =
+            sqlx::query_as("SELECT status, last_error FROM herald_outbox")
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        assert_eq!(status, "failed");
+        assert!(last_error.contains("before\\u0000after"), "{last_error}");
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1, "the dead letter is stored: {letters:?}");
+        let letter = &letters[0];
+        assert_eq!(letter.envelope.id, id);
+        assert_eq!(letter.payload, serde_json::json!({ "text": text }));
+        assert_eq!(letter.failure, Some(FailureKind::PermanentError));
+        assert_eq!(
+            letter.last_error.as_deref(),
+            Some("cannot file before\\u0000after"),
+            "the NUL is written as \\u0000"
+        );
+
+        tracker.log.lock().expect("lock").push("fixed".into());
+        store
+            .redrive_to_outbox(letter.id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        let relay = outbox.relay(&herald).start();
+        eventually("re-driven", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert!(tracker.log.lock().expect("lock").contains(&text));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "the original row was re-driven, no copy");
+    }
+
+    #[tokio::test]
+    async fn an_entry_with_nul_chars_everywhere_is_stored_and_read_back() {
+        let (_pool, outbox) = setup("herald_t_nul_entry").await;
+        let store = outbox.dead_letters();
+        let mut envelope = Envelope::new("outbox_pg.note_taken");
+        envelope.key = Some("k\u{0}1".into());
+        envelope
+            .headers
+            .extra
+            .insert("trace".into(), "a\u{0}b".into());
+        let now = envelope.occurred_at;
+        let entry = DeadLetter {
+            id: DeadLetterId(0),
+            envelope,
+            payload: serde_json::json!({ "text": "x\u{0}y" }),
+            handler: "app::file_note".into(),
+            reason: DeadLetterReason::Failed,
+            failure: Some(FailureKind::Panic),
+            attempts: 1,
+            first_error: Some("first \u{0} error".into()),
+            last_error: Some("last \u{0} error".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        };
+        let id = store
+            .put(entry.clone())
+            .await
+            .expect("stored despite the NULs");
+        let back = store.get(id).await.expect("get").expect("there");
+        assert_eq!(back.envelope, entry.envelope);
+        assert_eq!(back.payload, entry.payload);
+        assert_eq!(back.first_error.as_deref(), Some("first \\u0000 error"));
+        assert_eq!(back.last_error.as_deref(), Some("last \\u0000 error"));
+        assert_eq!(back.failure, Some(FailureKind::Panic));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_letter_that_cannot_be_written_keeps_its_row_pending_until_it_can() {
+        let (pool, outbox) = setup("herald_t_nul_store_down").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        // A handler that fails for good, and a row that cannot be decoded.
+        outbox
+            .publish(
+                &mut *pool.acquire().await.expect("connection"),
+                NoteTaken { text: "n".into() },
+            )
+            .await
+            .expect("publish");
+        sqlx::query(
+            "INSERT INTO herald_outbox (message_id, message_type, payload, occurred_at)
+             VALUES (gen_random_uuid(), 'outbox_pg.note_taken', '{\"txt\": 1}', now())",
+        )
+        .execute(&pool)
+        .await
+        .expect("insert malformed");
+        sqlx::query("ALTER TABLE herald_dead_letters RENAME TO herald_dead_letters_away")
+            .execute(&pool)
+            .await
+            .expect("take the store away");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let attempted = async || -> i64 {
+            sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox WHERE fail_count > 0")
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        };
+        eventually("both rows attempted", Duration::from_secs(30), async || {
+            attempted().await == 2
+        })
+        .await;
+        let statuses: Vec<(String, String)> =
+            sqlx::query_as("SELECT status, last_error FROM herald_outbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("rows");
+        assert!(
+            statuses.iter().all(|(status, _)| status == "pending"),
+            "no row is marked failed without its dead letter: {statuses:?}"
+        );
+        sqlx::query("ALTER TABLE herald_dead_letters_away RENAME TO herald_dead_letters")
+            .execute(&pool)
+            .await
+            .expect("bring the store back");
+        eventually(
+            "both failed for good",
+            Duration::from_secs(30),
+            async || outbox.status().await.expect("status").failed == 2,
+        )
+        .await;
+        relay.stop().await;
+        let mut kinds: Vec<_> = outbox
+            .dead_letters()
+            .list(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| (letter.reason.as_str(), letter.failure))
+            .collect();
+        kinds.sort_by_key(|kind| kind.0);
+        assert_eq!(
+            kinds,
+            vec![
+                ("failed", Some(FailureKind::PermanentError)),
+                ("malformed", Some(FailureKind::Malformed)),
+            ]
+        );
+    }
+}
+
+mod bad_headers {
+    //! Issue 8 item 11 on PostgreSQL: headers of the wrong types (jsonb rules out invalid JSON).
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.parcel_shipped")]
+    pub(crate) struct ParcelShipped {
+        pub(crate) parcel: String,
+    }
+
+    #[async_handler]
+    async fn notify(event: ParcelShipped, State(tracker): State<Tracker>) {
+        tracker.log.lock().expect("lock").push(event.parcel);
+    }
+
+    #[tokio::test]
+    async fn a_row_with_wrongly_typed_headers_keeps_its_id_and_redrive_acts_on_it() {
+        let (pool, outbox) = setup("herald_t_bad_headers").await;
+        let (row, message_id): (i64, String) = sqlx::query_as(
+            r#"INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+               VALUES (gen_random_uuid(), 'outbox_pg.parcel_shipped', 'p-1', '{"parcel": "p-1"}',
+                       '{"correlation_id": 7, "idempotency_key": "idem-1"}', now())
+               RETURNING id, message_id::text"#,
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("insert a hand-made row");
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        eventually("failed", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").failed == 1
+        })
+        .await;
+        relay.stop().await;
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].envelope.id.to_string(), message_id);
+        assert_eq!(letters[0].envelope.key.as_deref(), Some("p-1"));
+        assert_eq!(
+            letters[0].envelope.idempotency_key.as_deref(),
+            Some("idem-1")
+        );
+        assert_eq!(letters[0].envelope.headers.correlation_id, None);
+
+        sqlx::query("UPDATE herald_outbox SET headers = '{}'")
+            .execute(&pool)
+            .await
+            .expect("repair");
+        let redriven = store
+            .redrive_to_outbox(letters[0].id)
+            .await
+            .expect("redrive")
+            .expect("found");
+        assert_eq!(redriven, row, "re-drive acts on the original row");
+        let relay = outbox.relay(&herald).start();
+        eventually("processed", Duration::from_secs(20), async || {
+            outbox.status().await.expect("status").processed == 1
+        })
+        .await;
+        relay.stop().await;
+        assert_eq!(*tracker.log.lock().expect("lock"), vec!["p-1".to_owned()]);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "no copy beside it");
+    }
+}
+
 mod event_store {
     use super::*;
 
@@ -635,8 +1060,22 @@ async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
     .execute(&pool)
     .await
     .expect("a v1 database with a row");
+    sqlx::raw_sql(
+        "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
+            envelope, payload, dead_lettered_at)
+         VALUES (gen_random_uuid(), 'outbox_pg.v1', 'app::h', 'failed', 1,
+            '{\"id\":\"0190b2a8-0000-7000-8000-000000000002\",\"name\":\"outbox_pg.v1\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"key\":null,\"idempotency_key\":null,\"headers\":{\"correlation_id\":null,\"causation_id\":null,\"extra\":{}}}',
+            '{}', now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("a v1 dead letter");
     let outbox = PgOutbox::new(pool.clone()).await.expect("upgrade");
-    assert_eq!(PgOutbox::schema_version(&pool).await.expect("version"), 2);
+    // v3 (failure kind) at least: a later version may follow.
+    assert!(PgOutbox::schema_version(&pool).await.expect("version") >= 3);
+    let old = outbox.dead_letters().list(10).await.expect("list");
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].failure, None, "a v1 dead letter has no kind");
     assert_eq!(outbox.status().await.expect("status").pending, 1);
     let index: String = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'herald_outbox_pending_key'
@@ -654,6 +1093,36 @@ async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
     .await
     .expect("reloptions");
     assert_eq!(options, vec!["fillfactor=70".to_owned()]);
+}
+
+#[tokio::test]
+async fn connect_reports_a_refused_connection_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let started = Instant::now();
+    let error = outbox::postgres::connect(&format!("postgres://postgres@127.0.0.1:{port}/x"))
+        .await
+        .expect_err("nothing listens there");
+    let took = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "the real cause: {message}"
+    );
+    // The pool used to retry refused connections for its whole 10 s acquire timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // A server that is there still connects.
+    let pool = outbox::postgres::connect(&database_url())
+        .await
+        .expect("connect");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("query");
+    assert_eq!(one, 1);
 }
 
 #[test]

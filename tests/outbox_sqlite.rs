@@ -336,6 +336,7 @@ mod progress {
         let letter = &letters[0];
         assert!(letter.handler.ends_with("send_mail"), "{letter:?}");
         assert_eq!(letter.reason, DeadLetterReason::Failed);
+        assert_eq!(letter.failure, Some(herald::FailureKind::Error));
         assert_eq!(letter.attempts, 3);
         assert_eq!(letter.last_error.as_deref(), Some("smtp timeout"));
         assert_eq!(letter.payload, serde_json::json!({ "fail_mail": 3 }));
@@ -414,6 +415,7 @@ mod malformed {
         let letters = outbox.dead_letters().list(10).await.expect("list");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].reason, DeadLetterReason::Malformed);
+        assert_eq!(letters[0].failure, Some(herald::FailureKind::Malformed));
         assert!(
             letters[0]
                 .last_error
@@ -423,6 +425,165 @@ mod malformed {
             letters[0]
         );
         assert_eq!(letters[0].payload, serde_json::json!({ "telephone": 42 }));
+    }
+}
+
+mod bad_headers {
+    //! Issue 8 item 11: a row that cannot be read whole keeps in its dead letter every field that
+    //! can be read (its message id above all), so re-drive acts on that row.
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.call_requested")]
+    pub(crate) struct CallRequested {
+        pub(crate) phone: String,
+    }
+
+    #[async_handler]
+    async fn call(event: CallRequested, State(seen): State<Seen>) {
+        seen.push(event.phone);
+    }
+
+    const BAD_JSON: &str = "0190a0f0-0000-7000-8000-00000000000a";
+    const WRONG_TYPES: &str = "0190a0f0-0000-7000-8000-00000000000b";
+    const CORRELATION: &str = "0190a0f0-0000-7000-8000-0000000000cc";
+    const TIME: &str = "2024-01-02T03:04:05.678Z";
+
+    #[tokio::test]
+    async fn a_row_with_bad_headers_or_id_keeps_what_is_readable_and_redrive_acts_on_that_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        for (message_id, key, phone, headers) in [
+            (BAD_JSON, "k-a", "a", "{not json".to_owned()),
+            (
+                WRONG_TYPES,
+                "k-b",
+                "b",
+                format!(
+                    r#"{{"idempotency_key": 5, "correlation_id": "{CORRELATION}",
+                        "causation_id": [1], "extra": {{"tenant": "t1", "n": 1}}}}"#
+                ),
+            ),
+            ("not-a-uuid", "k-c", "c", "{}".to_owned()),
+        ] {
+            sqlx::query(
+                "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at)
+                 VALUES (?1, 'outbox_sqlite.call_requested', ?2, ?3, ?4, ?5)",
+            )
+            .bind(message_id)
+            .bind(key)
+            .bind(format!(r#"{{"phone": "{phone}"}}"#))
+            .bind(headers)
+            .bind(TIME)
+            .execute(&pool)
+            .await
+            .expect("insert a hand-made row");
+        }
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        eventually("the three rows are failed", async || {
+            outbox.status().await.expect("status").failed == 3
+        })
+        .await;
+        relay.stop().await;
+        assert!(seen.all().is_empty());
+
+        let store = outbox.dead_letters();
+        let letters = store.list(10).await.expect("list");
+        assert_eq!(letters.len(), 3, "{letters:?}");
+        let by_key = |key: &str| {
+            letters
+                .iter()
+                .find(|l| l.envelope.key.as_deref() == Some(key))
+                .unwrap_or_else(|| panic!("a dead letter with key {key}: {letters:?}"))
+        };
+        let time = chrono_free_time(TIME);
+        for key in ["k-a", "k-b", "k-c"] {
+            let letter = by_key(key);
+            assert_eq!(letter.reason, DeadLetterReason::Malformed);
+            assert_eq!(letter.envelope.occurred_at.to_rfc3339(), time, "{letter:?}");
+            assert_eq!(letter.envelope.name, "outbox_sqlite.call_requested");
+        }
+        assert_eq!(by_key("k-a").envelope.id.to_string(), BAD_JSON);
+        let wrong = by_key("k-b");
+        assert_eq!(wrong.envelope.id.to_string(), WRONG_TYPES);
+        assert_eq!(
+            wrong
+                .envelope
+                .headers
+                .correlation_id
+                .map(|id| id.to_string())
+                .as_deref(),
+            Some(CORRELATION),
+            "a readable header is kept"
+        );
+        assert_eq!(wrong.envelope.idempotency_key, None);
+        assert_eq!(wrong.envelope.headers.causation_id, None);
+        assert_eq!(
+            wrong
+                .envelope
+                .headers
+                .extra
+                .get("tenant")
+                .map(String::as_str),
+            Some("t1")
+        );
+        // The unreadable id is replaced, in the dead letter and in the row alike.
+        let replaced = by_key("k-c").envelope.id.to_string();
+        let row_id: String =
+            sqlx::query_scalar("SELECT message_id FROM herald_outbox WHERE key = 'k-c'")
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+        assert_eq!(row_id, replaced);
+
+        // The operator repairs the headers, then re-drives: the original rows are delivered.
+        sqlx::query("UPDATE herald_outbox SET headers = '{}'")
+            .execute(&pool)
+            .await
+            .expect("repair");
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT id FROM herald_outbox ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+        let mut redriven = Vec::new();
+        for key in ["k-a", "k-b", "k-c"] {
+            redriven.push(
+                store
+                    .redrive_to_outbox(by_key(key).id)
+                    .await
+                    .expect("redrive")
+                    .expect("found"),
+            );
+        }
+        assert_eq!(redriven, rows, "re-drive acts on the original rows");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(5))
+            .start();
+        eventually("the three rows are processed", async || {
+            outbox.status().await.expect("status").processed == 3
+        })
+        .await;
+        relay.stop().await;
+        let mut phones = seen.all();
+        phones.sort();
+        assert_eq!(phones, vec!["a", "b", "c"]);
+        assert_eq!(
+            scalar(&pool, "SELECT COUNT(*) FROM herald_outbox").await,
+            3,
+            "no copies"
+        );
+        assert_eq!(store.count().await.expect("count"), 0);
+    }
+
+    /// `TIME` as `DateTime::to_rfc3339` prints it.
+    fn chrono_free_time(time: &str) -> String {
+        time.replace('Z', "+00:00")
     }
 }
 
@@ -645,11 +806,22 @@ mod store {
         .execute(&pool)
         .await
         .expect("a v1 database with a row");
+        sqlx::raw_sql(
+            "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
+                envelope, payload, dead_lettered_at)
+             VALUES ('0190b2a8-0000-7000-8000-000000000002', 'v1', 'app::h', 'failed', 1,
+                '{\"id\":\"0190b2a8-0000-7000-8000-000000000002\",\"name\":\"v1\",\"occurred_at\":\"2026-01-01T00:00:00Z\",\"key\":null,\"idempotency_key\":null,\"headers\":{\"correlation_id\":null,\"causation_id\":null,\"extra\":{}}}',
+                '{}', '2026-01-01T00:00:00.000Z')",
+        )
+        .execute(&pool)
+        .await
+        .expect("a v1 dead letter");
         let outbox = SqliteOutbox::new(pool.clone()).await.expect("upgrade");
-        assert_eq!(
-            SqliteOutbox::schema_version(&pool).await.expect("version"),
-            2
-        );
+        // v3 (failure kind) at least: a later version may follow.
+        assert!(SqliteOutbox::schema_version(&pool).await.expect("version") >= 3);
+        let old = outbox.dead_letters().list(10).await.expect("list");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].failure, None, "a v1 dead letter has no kind");
         assert_eq!(outbox.status().await.expect("status").pending, 1);
         let index: String = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE name = 'herald_outbox_pending_key'",
@@ -658,6 +830,72 @@ mod store {
         .await
         .expect("index");
         assert!(index.contains("key IS NOT NULL"), "{index}");
+    }
+
+    #[tokio::test]
+    async fn every_failure_kind_round_trips_through_the_sqlite_store() {
+        use herald::{DeadLetter, DeadLetterId, Envelope, FailureKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let store = outbox.dead_letters();
+        let kinds = [
+            Some(FailureKind::Error),
+            Some(FailureKind::PermanentError),
+            Some(FailureKind::Panic),
+            Some(FailureKind::Timeout),
+            Some(FailureKind::Extraction),
+            Some(FailureKind::Malformed),
+            Some(FailureKind::Cancelled),
+            Some(FailureKind::Shutdown),
+            None,
+        ];
+        for (n, failure) in kinds.into_iter().enumerate() {
+            let envelope = Envelope::new("outbox_sqlite.kind");
+            let now = envelope.occurred_at;
+            let id = store
+                .put(DeadLetter {
+                    id: DeadLetterId(0),
+                    envelope,
+                    payload: serde_json::json!({ "n": n }),
+                    handler: format!("h{n}"),
+                    reason: DeadLetterReason::Failed,
+                    failure,
+                    attempts: 1,
+                    first_error: Some("boom".into()),
+                    last_error: Some("boom".into()),
+                    first_failed_at: Some(now),
+                    last_failed_at: Some(now),
+                    dead_lettered_at: now,
+                })
+                .await
+                .expect("put");
+            let back = store.get(id).await.expect("get").expect("stored");
+            assert_eq!(back.failure, failure, "{back:?}");
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT failure_kind FROM herald_dead_letters WHERE id = ?1")
+                    .bind(id.0)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("column");
+            assert_eq!(stored.as_deref(), failure.map(|k| k.as_str()));
+        }
+        let listed: Vec<_> = store
+            .list(20)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|letter| letter.failure)
+            .collect();
+        assert_eq!(listed, kinds.to_vec());
+        let mut again = store.list(1).await.expect("list").remove(0);
+        again.failure = Some(FailureKind::Timeout);
+        let id = store.put(again).await.expect("update");
+        let taken = store.take(id).await.expect("take").expect("there");
+        assert_eq!(
+            taken.failure,
+            Some(FailureKind::Timeout),
+            "updated by a second failure"
+        );
     }
 
     #[tokio::test]

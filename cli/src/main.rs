@@ -15,6 +15,7 @@ use herald_core::outbox::{self, OutboxError, OutboxStatus, PgOutbox, SqliteOutbo
 use herald_core::sqlx;
 use herald_core::{DeadLetter, DeadLetterId, DeadLetterStore, PgDeadLetters, SqliteDeadLetters};
 use std::process::ExitCode;
+use std::str::FromStr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,13 +115,47 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// `url` as it may be shown: the password (in the user part or a `password=` parameter) becomes
+/// `***`. A URL that does not parse is shown as its scheme only, since where its secret sits is
+/// unknown.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot have a password, and this one has one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query_pairs().any(|(name, _)| name == "password") {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let value = if name == "password" {
+                            "***".to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (name.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:… (not a valid URL)"),
+            None => "(not a valid URL)".to_owned(),
+        },
+    }
+}
+
 async fn open(url: &str) -> Result<Db, Failure> {
+    let shown = redact(url);
     let schema_hint = |error: OutboxError| {
         match error {
         OutboxError::NoSchema => Failure(format!(
-            "{url} has no Herald schema (table `herald_outbox` is missing): is this the application's database? The application creates the schema when it starts its outbox"
+            "{shown} has no Herald schema (table `herald_outbox` is missing): is this the application's database? The application creates the schema when it starts its outbox"
         )),
-        other => Failure(format!("{url}: {other}")),
+        other => Failure(format!("{shown}: {other}")),
     }
     };
     if let Some(path) = url
@@ -141,19 +176,25 @@ async fn open(url: &str) -> Result<Db, Failure> {
             .map_err(schema_hint);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| Failure(format!("cannot connect to PostgreSQL at {url}: {e}")))?;
+        let cannot = |e: &dyn std::fmt::Display| {
+            Failure(format!("cannot connect to PostgreSQL at {shown}: {e}"))
+        };
+        let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| cannot(&e))?;
+        let pool = outbox::postgres::connect_with(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(std::time::Duration::from_secs(5)),
+            options,
+        )
+        .await
+        .map_err(|e| cannot(&e))?;
         return PgOutbox::open(pool)
             .await
             .map(Db::Postgres)
             .map_err(schema_hint);
     }
     Err(Failure(format!(
-        "unsupported database URL `{url}`: use `sqlite:PATH` or `postgres://USER@HOST/DB`"
+        "unsupported database URL `{shown}`: use `sqlite:PATH` or `postgres://USER@HOST/DB`"
     )))
 }
 
@@ -199,10 +240,11 @@ impl Db {
 
 fn print_letter_line(letter: &DeadLetter) {
     println!(
-        "{:>6}  {}  {:<9}  {:>3}  {:<32}  {:<28}  {}",
+        "{:>6}  {}  {:<9}  {:<15}  {:>3}  {:<32}  {:<28}  {}",
         letter.id,
         letter.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
         letter.reason,
+        letter.failure.map_or("-", |kind| kind.as_str()),
         letter.attempts,
         letter.envelope.name,
         letter.handler,
@@ -246,8 +288,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         println!("no dead letters");
                     } else {
                         println!(
-                            "{:>6}  {:<19}  {:<9}  {:>3}  {:<32}  {:<28}  last error",
-                            "id", "dead-lettered at", "reason", "try", "message", "handler"
+                            "{:>6}  {:<19}  {:<9}  {:<15}  {:>3}  {:<32}  {:<28}  last error",
+                            "id",
+                            "dead-lettered at",
+                            "reason",
+                            "failure",
+                            "try",
+                            "message",
+                            "handler"
                         );
                         for letter in &letters {
                             print_letter_line(letter);

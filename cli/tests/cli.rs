@@ -38,7 +38,7 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
             payload: serde_json::json!({ "phone": "010" }),
             handler: "app::send_sms".into(),
             reason: DeadLetterReason::Failed,
-            failure: Some(FailureKind::Error),
+            failure: Some(FailureKind::PermanentError),
             attempts: 3,
             first_error: Some("partner 503".into()),
             last_error: Some("partner 503".into()),
@@ -58,8 +58,17 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
         ok && out.contains("app::send_sms") && out.contains("partner 503"),
         "{out}"
     );
+    assert!(
+        out.contains("permanent_error"),
+        "the failure kind is listed: {out}"
+    );
+    let (ok, out, _) = herald(&url, &["--json", "dead-letters", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
+    assert!(ok && listed[0]["failure"] == "permanent_error", "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "show", &id.to_string()]);
     assert!(ok && out.contains("\"phone\": \"010\""), "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON entry");
+    assert_eq!(shown["failure"], "permanent_error", "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "redrive", &id.to_string()]);
     assert!(ok && out.contains("back in the outbox"), "{out}");
     let (ok, out, _) = herald(&url, &["--json", "outbox", "status"]);
@@ -87,4 +96,57 @@ fn a_bad_url_and_a_database_without_the_schema_are_clear_errors() {
         &["outbox", "status"],
     );
     assert!(!ok && err.contains("no Herald schema"), "{err}");
+}
+
+/// The machine's PostgreSQL, as the core tests find it (`HERALD_TEST_DATABASE_URL`).
+fn postgres_url() -> String {
+    std::env::var("HERALD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+#[test]
+fn a_database_password_is_never_printed() {
+    const SECRET: &str = "s3cret-Pw";
+    // A reachable server (trust authentication accepts any password) whose database has no
+    // Herald schema in its default search path: the error shows the URL.
+    let mut reachable = url::Url::parse(&postgres_url()).expect("valid HERALD_TEST_DATABASE_URL");
+    reachable.set_password(Some(SECRET)).expect("password");
+    let refused = format!("postgres://alice:{SECRET}@127.0.0.1:{}/app", closed_port());
+    let in_query = format!(
+        "postgres://alice@127.0.0.1:{}/app?password={SECRET}&sslmode=disable",
+        closed_port()
+    );
+    for url in [reachable.to_string(), refused, in_query] {
+        let (ok, _, err) = herald(&url, &["outbox", "status"]);
+        assert!(!ok, "{err}");
+        assert!(!err.contains(SECRET), "the password leaked: {err}");
+        assert!(err.contains("127.0.0.1"), "the host is shown: {err}");
+        let user = url::Url::parse(&url).expect("url").username().to_owned();
+        assert!(
+            err.contains(&format!("{user}:***@")) || err.contains("password=***"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_server_is_reported_as_such_and_quickly() {
+    let url = format!("postgres://alice@127.0.0.1:{}/app", closed_port());
+    let started = std::time::Instant::now();
+    let (ok, _, err) = herald(&url, &["outbox", "status"]);
+    let took = started.elapsed();
+    assert!(!ok);
+    assert!(
+        err.to_lowercase().contains("connection refused"),
+        "the real cause is shown: {err}"
+    );
+    assert!(!err.contains("pool timed out"), "{err}");
+    // The pool used to retry for its whole 5 s acquire timeout.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
 }

@@ -165,6 +165,14 @@ impl std::str::FromStr for FailureKind {
     }
 }
 
+/// The failure kind as a SQL store keeps it (NULL: no attempt failed).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn parse_failure(stored: Option<String>) -> Result<Option<FailureKind>, DeadLetterError> {
+    stored
+        .map(|kind| kind.parse().map_err(DeadLetterError))
+        .transpose()
+}
+
 /// A message that did not succeed for one handler, with everything needed to understand and re-drive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -1,15 +1,16 @@
 //! Dead letters in PostgreSQL (table `herald_dead_letters`, created by the outbox migrations).
 
 use super::{DeadLetter, DeadLetterError, DeadLetterId, DeadLetterStore};
-use crate::outbox::postgres::insert;
+use crate::outbox::postgres::{insert, pg_text};
 use crate::outbox::row::{self, OUTBOX_HANDLER};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-const COLUMNS: &str =
-    "id, handler, reason, attempts, envelope::text AS envelope, payload::text AS payload, \
+const COLUMNS: &str = "id, handler, reason, failure_kind, attempts, \
+                       COALESCE(envelope_text, envelope::text) AS envelope, \
+                       COALESCE(payload_text, payload::text) AS payload, \
                        first_error, last_error, first_failed_at, last_failed_at, dead_lettered_at";
 
 /// Durable dead letters in the PostgreSQL database of the outbox: they survive restarts.
@@ -131,6 +132,17 @@ async fn entry_by_id(
     row.as_ref().map(decode).transpose()
 }
 
+/// JSON for a `jsonb` column, or `null` there and the text beside it when jsonb would refuse it:
+/// jsonb cannot hold U+0000, which serde_json writes as `\u0000`. (Text that merely contains a
+/// backslash before `u0000` goes to the text column too, harmlessly: it reads back the same.)
+fn jsonb_or_text(json: String) -> (String, Option<String>) {
+    if json.contains("\\u0000") {
+        ("null".to_owned(), Some(json))
+    } else {
+        (json, None)
+    }
+}
+
 fn decode(row: &PgRow) -> Result<DeadLetter, DeadLetterError> {
     let get_time = |name: &str| -> Result<Option<DateTime<Utc>>, DeadLetterError> {
         row.try_get::<Option<DateTime<Utc>>, _>(name).map_err(db)
@@ -144,7 +156,7 @@ fn decode(row: &PgRow) -> Result<DeadLetter, DeadLetterError> {
         payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
         handler: row.try_get("handler").map_err(db)?,
         reason: reason.parse().map_err(DeadLetterError)?,
-        failure: None,
+        failure: super::parse_failure(row.try_get("failure_kind").map_err(db)?)?,
         attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(db)?).unwrap_or(0),
         first_error: row.try_get("first_error").map_err(db)?,
         last_error: row.try_get("last_error").map_err(db)?,
@@ -158,13 +170,17 @@ fn decode(row: &PgRow) -> Result<DeadLetter, DeadLetterError> {
 #[async_trait]
 impl DeadLetterStore for PgDeadLetters {
     async fn put(&self, entry: DeadLetter) -> Result<DeadLetterId, DeadLetterError> {
+        let (envelope, envelope_text) =
+            jsonb_or_text(serde_json::to_string(&entry.envelope).map_err(db)?);
+        let (payload, payload_text) = jsonb_or_text(entry.payload.to_string());
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
                 envelope, payload, first_error, last_error, first_failed_at, last_failed_at,
-                dead_lettered_at)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12)
+                dead_lettered_at, failure_kind, envelope_text, payload_text)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (message_id, handler) DO UPDATE SET
-                reason = excluded.reason, attempts = excluded.attempts,
+                reason = excluded.reason, failure_kind = excluded.failure_kind,
+                attempts = excluded.attempts,
                 last_error = excluded.last_error, last_failed_at = excluded.last_failed_at,
                 dead_lettered_at = excluded.dead_lettered_at
              RETURNING id",
@@ -174,13 +190,16 @@ impl DeadLetterStore for PgDeadLetters {
         .bind(&entry.handler)
         .bind(entry.reason.as_str())
         .bind(i32::try_from(entry.attempts).unwrap_or(i32::MAX))
-        .bind(serde_json::to_string(&entry.envelope).map_err(db)?)
-        .bind(entry.payload.to_string())
-        .bind(&entry.first_error)
-        .bind(&entry.last_error)
+        .bind(envelope)
+        .bind(payload)
+        .bind(entry.first_error.as_deref().map(pg_text))
+        .bind(entry.last_error.as_deref().map(pg_text))
         .bind(entry.first_failed_at)
         .bind(entry.last_failed_at)
         .bind(entry.dead_lettered_at)
+        .bind(entry.failure.map(|kind| kind.as_str()))
+        .bind(envelope_text)
+        .bind(payload_text)
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;

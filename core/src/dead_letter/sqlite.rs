@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-const COLUMNS: &str = "id, handler, reason, attempts, envelope, payload, first_error, last_error, \
-                       first_failed_at, last_failed_at, dead_lettered_at";
+const COLUMNS: &str =
+    "id, handler, reason, failure_kind, attempts, envelope, payload, first_error, \
+                       last_error, first_failed_at, last_failed_at, dead_lettered_at";
 
 /// Durable dead letters in the SQLite database of the outbox: they survive restarts.
 ///
@@ -148,7 +149,7 @@ fn decode(row: &SqliteRow) -> Result<DeadLetter, DeadLetterError> {
         payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
         handler: row.try_get("handler").map_err(db)?,
         reason: reason.parse().map_err(DeadLetterError)?,
-        failure: None,
+        failure: super::parse_failure(row.try_get("failure_kind").map_err(db)?)?,
         attempts: u32::try_from(row.try_get::<i64, _>("attempts").map_err(db)?).unwrap_or(0),
         first_error: row.try_get("first_error").map_err(db)?,
         last_error: row.try_get("last_error").map_err(db)?,
@@ -165,10 +166,11 @@ impl DeadLetterStore for SqliteDeadLetters {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason, attempts,
                 envelope, payload, first_error, last_error, first_failed_at, last_failed_at,
-                dead_lettered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                dead_lettered_at, failure_kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (message_id, handler) DO UPDATE SET
-                reason = excluded.reason, attempts = excluded.attempts,
+                reason = excluded.reason, failure_kind = excluded.failure_kind,
+                attempts = excluded.attempts,
                 last_error = excluded.last_error, last_failed_at = excluded.last_failed_at,
                 dead_lettered_at = excluded.dead_lettered_at
              RETURNING id",
@@ -185,6 +187,7 @@ impl DeadLetterStore for SqliteDeadLetters {
         .bind(entry.first_failed_at.map(text_time))
         .bind(entry.last_failed_at.map(text_time))
         .bind(text_time(entry.dead_lettered_at))
+        .bind(entry.failure.map(|kind| kind.as_str()))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;

@@ -101,6 +101,9 @@ pub enum OutboxError {
     /// A stored value is not what Herald wrote.
     #[error("corrupt outbox row: {0}")]
     Corrupt(String),
+    /// The database server did not answer the first connection in time.
+    #[error("no answer from the database server within {0:?}: check its host and port, that it runs, and any firewall in between")]
+    ConnectTimedOut(std::time::Duration),
 }
 
 /// What the outbox holds now (`herald outbox status`).

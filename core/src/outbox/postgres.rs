@@ -26,8 +26,11 @@ use crate::message::Message;
 use crate::runtime::Herald;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use std::borrow::Cow;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,16 +58,42 @@ const CLAIM_TRANSACTION: &str =
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
 
-/// Connects a pool of up to 16 connections to `url`.
+/// Connects a pool of up to 16 connections to `url` (see [`connect_with`]).
 ///
 /// # Errors
-/// When the URL is invalid or the server cannot be reached.
+/// When the URL is invalid or the server cannot be reached: the server's or the system's own
+/// error (connection refused, password authentication failed, ...).
 pub async fn connect(url: &str) -> Result<PgPool, OutboxError> {
-    Ok(PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await?)
+    let options = PgConnectOptions::from_str(url)?;
+    connect_with(
+        PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10)),
+        options,
+    )
+    .await
+}
+
+/// Connects a pool with `pool` options to the server `options` name.
+///
+/// The first connection is made directly, so that its failure is returned as it is and at once
+/// (a sqlx pool retries a refused connection until its acquire timeout, then reports only
+/// "pool timed out"). A server that does not answer at all is reported as
+/// [`OutboxError::ConnectTimedOut`] after the pool's acquire timeout.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the connection.
+pub async fn connect_with(
+    pool: PgPoolOptions,
+    options: PgConnectOptions,
+) -> Result<PgPool, OutboxError> {
+    let limit = pool.get_acquire_timeout();
+    let first = tokio::time::timeout(limit, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
+    // Best effort: the connection has done its job (proving the server is there).
+    let _ = first.close().await;
+    Ok(pool.connect_with(options).await?)
 }
 
 /// The transactional outbox on PostgreSQL. Cheap to clone.
@@ -327,8 +356,8 @@ impl PgOutbox {
     /// only to rows whose inserting transaction is older than every transaction still running
     /// (`pg_snapshot_xmin(pg_current_snapshot())`): such a row is committed or gone for good, and
     /// every row that becomes visible later gets a higher position. A row is never skipped. The
-    /// price: a long-running transaction anywhere in the database delays new positions until it
-    /// ends.
+    /// price: a long-running transaction anywhere on the PostgreSQL server (in any database: the
+    /// snapshot's xmin is server-wide) delays new positions until it ends.
     ///
     /// # Errors
     /// A database error.
@@ -477,6 +506,16 @@ async fn insert_all(conn: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<()
     Ok(())
 }
 
+/// Text as PostgreSQL stores it: `text` refuses U+0000, so each one is written as the six
+/// characters `\u0000` (error texts can hold anything a handler or a payload put in them).
+pub(crate) fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\\u0000"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// Inserts one outbox row; returns its id (also used by dead-letter re-drive). A row with a key
 /// first takes the key's lock (see [`KEY_LOCK_CLASS`]).
 pub(crate) async fn insert(
@@ -607,6 +646,8 @@ impl Backend for PgBackend {
             return Ok(());
         }
         // Every outcome of the batch in one statement: one array per column, one row per outcome.
+        let renamed: Vec<(i64, MessageId)> =
+            outcomes.iter().filter_map(row::new_message_id).collect();
         let mut ids = Vec::with_capacity(outcomes.len());
         let mut kinds = Vec::with_capacity(outcomes.len());
         let mut done = Vec::with_capacity(outcomes.len());
@@ -622,12 +663,14 @@ impl Backend for PgBackend {
                     failed: true,
                     handlers_done,
                     error,
+                    ..
                 } => (id, "failed", row::handlers_json(&handlers_done), error, 0.0),
                 Outcome::Retry {
                     id,
                     handlers_done,
                     delay,
                     error,
+                    ..
                 } => (
                     id,
                     "retry",
@@ -640,10 +683,20 @@ impl Backend for PgBackend {
             ids.push(id);
             kinds.push(kind);
             done.push(handlers_done);
-            errors.push(error);
+            errors.push(error.map(|error| pg_text(&error).into_owned()));
             delays.push(delay);
         }
         let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
+        for (id, new_message_id) in renamed {
+            sqlx::query(
+                "UPDATE herald_outbox SET message_id = $1 WHERE id = $2 AND lease_owner = $3",
+            )
+            .bind(new_message_id.as_uuid())
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE herald_outbox o SET
                 status = CASE u.kind WHEN 'release' THEN o.status WHEN 'retry' THEN o.status

@@ -52,6 +52,9 @@ pub(crate) enum Outcome {
         failed: bool,
         handlers_done: Vec<String>,
         error: Option<String>,
+        /// A new message id for a row whose own cannot be read: written into the row, so that the
+        /// row, its dead letters and their re-drive agree.
+        new_message_id: Option<MessageId>,
     },
     /// Some handler failed before its last attempt: try again after `delay`.
     Retry {
@@ -59,6 +62,8 @@ pub(crate) enum Outcome {
         handlers_done: Vec<String>,
         delay: Duration,
         error: String,
+        /// As for `Done`.
+        new_message_id: Option<MessageId>,
     },
     /// Nothing ran (a pool rejected, shutdown): give the row back without counting an attempt.
     Release { id: i64 },
@@ -142,14 +147,41 @@ impl ClaimedRow {
             .unwrap_or_else(|_| serde_json::Value::String(self.payload.clone()))
     }
 
-    /// An envelope good enough for a dead letter even when the stored one is not valid.
-    fn lenient_envelope(&self) -> Envelope {
-        self.envelope().unwrap_or_else(|_| {
-            let mut envelope = Envelope::new(self.message_type.clone());
-            envelope.occurred_at = self.occurred_at;
-            envelope.key = self.key.clone();
-            envelope
-        })
+    /// The envelope for the dead letter of a row that cannot be delivered: every field that can
+    /// be read is kept (above all the message id, which links the dead letter to its row for
+    /// re-drive); only what cannot be read is left out (a header) or replaced (the id: a new
+    /// one, returned second, which the relay writes into the row).
+    fn lenient_envelope(&self) -> (Envelope, Option<MessageId>) {
+        let (id, new_id) = match self.message_id.parse::<MessageId>() {
+            Ok(id) => (id, None),
+            Err(_) => {
+                let id = MessageId::new();
+                (id, Some(id))
+            }
+        };
+        let headers = serde_json::from_str::<serde_json::Value>(&self.headers).unwrap_or_default();
+        let field = |name: &str| headers.get(name).cloned().unwrap_or_default();
+        let readable_id = |name: &str| serde_json::from_value::<MessageId>(field(name)).ok();
+        let extra = match headers.get("extra") {
+            Some(serde_json::Value::Object(extra)) => extra
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let envelope = Envelope {
+            id,
+            name: Cow::Owned(self.message_type.clone()),
+            occurred_at: self.occurred_at,
+            key: self.key.clone(),
+            idempotency_key: field("idempotency_key").as_str().map(str::to_owned),
+            headers: Headers {
+                correlation_id: readable_id("correlation_id"),
+                causation_id: readable_id("causation_id"),
+                extra,
+            },
+        };
+        (envelope, new_id)
     }
 }
 
@@ -182,6 +214,7 @@ pub(crate) async fn deliver(herald: &Herald, row: ClaimedRow) -> Outcome {
             failed: false,
             handlers_done: row.handlers_done,
             error: None,
+            new_message_id: None,
         };
     }
     let attempt = u32::try_from(row.fail_count.max(0))
@@ -246,18 +279,26 @@ pub(crate) async fn deliver(herald: &Herald, row: ClaimedRow) -> Outcome {
             handlers_done,
             delay,
             error,
+            new_message_id: None,
         },
         None => Outcome::Done {
             id,
             failed,
             handlers_done,
             error: last_error,
+            new_message_id: None,
         },
     }
 }
 
+/// How long a row whose dead letter could not be stored waits before the relay tries again (the
+/// store was already tried a few times; a missing table or lost rights take a person to fix).
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+
 /// A row that cannot be decoded: dead-lettered (one entry per handler, or one for the outbox when
-/// no handler of it is known) with the reason; the relay carries on.
+/// no handler of it is known) with the reason; the relay carries on. If the dead-letter store
+/// refuses an entry, the row stays pending (the handlers whose entry was stored are marked done)
+/// and is tried again later: the message is never marked `failed` without its dead letter.
 async fn malformed(
     herald: &Herald,
     row: ClaimedRow,
@@ -265,7 +306,11 @@ async fn malformed(
     reason: String,
 ) -> Outcome {
     tracing::error!(outbox_id = row.id, message_id = %row.message_id, message_type = %row.message_type, %reason, "outbox row cannot be delivered; dead-lettering it");
-    let envelope = row.lenient_envelope();
+    let (envelope, new_message_id) = row.lenient_envelope();
+    let reason = match new_message_id {
+        Some(new) => format!("{reason}; the row's message_id is now {new}"),
+        None => reason,
+    };
     let payload = row.payload_json();
     let now = Utc::now();
     let handlers: Vec<String> = if targets.is_empty() {
@@ -274,10 +319,9 @@ async fn malformed(
         targets.iter().map(|h| (*h).to_owned()).collect()
     };
     let mut handlers_done = row.handlers_done;
+    let mut refused = None;
     for handler in handlers {
-        // Logged in full when the store refuses it (the relay keeping such a row pending is
-        // handled with the dead-letter store's own failures, issue 8 item 12).
-        let _ = herald
+        let stored = herald
             .dead_letter(DeadLetter {
                 id: DeadLetterId(0),
                 envelope: envelope.clone(),
@@ -293,13 +337,47 @@ async fn malformed(
                 dead_lettered_at: now,
             })
             .await;
-        handlers_done.push(format!("{FAILED_MARK}{handler}"));
+        match stored {
+            Ok(_) => handlers_done.push(format!("{FAILED_MARK}{handler}")),
+            Err(error) => {
+                refused = Some(format!(
+                "{handler}: {reason}; its dead letter could not be stored ({error}): kept pending"
+            ))
+            }
+        }
     }
-    Outcome::Done {
-        id: row.id,
-        failed: true,
-        handlers_done,
-        error: Some(reason),
+    match refused {
+        Some(error) => Outcome::Retry {
+            id: row.id,
+            handlers_done,
+            delay: DEAD_LETTER_RETRY,
+            error,
+            new_message_id,
+        },
+        None => Outcome::Done {
+            id: row.id,
+            failed: true,
+            handlers_done,
+            error: Some(reason),
+            new_message_id,
+        },
+    }
+}
+
+/// The row and its new message id, for an outcome that replaces an unreadable one.
+pub(crate) fn new_message_id(outcome: &Outcome) -> Option<(i64, MessageId)> {
+    match outcome {
+        Outcome::Done {
+            id,
+            new_message_id: Some(new),
+            ..
+        }
+        | Outcome::Retry {
+            id,
+            new_message_id: Some(new),
+            ..
+        } => Some((*id, *new)),
+        _ => None,
     }
 }
 

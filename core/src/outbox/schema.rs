@@ -32,6 +32,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_claim_tuning.sql"),
         postgres: include_str!("../../migrations/postgres/0002_claim_tuning.sql"),
     },
+    Migration {
+        version: 3,
+        description: "dead letters: failure kind; PostgreSQL: text for JSON that jsonb refuses",
+        sqlite: include_str!("../../migrations/sqlite/0003_dead_letter_failure.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_dead_letter_failure.sql"),
+    },
 ];
 
 /// The newest version this build ships.

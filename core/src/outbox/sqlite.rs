@@ -521,6 +521,16 @@ impl Backend for SqliteBackend {
         let now = Utc::now();
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        for (id, new_message_id) in outcomes.iter().filter_map(row::new_message_id) {
+            sqlx::query(
+                "UPDATE herald_outbox SET message_id = ?1 WHERE id = ?2 AND lease_owner = ?3",
+            )
+            .bind(new_message_id.to_string())
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
         let processed: Vec<String> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -552,6 +562,7 @@ impl Backend for SqliteBackend {
                     failed: true,
                     handlers_done,
                     error,
+                    ..
                 } => {
                     sqlx::query(
                         "UPDATE herald_outbox SET status = 'failed', processed_at = ?1, failed_at = ?1,
@@ -572,6 +583,7 @@ impl Backend for SqliteBackend {
                     handlers_done,
                     delay,
                     error,
+                    ..
                 } => {
                     sqlx::query(
                         "UPDATE herald_outbox SET fail_count = fail_count + 1, failed_at = ?1,
