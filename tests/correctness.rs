@@ -70,6 +70,31 @@ async fn dead_letters(herald: &Herald) -> Vec<DeadLetter> {
     herald.dead_letters().list(1_000).await.expect("list")
 }
 
+/// The handlers under `module` on one pool `inline`: one worker, a queue of one, `CallerRuns`.
+fn caller_runs_herald(module: &str, gate: &Gate, log: &Log) -> Herald {
+    Herald::builder()
+        .handlers_under(module)
+        .pool(
+            "inline",
+            PoolConfig::new()
+                .concurrency(1)
+                .queue(1)
+                .overload(Overload::CallerRuns),
+        )
+        .state(gate.clone())
+        .state(log.clone())
+        .build()
+        .expect("valid registry")
+}
+
+/// Fills the pool `inline`: `fill` runs (held by the gate) and a second one waits in the queue.
+async fn fill_inline<F: Event>(herald: &Herald, filler: impl Fn(u32) -> F) {
+    drop(herald.publish(filler(0)).await.expect("runs"));
+    wait_until("the filler runs", || herald.ledger().total.in_flight == 1).await;
+    drop(herald.publish(filler(1)).await.expect("queued"));
+    assert_eq!(depth(herald, "inline"), 1);
+}
+
 /// Shuts down, then checks that every job ended in exactly one recorded state.
 async fn shutdown_balanced(herald: &Herald) -> herald::ShutdownReport {
     let report = herald.shutdown(Duration::from_secs(5)).await;
@@ -196,26 +221,8 @@ mod caller_runs_cancelled {
     #[tokio::test]
     async fn jobs_of_a_publisher_that_gives_up_are_dead_lettered_not_lost() {
         let (gate, log) = (Gate::closed(), Log::default());
-        let herald = Herald::builder()
-            .handlers_under(module_path!())
-            .pool(
-                "inline",
-                PoolConfig::new()
-                    .concurrency(1)
-                    .queue(1)
-                    .overload(Overload::CallerRuns),
-            )
-            .state(gate.clone())
-            .state(log.clone())
-            .build()
-            .expect("valid registry");
-        drop(herald.publish(Filler { n: 0 }).await.expect("runs"));
-        wait_until("the filler runs", || {
-            herald.ledger().handlers.values().any(|c| c.in_flight == 1)
-        })
-        .await;
-        drop(herald.publish(Filler { n: 1 }).await.expect("queued"));
-        assert_eq!(depth(&herald, "inline"), 1);
+        let herald = caller_runs_herald(module_path!(), &gate, &log);
+        fill_inline(&herald, |n| Filler { n }).await;
         // Both handlers find the pool full: they run on this task, `first` blocks, and we give up.
         let gave_up = tokio::time::timeout(
             Duration::from_millis(50),
@@ -298,22 +305,8 @@ mod caller_runs_dedupe {
     #[tokio::test]
     async fn a_cancelled_inline_attempt_releases_its_dedupe_id() {
         let (gate, log) = (Gate::closed(), Log::default());
-        let herald = Herald::builder()
-            .handlers_under(module_path!())
-            .pool(
-                "inline",
-                PoolConfig::new()
-                    .concurrency(1)
-                    .queue(1)
-                    .overload(Overload::CallerRuns),
-            )
-            .state(gate.clone())
-            .state(log.clone())
-            .build()
-            .expect("valid registry");
-        drop(herald.publish(Filler { n: 0 }).await.expect("runs"));
-        wait_until("the filler runs", || herald.ledger().total.in_flight == 1).await;
-        drop(herald.publish(Filler { n: 1 }).await.expect("queued"));
+        let herald = caller_runs_herald(module_path!(), &gate, &log);
+        fill_inline(&herald, |n| Filler { n }).await;
         let key = || PublishOptions::new().idempotency_key("coupon-42");
         let gave_up = tokio::time::timeout(
             Duration::from_millis(50),
@@ -363,19 +356,7 @@ mod caller_runs_ordered {
     }
 
     fn herald(gate: &Gate, log: &Log) -> Herald {
-        Herald::builder()
-            .handlers_under(module_path!())
-            .pool(
-                "inline",
-                PoolConfig::new()
-                    .concurrency(1)
-                    .queue(1)
-                    .overload(Overload::CallerRuns),
-            )
-            .state(gate.clone())
-            .state(log.clone())
-            .build()
-            .expect("valid registry")
+        caller_runs_herald(module_path!(), gate, log)
     }
 
     fn event(n: u32) -> AccountChanged {
