@@ -2,8 +2,11 @@
 //! handled message as their cause.
 
 use crate::delivery::{CommandReply, Delivery};
+use crate::dispatch::Dispatch;
 use crate::envelope::{Envelope, MessageId, PublishOptions};
-use crate::error::PublishError;
+use crate::error::{HandlerError, HandlerErrorKind, PublishError};
+use crate::extract::FromInvocation;
+use crate::invocation::Invocation;
 use crate::message::{Command, Event};
 use crate::runtime::Herald;
 
@@ -52,5 +55,25 @@ impl Bus {
     /// The runtime itself.
     pub fn herald(&self) -> &Herald {
         &self.herald
+    }
+}
+
+impl FromInvocation for Bus {
+    fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
+        // The engine's part of the context is the message's `Dispatch`, which knows its runtime.
+        let dispatch = invocation
+            .context()
+            .engine()
+            .downcast_ref::<Dispatch>()
+            .ok_or_else(|| {
+                HandlerError::with_kind(
+                    HandlerErrorKind::Extraction,
+                    "`Bus` is only available to handlers run by a Herald runtime",
+                )
+            })?;
+        Ok(Bus::caused_by(
+            dispatch.herald.clone(),
+            invocation.envelope(),
+        ))
     }
 }

@@ -24,6 +24,24 @@ pub(crate) struct Dispatch {
     pub(crate) sink: Sink,
 }
 
+impl crate::invocation::InvocationContext for Dispatch {
+    fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    fn state(&self, type_id: std::any::TypeId) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.herald.inner.states.get(&type_id).map(|value| &**value)
+    }
+
+    fn engine(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
 /// One message for one handler.
 ///
 /// Every job must end in a recorded state: [`settle`](Self::settle) reports it to the outcome sink.

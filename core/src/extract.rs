@@ -1,10 +1,9 @@
-//! Handler arguments after the message, in the axum style: `State<T>`, `Meta` and `Bus`.
+//! Handler arguments after the message, in the axum style: `State<T>` and `Meta` (the engine adds
+//! `Bus`, in `bus.rs`).
 
-use crate::bus::Bus;
-use crate::dispatch::Dispatch;
 use crate::envelope::{Envelope, Headers, MessageId};
 use crate::error::{HandlerError, HandlerErrorKind};
-use crate::invocation::Invocation;
+use crate::invocation::{Invocation, InvocationContext};
 use std::any::TypeId;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -59,7 +58,7 @@ impl<T: Clone + Send + Sync + 'static> FromInvocation for State<T> {
     }
 
     fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
-        invocation.herald().state::<T>().map(State).ok_or_else(|| {
+        invocation.state::<T>().map(State).ok_or_else(|| {
             HandlerError::with_kind(
                 HandlerErrorKind::Extraction,
                 format!(
@@ -74,7 +73,7 @@ impl<T: Clone + Send + Sync + 'static> FromInvocation for State<T> {
 /// The message's metadata for this attempt: id, attempt number, headers, the caller's idempotency key.
 #[derive(Debug, Clone)]
 pub struct Meta {
-    dispatch: Arc<Dispatch>,
+    context: Arc<dyn InvocationContext>,
     attempt: u32,
     handler: &'static str,
 }
@@ -82,7 +81,7 @@ pub struct Meta {
 impl Meta {
     /// The message id.
     pub fn id(&self) -> MessageId {
-        self.dispatch.envelope.id
+        self.context.envelope().id
     }
     /// The attempt number, starting at 1.
     pub fn attempt(&self) -> u32 {
@@ -94,33 +93,24 @@ impl Meta {
     }
     /// Correlation, causation and free-form headers.
     pub fn headers(&self) -> &Headers {
-        &self.dispatch.envelope.headers
+        &self.context.envelope().headers
     }
     /// The correlation id (the root message's id when none was set).
     pub fn correlation_id(&self) -> MessageId {
-        self.dispatch.envelope.correlation_id()
+        self.context.envelope().correlation_id()
     }
     /// The whole envelope.
     pub fn envelope(&self) -> &Envelope {
-        &self.dispatch.envelope
+        self.context.envelope()
     }
 }
 
 impl FromInvocation for Meta {
     fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
         Ok(Meta {
-            dispatch: invocation.dispatch.clone(),
+            context: invocation.context().clone(),
             attempt: invocation.attempt(),
             handler: invocation.handler(),
         })
-    }
-}
-
-impl FromInvocation for Bus {
-    fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
-        Ok(Bus::caused_by(
-            invocation.herald().clone(),
-            invocation.envelope(),
-        ))
     }
 }

@@ -142,7 +142,6 @@ impl<DB: sqlx::Database> FromInvocation for Inbox<DB> {
 
     fn from_invocation(invocation: &Invocation) -> Result<Self, HandlerError> {
         let pool = invocation
-            .herald()
             .state::<sqlx::Pool<DB>>()
             .ok_or_else(|| {
                 HandlerError::with_kind(

@@ -57,7 +57,7 @@ pub use extract::{FromInvocation, Meta, Requirement, State};
 pub use handler::{
     AnyReply, Backoff, HandlerDescriptor, HandlerFn, HandlerOptions, OnFailure, Rate, RetryPolicy,
 };
-pub use invocation::Invocation;
+pub use invocation::{Invocation, InvocationContext};
 pub use ledger::{Counts, LedgerSnapshot};
 pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
 pub use pool::{Overload, PoolConfig, PoolStats};

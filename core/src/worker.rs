@@ -356,11 +356,7 @@ async fn execute(job: Job) {
         if let Some(rate) = &handler.rate {
             rate.until_ready().await;
         }
-        let invocation = Invocation {
-            dispatch: guard.job().dispatch.clone(),
-            attempt,
-            handler: handler.desc.name,
-        };
+        let invocation = Invocation::new(guard.job().dispatch.clone(), attempt, handler.desc.name);
         match call(invocation, options.timeout, handler.desc.call).await {
             Ok(reply) => {
                 guard.release_claim(true);
