@@ -11,9 +11,10 @@
 //! due now and for its handler only, and the application's running relay delivers it.
 
 use clap::{Parser, Subcommand};
-use herald_core::outbox::{self, OutboxError, OutboxStatus, PgOutbox, SqliteOutbox, StoredEvent};
+use herald_core::feed::OutboxOps;
+use herald_core::outbox::{self, OutboxError, PgOutbox, SqliteOutbox};
 use herald_core::sqlx;
-use herald_core::{DeadLetter, DeadLetterId, DeadLetterStore, PgDeadLetters, SqliteDeadLetters};
+use herald_core::{DeadLetter, DeadLetterId};
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -101,11 +102,6 @@ enum EventsCommand {
     },
 }
 
-enum Db {
-    Sqlite(SqliteOutbox),
-    Postgres(PgOutbox),
-}
-
 #[derive(Debug)]
 struct Failure(String);
 
@@ -148,7 +144,8 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn open(url: &str) -> Result<Db, Failure> {
+/// Opens the database behind `url` as the ops port: the commands below never know which it is.
+async fn open(url: &str) -> Result<Box<dyn OutboxOps>, Failure> {
     let shown = redact(url);
     let schema_hint = |error: OutboxError| {
         match error {
@@ -172,7 +169,7 @@ async fn open(url: &str) -> Result<Db, Failure> {
             .map_err(|e| Failure(format!("cannot open SQLite database `{path}`: {e}")))?;
         return SqliteOutbox::open(pool)
             .await
-            .map(Db::Sqlite)
+            .map(|outbox| Box::new(outbox) as Box<dyn OutboxOps>)
             .map_err(schema_hint);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -190,52 +187,12 @@ async fn open(url: &str) -> Result<Db, Failure> {
         .map_err(|e| cannot(&e))?;
         return PgOutbox::open(pool)
             .await
-            .map(Db::Postgres)
+            .map(|outbox| Box::new(outbox) as Box<dyn OutboxOps>)
             .map_err(schema_hint);
     }
     Err(Failure(format!(
         "unsupported database URL `{shown}`: use `sqlite:PATH` or `postgres://USER@HOST/DB`"
     )))
-}
-
-impl Db {
-    fn dead_letters(&self) -> Box<dyn DeadLetterStore> {
-        match self {
-            Db::Sqlite(outbox) => Box::new(outbox.dead_letters()),
-            Db::Postgres(outbox) => Box::new(outbox.dead_letters()),
-        }
-    }
-
-    async fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        match self {
-            Db::Sqlite(outbox) => outbox.status().await,
-            Db::Postgres(outbox) => outbox.status().await,
-        }
-    }
-
-    async fn events_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, OutboxError> {
-        match self {
-            Db::Sqlite(outbox) => outbox.events_after(after, limit).await,
-            Db::Postgres(outbox) => outbox.events_after(after, limit).await,
-        }
-    }
-
-    async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, Failure> {
-        Ok(match self {
-            Db::Sqlite(outbox) => {
-                let store: SqliteDeadLetters = outbox.dead_letters();
-                store.redrive_to_outbox(id).await?
-            }
-            Db::Postgres(outbox) => {
-                let store: PgDeadLetters = outbox.dead_letters();
-                store.redrive_to_outbox(id).await?
-            }
-        })
-    }
 }
 
 fn print_letter_line(letter: &DeadLetter) {

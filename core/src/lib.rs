@@ -17,6 +17,7 @@ mod dispatch;
 mod envelope;
 mod error;
 mod extract;
+pub mod feed;
 mod handler;
 mod id;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
