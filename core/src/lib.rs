@@ -19,6 +19,7 @@ mod error;
 mod extract;
 mod handler;
 mod id;
+mod ingress;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod inbox;
 mod invocation;
@@ -27,11 +28,13 @@ mod message;
 mod ordering;
 pub mod outbox;
 mod pool;
+pub mod ports;
 mod registry;
 mod retry;
 mod runtime;
 mod shutdown;
 mod stored;
+mod stored_message;
 mod worker;
 
 #[doc(hidden)]
@@ -65,6 +68,9 @@ pub use registry::RoutingTable;
 pub use runtime::Herald;
 pub use shutdown::ShutdownReport;
 pub use stored::StoredError;
+pub use stored_message::{
+    HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
+};
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
