@@ -19,9 +19,9 @@ mod error;
 mod extract;
 mod handler;
 mod id;
-mod ingress;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod inbox;
+mod ingress;
 mod invocation;
 mod ledger;
 mod message;
@@ -68,9 +68,7 @@ pub use registry::RoutingTable;
 pub use runtime::Herald;
 pub use shutdown::ShutdownReport;
 pub use stored::StoredError;
-pub use stored_message::{
-    HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
-};
+pub use stored_message::{HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage};
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -329,7 +329,10 @@ impl OutgoingMessage {
     ///
     /// # Errors
     /// When the message does not serialize to JSON.
-    pub fn new<M: Message>(message: &M, options: PublishOptions) -> Result<Self, serde_json::Error> {
+    pub fn new<M: Message>(
+        message: &M,
+        options: PublishOptions,
+    ) -> Result<Self, serde_json::Error> {
         let payload = serde_json::to_string(message)?;
         let mut envelope = Envelope::new(Cow::Borrowed(M::NAME));
         envelope.key = message.key();

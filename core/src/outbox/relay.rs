@@ -246,8 +246,7 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
         if let Some(period) = config.retention {
             if last_sweep.elapsed() >= config.retention_every {
                 last_sweep = Instant::now();
-                match source.sweep(period, config.retention_batch).await
-                {
+                match source.sweep(period, config.retention_batch).await {
                     Ok(deleted) => {
                         stats.deleted.fetch_add(deleted, Ordering::Relaxed);
                     }
@@ -388,11 +387,7 @@ async fn renew(
         return;
     }
     let ids: Vec<Receipt> = held.keys().copied().collect();
-    let renewed = match config
-        .source
-        .keep(&config.owner, &ids, config.lease)
-        .await
-    {
+    let renewed = match config.source.keep(&config.owner, &ids, config.lease).await {
         Ok(renewed) => renewed,
         Err(error) => {
             // Tried again at the next heartbeat; the lease lasts three of them.
