@@ -12,7 +12,6 @@ use herald::{Herald, HeraldBuilder, InMemoryDeadLetters, Message, MessageId, Pub
 use herald_conformance::source::{BoxError, SourceHarness};
 use herald_conformance::{dead_letter_suite, source_suite};
 use herald_transport_memory::MemoryBroker;
-use std::future::Future;
 use std::sync::Arc;
 
 // --- the list ------------------------------------------------------------------------------------
@@ -55,24 +54,22 @@ impl SourceHarness for MemoryHarness {
         Relay::builder(Arc::new(self.broker.clone()), herald)
     }
 
-    fn publish<M: Message>(
+    async fn publish<M: Message>(
         &self,
         message: M,
         options: PublishOptions,
-    ) -> impl Future<Output = Result<MessageId, BoxError>> + Send {
-        async move {
-            let outgoing = OutgoingMessage::new(&message, options)?;
-            let id = outgoing.envelope.id;
-            let confirmations = self.broker.publish(vec![outgoing]).await?;
-            match confirmations.first() {
-                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-                other => Err(format!("the broker did not confirm: {other:?}").into()),
-            }
+    ) -> Result<MessageId, BoxError> {
+        let outgoing = OutgoingMessage::new(&message, options)?;
+        let id = outgoing.envelope.id;
+        let confirmations = self.broker.publish(vec![outgoing]).await?;
+        match confirmations.first() {
+            Some(confirmation) if confirmation.is_confirmed() => Ok(id),
+            other => Err(format!("the broker did not confirm: {other:?}").into()),
         }
     }
 
-    fn unfinished(&self) -> impl Future<Output = Result<u64, BoxError>> + Send {
-        async move { Ok(self.broker.pending() as u64) }
+    async fn unfinished(&self) -> Result<u64, BoxError> {
+        Ok(self.broker.pending() as u64)
     }
 }
 
@@ -124,22 +121,20 @@ mod sqlite {
             self.outbox.relay(herald)
         }
 
-        fn publish<M: Message>(
+        async fn publish<M: Message>(
             &self,
             message: M,
             options: PublishOptions,
-        ) -> impl Future<Output = Result<MessageId, BoxError>> + Send {
-            async move {
-                let mut conn = self.pool.acquire().await?;
-                Ok(self
-                    .outbox
-                    .publish_with(&mut conn, message, options)
-                    .await?)
-            }
+        ) -> Result<MessageId, BoxError> {
+            let mut conn = self.pool.acquire().await?;
+            Ok(self
+                .outbox
+                .publish_with(&mut conn, message, options)
+                .await?)
         }
 
-        fn unfinished(&self) -> impl Future<Output = Result<u64, BoxError>> + Send {
-            async move { Ok(self.outbox.status().await?.pending) }
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.outbox.status().await?.pending)
         }
     }
 }
@@ -213,22 +208,20 @@ mod postgres {
             self.outbox.relay(herald)
         }
 
-        fn publish<M: Message>(
+        async fn publish<M: Message>(
             &self,
             message: M,
             options: PublishOptions,
-        ) -> impl Future<Output = Result<MessageId, BoxError>> + Send {
-            async move {
-                let mut conn = self.pool.acquire().await?;
-                Ok(self
-                    .outbox
-                    .publish_with(&mut conn, message, options)
-                    .await?)
-            }
+        ) -> Result<MessageId, BoxError> {
+            let mut conn = self.pool.acquire().await?;
+            Ok(self
+                .outbox
+                .publish_with(&mut conn, message, options)
+                .await?)
         }
 
-        fn unfinished(&self) -> impl Future<Output = Result<u64, BoxError>> + Send {
-            async move { Ok(self.outbox.status().await?.pending) }
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.outbox.status().await?.pending)
         }
     }
 }
