@@ -245,3 +245,41 @@ pub trait MessageSink: Send + Sync + fmt::Debug + 'static {
     /// What this sink can do.
     fn capabilities(&self) -> Capabilities;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_seam_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<StoredMessage>();
+        assert_send_sync::<Progress>();
+        assert_send_sync::<Settlement>();
+        assert_send_sync::<OutgoingMessage>();
+        assert_send_sync::<Received>();
+        assert_send_sync::<Capabilities>();
+        assert_send_sync::<Confirmation>();
+        assert_send_sync::<SourceError>();
+        assert_send_sync::<SinkError>();
+        assert_send_sync::<Arc<dyn MessageSource>>();
+        assert_send_sync::<Arc<dyn MessageSink>>();
+    }
+
+    #[test]
+    fn a_source_error_keeps_its_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let error = SourceError::backend("receive", cause);
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("reset by peer"));
+        assert!(error.to_string().contains("could not receive"));
+    }
+
+    #[test]
+    fn capabilities_are_declared_one_by_one() {
+        let declared = Capabilities::none().with_ordered_by_key().with_persistent();
+        assert!(declared.ordered_by_key && declared.persistent);
+        assert!(!declared.per_message_ack && !declared.native_delay);
+    }
+}
