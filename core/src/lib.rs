@@ -22,17 +22,20 @@ mod handler;
 mod id;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod inbox;
+mod ingress;
 mod invocation;
 mod ledger;
 mod message;
 mod ordering;
 pub mod outbox;
 mod pool;
+pub mod ports;
 mod registry;
 mod retry;
 mod runtime;
 mod shutdown;
 mod stored;
+mod stored_message;
 mod worker;
 
 #[doc(hidden)]
@@ -66,6 +69,7 @@ pub use registry::RoutingTable;
 pub use runtime::Herald;
 pub use shutdown::ShutdownReport;
 pub use stored::StoredError;
+pub use stored_message::{HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage};
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

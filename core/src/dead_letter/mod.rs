@@ -207,7 +207,9 @@ pub struct DeadLetter {
 /// Where dead letters are kept. The in-memory store is the default; the SQL stores survive restarts.
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
-    /// Stores an entry (its `id` is ignored and assigned by the store).
+    /// Stores an entry (its `id` is ignored and assigned by the store). A second entry for the same
+    /// message id and handler updates the first (reason, failure kind, attempts, last error and
+    /// times; the first error and first failure time are kept) and returns its id.
     ///
     /// # Errors
     /// When the store cannot write; the caller logs the entry in full so it is not lost silently.
@@ -278,9 +280,23 @@ impl Default for InMemoryDeadLetters {
 #[async_trait]
 impl DeadLetterStore for InMemoryDeadLetters {
     async fn put(&self, mut entry: DeadLetter) -> Result<DeadLetterId, DeadLetterError> {
+        let mut entries = self.entries.lock();
+        // One entry per message and handler, as the SQL stores keep it: a second dead letter (a
+        // message delivered again after a lost lease) updates the first.
+        if let Some(first) = entries
+            .iter_mut()
+            .find(|e| e.envelope.id == entry.envelope.id && e.handler == entry.handler)
+        {
+            first.reason = entry.reason;
+            first.failure = entry.failure;
+            first.attempts = entry.attempts;
+            first.last_error = entry.last_error;
+            first.last_failed_at = entry.last_failed_at;
+            first.dead_lettered_at = entry.dead_lettered_at;
+            return Ok(first.id);
+        }
         let id = DeadLetterId(self.next_id.fetch_add(1, Ordering::Relaxed) as i64);
         entry.id = id;
-        let mut entries = self.entries.lock();
         if entries.len() >= self.capacity {
             if let Some(oldest) = entries.pop_front() {
                 self.evicted.fetch_add(1, Ordering::Relaxed);

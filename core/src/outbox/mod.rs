@@ -46,6 +46,7 @@
 mod relay;
 pub(crate) mod row;
 mod schema;
+mod source;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -1,8 +1,11 @@
-//! The relay (the seeds' forwarder): leases due rows in batches, delivers them through the pools,
-//! writes the outcome back, and deletes finished rows after the retention period.
+//! The relay (the seeds' forwarder): leases due messages from a [`MessageSource`] in batches,
+//! delivers them through [`Herald::ingest`], settles the batch, and has the source delete finished
+//! messages after the retention period. The SQL outboxes are sources (`source.rs`); so is any
+//! transport that implements the trait.
 
-use super::row::{self, Backend, ClaimedRow, Outcome};
-use super::OutboxError;
+use super::row::Backend;
+use super::source::BackendSource;
+use crate::ports::{MessageSource, Receipt, Received, Settlement, SourceError};
 use crate::runtime::Herald;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -14,10 +17,11 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-/// Configures a [`Relay`]; made by `SqliteOutbox::relay` / `PgOutbox::relay`.
+/// Configures a [`Relay`]; made by `SqliteOutbox::relay` / `PgOutbox::relay`, or for any
+/// [`MessageSource`] by [`Relay::builder`].
 #[must_use = "a relay builder does nothing until `start()`"]
 pub struct RelayBuilder {
-    backend: Arc<dyn Backend>,
+    source: Arc<dyn MessageSource>,
     herald: Herald,
     owner: String,
     batch_size: usize,
@@ -31,6 +35,7 @@ pub struct RelayBuilder {
 impl fmt::Debug for RelayBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelayBuilder")
+            .field("source", &self.source)
             .field("owner", &self.owner)
             .field("batch_size", &self.batch_size)
             .field("lease", &self.lease)
@@ -42,8 +47,14 @@ impl fmt::Debug for RelayBuilder {
 
 impl RelayBuilder {
     pub(crate) fn new(backend: Arc<dyn Backend>, herald: &Herald) -> Self {
+        Self::for_source(Arc::new(BackendSource::new(backend)), herald)
+    }
+
+    /// A relay that delivers `source`'s messages through `herald`'s handlers (the same as
+    /// [`Relay::builder`]).
+    pub fn for_source(source: Arc<dyn MessageSource>, herald: &Herald) -> Self {
         RelayBuilder {
-            backend,
+            source,
             herald: herald.clone(),
             owner: format!("relay-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             batch_size: 100,
@@ -55,7 +66,13 @@ impl RelayBuilder {
         }
     }
 
-    /// Rows leased and delivered together (default 100). Each row's handlers run concurrently.
+    /// The source this relay will drive.
+    pub fn source(&self) -> &Arc<dyn MessageSource> {
+        &self.source
+    }
+
+    /// Messages (rows) leased and delivered together (default 100). Each one's handlers run
+    /// concurrently.
     pub fn batch_size(mut self, rows: usize) -> Self {
         self.batch_size = rows.max(1);
         self
@@ -129,6 +146,21 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// Configures a relay over any [`MessageSource`] (a transport's queue, an outbox); the SQL
+    /// outboxes' `relay(&herald)` is this over their own source.
+    ///
+    /// ```no_run
+    /// # async fn run(herald: herald_core::Herald, source: std::sync::Arc<dyn herald_core::ports::MessageSource>) {
+    /// use herald_core::outbox::Relay;
+    /// let relay = Relay::builder(source, &herald).batch_size(50).start();
+    /// // ...
+    /// let stats = relay.stop().await;
+    /// # }
+    /// ```
+    pub fn builder(source: Arc<dyn MessageSource>, herald: &Herald) -> RelayBuilder {
+        RelayBuilder::for_source(source, herald)
+    }
+
     /// Its lease owner name.
     pub fn owner(&self) -> &str {
         &self.owner
@@ -206,19 +238,15 @@ impl Counters {
 }
 
 async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>) {
-    let backend = config.backend.clone();
-    let mut waiter = backend.waiter().await;
+    let source = config.source.clone();
     let mut last_sweep = Instant::now();
-    let mut writing: Option<JoinHandle<Result<(), OutboxError>>> = None;
+    let mut writing: Option<JoinHandle<Result<(), SourceError>>> = None;
     tracing::debug!(owner = %config.owner, "relay started");
     while !stop.is_cancelled() {
         if let Some(period) = config.retention {
             if last_sweep.elapsed() >= config.retention_every {
                 last_sweep = Instant::now();
-                match backend
-                    .delete_finished(period, config.retention_batch)
-                    .await
-                {
+                match source.sweep(period, config.retention_batch).await {
                     Ok(deleted) => {
                         stats.deleted.fetch_add(deleted, Ordering::Relaxed);
                     }
@@ -229,11 +257,11 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
                 }
             }
         }
-        let rows = match backend
-            .claim(&config.owner, config.batch_size, config.lease)
+        let received = match source
+            .receive(&config.owner, config.batch_size, config.lease)
             .await
         {
-            Ok(rows) => rows,
+            Ok(received) => received,
             Err(error) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, owner = %config.owner, "outbox relay could not lease rows; retrying");
@@ -243,39 +271,40 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
                 }
             }
         };
-        if rows.is_empty() {
+        if received.is_empty() {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = waiter.wait(config.poll_interval) => continue,
+                () = source.wait(config.poll_interval) => continue,
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        let outcomes = deliver_batch(&config, rows, &stats).await;
-        for outcome in &outcomes {
-            let counter = match outcome {
-                Outcome::Done { failed: false, .. } => &stats.processed,
-                Outcome::Done { failed: true, .. } => &stats.failed,
-                Outcome::Retry { .. } => &stats.retried,
-                Outcome::Release { .. } => &stats.released,
+        let outcomes = deliver_batch(&config, received, &stats).await;
+        for (_, settlement) in &outcomes {
+            let counter = match settlement {
+                Settlement::Done { .. } => &stats.processed,
+                Settlement::FailedForGood { .. } => &stats.failed,
+                Settlement::Retry { .. } => &stats.retried,
+                Settlement::Release => &stats.released,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         let released = !outcomes.is_empty()
             && outcomes
                 .iter()
-                .all(|o| matches!(o, Outcome::Release { .. }));
+                .all(|(_, s)| matches!(s, Settlement::Release));
         // The write-back runs while the next batch is leased and delivered (one at a time, in
-        // order), where the backend has concurrent writers. That is safe: until it commits, this batch's rows are still pending and leased by
-        // this relay, so no claim takes them, nor a later row of one of their keys.
+        // order), where the source has concurrent writers. That is safe: until it commits, this
+        // batch's messages are still pending and leased by this relay, so no receive takes them,
+        // nor a later message of one of their keys.
         if let Some(previous) = writing.take() {
             finish_write_back(previous, &stats, &config.owner).await;
         }
         let write_back = tokio::spawn({
-            let backend = backend.clone();
+            let source = source.clone();
             let owner = config.owner.clone();
-            async move { backend.finish(&owner, outcomes).await }
+            async move { source.settle(&owner, outcomes).await }
         });
-        if backend.overlaps_write_back() {
+        if source.overlaps_settle() {
             writing = Some(write_back);
         } else {
             finish_write_back(write_back, &stats, &config.owner).await;
@@ -302,21 +331,20 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<Counters>
 /// makes no further attempt. Returns the outcomes of the rows still held.
 async fn deliver_batch(
     config: &RelayBuilder,
-    rows: Vec<ClaimedRow>,
+    received: Vec<Received>,
     stats: &Counters,
-) -> Vec<Outcome> {
-    let mut held: HashMap<i64, CancellationToken> = HashMap::with_capacity(rows.len());
-    let mut deliveries: FuturesUnordered<_> = rows
+) -> Vec<(Receipt, Settlement)> {
+    let mut held: HashMap<Receipt, CancellationToken> = HashMap::with_capacity(received.len());
+    let mut deliveries: FuturesUnordered<_> = received
         .into_iter()
-        .map(|claimed| {
-            let id = claimed.id;
+        .map(|Received { receipt, message }| {
             let lost = CancellationToken::new();
-            held.insert(id, lost.clone());
+            held.insert(receipt, lost.clone());
             let herald = &config.herald;
             async move {
                 tokio::select! {
-                    outcome = row::deliver(herald, claimed) => (id, Some(outcome)),
-                    () = lost.cancelled() => (id, None),
+                    settlement = herald.ingest(&message) => (receipt, Some(settlement)),
+                    () = lost.cancelled() => (receipt, None),
                 }
             }
         })
@@ -329,9 +357,9 @@ async fn deliver_batch(
         tokio::select! {
             biased;
             finished = deliveries.next() => match finished {
-                Some((id, Some(outcome))) => {
-                    held.remove(&id);
-                    outcomes.push(outcome);
+                Some((receipt, Some(settlement))) => {
+                    held.remove(&receipt);
+                    outcomes.push((receipt, settlement));
                 }
                 // Lost: counted when the renewal found out.
                 Some((_, None)) => {}
@@ -349,21 +377,17 @@ fn renew_every(lease: Duration) -> Duration {
     (lease / 3).max(Duration::from_millis(10))
 }
 
-/// Renews the leases of the rows in `held`; cancels and forgets the ones that were lost.
+/// Renews the leases of the messages in `held`; cancels and forgets the ones that were lost.
 async fn renew(
     config: &RelayBuilder,
-    held: &mut HashMap<i64, CancellationToken>,
+    held: &mut HashMap<Receipt, CancellationToken>,
     stats: &Counters,
 ) {
     if held.is_empty() {
         return;
     }
-    let ids: Vec<i64> = held.keys().copied().collect();
-    let renewed = match config
-        .backend
-        .renew(&config.owner, &ids, config.lease)
-        .await
-    {
+    let ids: Vec<Receipt> = held.keys().copied().collect();
+    let renewed = match config.source.keep(&config.owner, &ids, config.lease).await {
         Ok(renewed) => renewed,
         Err(error) => {
             // Tried again at the next heartbeat; the lease lasts three of them.
@@ -375,13 +399,13 @@ async fn renew(
     stats
         .renewed
         .fetch_add(renewed.len() as u64, Ordering::Relaxed);
-    let renewed: HashSet<i64> = renewed.into_iter().collect();
+    let renewed: HashSet<Receipt> = renewed.into_iter().collect();
     for id in ids.into_iter().filter(|id| !renewed.contains(id)) {
         if let Some(lost) = held.remove(&id) {
             lost.cancel();
             stats.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                outbox_id = id,
+                receipt = %id,
                 owner = %config.owner,
                 "outbox relay lost its lease on a row while its handlers ran (another relay took it over); \
                  its outcome will not be written and this relay will not try it again"
@@ -392,7 +416,7 @@ async fn renew(
 
 /// Waits for a batch's write-back and counts its failure.
 async fn finish_write_back(
-    write_back: JoinHandle<Result<(), OutboxError>>,
+    write_back: JoinHandle<Result<(), SourceError>>,
     stats: &Counters,
     owner: &str,
 ) {

@@ -1,0 +1,227 @@
+//! Every backend through the conformance kit. **Adding a backend is one line per suite here** (and
+//! its `make_*` functions below): `dead_letter_suite!(mysql_dead_letters, make_mysql_dead_letters);`
+//! and `source_suite!(mysql, make_mysql_source);`.
+//!
+//! The SQL backends run on the machine's real servers: SQLite in a temporary file, PostgreSQL at
+//! `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), one schema per
+//! case. A missing server fails the cases, never skips them.
+
+use herald::outbox::{Relay, RelayBuilder};
+use herald::ports::{MessageSink, OutgoingMessage};
+use herald::{Herald, HeraldBuilder, InMemoryDeadLetters, Message, MessageId, PublishOptions};
+use herald_conformance::source::{BoxError, SourceHarness};
+use herald_conformance::{dead_letter_suite, source_suite};
+use herald_transport_memory::MemoryBroker;
+use std::sync::Arc;
+
+// --- the list ------------------------------------------------------------------------------------
+
+dead_letter_suite!(in_memory_dead_letters, make_in_memory_dead_letters);
+#[cfg(feature = "sqlite")]
+dead_letter_suite!(sqlite_dead_letters, sqlite::make_dead_letters);
+#[cfg(feature = "postgres")]
+dead_letter_suite!(postgres_dead_letters, postgres::make_dead_letters);
+
+source_suite!(memory, make_memory_source);
+#[cfg(feature = "sqlite")]
+source_suite!(sqlite_outbox, sqlite::make_source);
+#[cfg(feature = "postgres")]
+source_suite!(postgres_outbox, postgres::make_source);
+
+// --- in memory -----------------------------------------------------------------------------------
+
+async fn make_in_memory_dead_letters(_case: &'static str) -> InMemoryDeadLetters {
+    InMemoryDeadLetters::default()
+}
+
+/// The in-memory transport: published through its sink, relayed from its source.
+struct MemoryHarness {
+    broker: MemoryBroker,
+}
+
+async fn make_memory_source(_case: &'static str) -> MemoryHarness {
+    MemoryHarness {
+        broker: MemoryBroker::new(),
+    }
+}
+
+impl SourceHarness for MemoryHarness {
+    fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+        builder
+    }
+
+    fn relay(&self, herald: &Herald) -> RelayBuilder {
+        Relay::builder(Arc::new(self.broker.clone()), herald)
+    }
+
+    async fn publish<M: Message>(
+        &self,
+        message: M,
+        options: PublishOptions,
+    ) -> Result<MessageId, BoxError> {
+        let outgoing = OutgoingMessage::new(&message, options)?;
+        let id = outgoing.envelope.id;
+        let confirmations = self.broker.publish(vec![outgoing]).await?;
+        match confirmations.first() {
+            Some(confirmation) if confirmation.is_confirmed() => Ok(id),
+            other => Err(format!("the broker did not confirm: {other:?}").into()),
+        }
+    }
+
+    async fn unfinished(&self) -> Result<u64, BoxError> {
+        Ok(self.broker.pending() as u64)
+    }
+}
+
+// --- SQLite --------------------------------------------------------------------------------------
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use herald::outbox::{self, SqliteOutbox};
+    use herald::SqliteDeadLetters;
+
+    async fn open(case: &str) -> (tempfile::TempDir, herald::sqlx::SqlitePool, SqliteOutbox) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pool = outbox::sqlite::connect(dir.path().join(format!("{case}.db")))
+            .await
+            .expect("open SQLite");
+        let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+        (dir, pool, outbox)
+    }
+
+    pub(super) async fn make_dead_letters(case: &'static str) -> SqliteDeadLetters {
+        let (dir, _pool, outbox) = open(case).await;
+        // The store outlives this function: keep its file for the rest of the run.
+        let _kept = dir.keep();
+        outbox.dead_letters()
+    }
+
+    pub(super) struct SqliteHarness {
+        _dir: tempfile::TempDir,
+        pool: herald::sqlx::SqlitePool,
+        outbox: SqliteOutbox,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> SqliteHarness {
+        let (dir, pool, outbox) = open(case).await;
+        SqliteHarness {
+            _dir: dir,
+            pool,
+            outbox,
+        }
+    }
+
+    impl SourceHarness for SqliteHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder.dead_letters(self.outbox.dead_letters())
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            self.outbox.relay(herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let mut conn = self.pool.acquire().await?;
+            Ok(self
+                .outbox
+                .publish_with(&mut conn, message, options)
+                .await?)
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.outbox.status().await?.pending)
+        }
+    }
+}
+
+// --- PostgreSQL ----------------------------------------------------------------------------------
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use herald::outbox::PgOutbox;
+    use herald::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use herald::sqlx::{self, PgPool};
+    use herald::PgDeadLetters;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::str::FromStr;
+
+    fn database_url() -> String {
+        std::env::var("HERALD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A fresh schema for one case of one suite (case names are longer than PostgreSQL's 63-byte
+    /// identifiers: the schema is named by a hash of them).
+    async fn pool_for(suite: &str, case: &str) -> PgPool {
+        let mut hasher = DefaultHasher::new();
+        (suite, case).hash(&mut hasher);
+        let schema = format!("herald_cf_{:016x}", hasher.finish());
+        let url = database_url();
+        let options = PgConnectOptions::from_str(&url).expect("valid HERALD_TEST_DATABASE_URL");
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests: {e}"));
+        sqlx::raw_sql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+        ))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+        admin.close().await;
+        PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.options([("search_path", schema.as_str())]))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests: {e}"))
+    }
+
+    pub(super) async fn make_dead_letters(case: &'static str) -> PgDeadLetters {
+        let pool = pool_for("dead_letters", case).await;
+        PgOutbox::new(pool).await.expect("migrate").dead_letters()
+    }
+
+    pub(super) struct PgHarness {
+        pool: PgPool,
+        outbox: PgOutbox,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> PgHarness {
+        let pool = pool_for("source", case).await;
+        let outbox = PgOutbox::new(pool.clone()).await.expect("migrate");
+        PgHarness { pool, outbox }
+    }
+
+    impl SourceHarness for PgHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder.dead_letters(self.outbox.dead_letters())
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            self.outbox.relay(herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let mut conn = self.pool.acquire().await?;
+            Ok(self
+                .outbox
+                .publish_with(&mut conn, message, options)
+                .await?)
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.outbox.status().await?.pending)
+        }
+    }
+}
