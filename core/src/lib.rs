@@ -24,6 +24,7 @@ pub mod inbox;
 mod invocation;
 mod ledger;
 mod message;
+pub mod observe;
 mod ordering;
 pub mod outbox;
 mod pool;
@@ -60,6 +61,7 @@ pub use handler::{
 pub use invocation::Invocation;
 pub use ledger::{Counts, LedgerSnapshot};
 pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
+pub use observe::AttemptObserver;
 pub use pool::{Overload, PoolConfig, PoolStats};
 pub use registry::RoutingTable;
 pub use runtime::Herald;
