@@ -84,17 +84,20 @@ impl Counters {
     }
 
     /// The hooks every movement of this ledger is reported to; the worker reports attempts there.
+    #[inline]
     pub(crate) fn hooks(&self) -> &Hooks {
         &self.hooks
     }
 
     /// A job entered a pool's queue.
+    #[inline]
     pub(crate) fn accepted_queued(&self) {
         bump(&self.intake.queued);
         self.hooks.ledger(LedgerChange::Accepted(Admission::Queued));
     }
 
     /// A job runs at once (`CallerRuns`, re-drive on the caller's task).
+    #[inline]
     pub(crate) fn accepted_running(&self) {
         bump(&self.intake.running);
         self.hooks
@@ -102,24 +105,28 @@ impl Counters {
     }
 
     /// A job was accepted and dropped at once (`DropNewest`).
+    #[inline]
     pub(crate) fn accepted_dropped(&self) {
         bump(&self.intake.dropped);
         self.hooks.ledger(LedgerChange::Accepted(Admission::Dropped));
     }
 
     /// A queued job starts running.
+    #[inline]
     pub(crate) fn started(&self) {
         bump(&self.outcomes.started);
         self.hooks.ledger(LedgerChange::Started);
     }
 
     /// A running job ended.
+    #[inline]
     pub(crate) fn finished(&self, ending: Ending) {
         bump(self.bucket(ending));
         self.hooks.ledger(LedgerChange::Ended(ending));
     }
 
     /// A queued job left the queue without running (evicted by `DropOldest`: dropped; shutdown: dead-lettered).
+    #[inline]
     pub(crate) fn left_queue(&self, dropped: bool) {
         if dropped {
             bump(&self.intake.evicted);
@@ -131,21 +138,25 @@ impl Counters {
     }
 
     /// A job was dropped without a recorded outcome (see `Job`'s `Drop`).
+    #[inline]
     pub(crate) fn lost(&self) {
         bump(&self.outcomes.lost);
         self.hooks.ledger(LedgerChange::Lost);
     }
 
+    #[inline]
     pub(crate) fn rejected(&self) {
         bump(&self.intake.rejected);
         self.hooks.ledger(LedgerChange::Rejected);
     }
 
+    #[inline]
     pub(crate) fn failed_attempt(&self) {
         bump(&self.outcomes.failed_attempts);
         self.hooks.ledger(LedgerChange::FailedAttempt);
     }
 
+    #[inline]
     pub(crate) fn retried(&self) {
         bump(&self.outcomes.retried);
         self.hooks.ledger(LedgerChange::Retried);

@@ -331,6 +331,27 @@ impl Observers {
         }
     }
 
+    // Out of line: the hot path pays one branch when no observer is registered.
+    #[inline(never)]
+    fn ledger(&self, event: &LedgerEvent) {
+        self.each("on_ledger", |observer| observer.on_ledger(event));
+    }
+
+    #[inline(never)]
+    fn attempt_start(&self, event: &AttemptStart<'_>) {
+        self.each("on_attempt_start", |observer| observer.on_attempt_start(event));
+    }
+
+    #[inline(never)]
+    fn attempt_end(&self, event: &AttemptEnd<'_>) {
+        self.each("on_attempt_end", |observer| observer.on_attempt_end(event));
+    }
+
+    #[inline(never)]
+    fn job_final(&self, event: &FinalEvent<'_>) {
+        self.each("on_final", |observer| observer.on_final(event));
+    }
+
     /// Calls `hook` on every observer in order; a panic is caught and logged, and the next observer
     /// still runs.
     fn each(&self, hook: &'static str, call: impl Fn(&dyn AttemptObserver)) {
@@ -389,21 +410,18 @@ impl Hooks {
             metrics.on_ledger(&event);
         }
         if self.watching() {
-            self.observers
-                .each("on_ledger", |observer| observer.on_ledger(&event));
+            self.observers.ledger(&event);
         }
     }
 
     #[inline]
     pub(crate) fn attempt_start(&self, envelope: &Envelope, attempt: u32) {
         if self.watching() {
-            let event = AttemptStart {
+            self.observers.attempt_start(&AttemptStart {
                 handler: self.handler,
                 envelope,
                 attempt,
-            };
-            self.observers
-                .each("on_attempt_start", |observer| observer.on_attempt_start(&event));
+            });
         }
     }
 
@@ -416,28 +434,24 @@ impl Hooks {
         duration: Duration,
     ) {
         if self.watching() {
-            let event = AttemptEnd {
+            self.observers.attempt_end(&AttemptEnd {
                 handler: self.handler,
                 envelope,
                 attempt,
                 outcome,
                 duration,
-            };
-            self.observers
-                .each("on_attempt_end", |observer| observer.on_attempt_end(&event));
+            });
         }
     }
 
     #[inline]
     pub(crate) fn job_final(&self, envelope: &Envelope, status: &HandlerStatus) {
         if self.watching() {
-            let event = FinalEvent {
+            self.observers.job_final(&FinalEvent {
                 handler: self.handler,
                 envelope,
                 status,
-            };
-            self.observers
-                .each("on_final", |observer| observer.on_final(&event));
+            });
         }
     }
 }
