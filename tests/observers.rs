@@ -431,24 +431,49 @@ mod attempts {
 mod policies {
     use super::*;
 
-    macro_rules! held {
-        ($event:ident, $name:literal, $handler:ident, $pool:literal) => {
-            #[derive(Event, Clone, Debug, Serialize, Deserialize)]
-            #[event(name = $name)]
-            pub(crate) struct $event {
-                pub(crate) n: u32,
-            }
-
-            #[async_handler(pool = $pool)]
-            async fn $handler(_event: $event, State(gate): State<Gate>) {
-                gate.pass().await;
-            }
-        };
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "observers.reject")]
+    pub(crate) struct ToReject {
+        pub(crate) n: u32,
     }
-    held!(ToReject, "observers.reject", on_reject, "reject");
-    held!(ToNewest, "observers.newest", on_newest, "newest");
-    held!(ToOldest, "observers.oldest", on_oldest, "oldest");
-    held!(ToInline, "observers.inline", on_inline, "inline");
+
+    #[async_handler(pool = "reject")]
+    async fn on_reject(_event: ToReject, State(gate): State<Gate>) {
+        gate.pass().await;
+    }
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "observers.newest")]
+    pub(crate) struct ToNewest {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler(pool = "newest")]
+    async fn on_newest(_event: ToNewest, State(gate): State<Gate>) {
+        gate.pass().await;
+    }
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "observers.oldest")]
+    pub(crate) struct ToOldest {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler(pool = "oldest")]
+    async fn on_oldest(_event: ToOldest, State(gate): State<Gate>) {
+        gate.pass().await;
+    }
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "observers.inline")]
+    pub(crate) struct ToInline {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler(pool = "inline")]
+    async fn on_inline(_event: ToInline, State(gate): State<Gate>) {
+        gate.pass().await;
+    }
 
     fn pool(overload: Overload) -> PoolConfig {
         PoolConfig::new()
