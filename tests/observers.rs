@@ -476,10 +476,7 @@ mod policies {
     }
 
     fn pool(overload: Overload) -> PoolConfig {
-        PoolConfig::new()
-            .concurrency(1)
-            .queue(1)
-            .overload(overload)
+        PoolConfig::new().concurrency(1).queue(1).overload(overload)
     }
 
     fn herald(recorder: &Arc<Recorder>, gate: &Gate) -> Herald {
@@ -548,10 +545,12 @@ mod policies {
             .expect("cancelled");
         assert_eq!(cancelled.handler, "observers::policies::on_inline");
         assert_eq!(cancelled.disposition, Some(Disposition::DeadLettered));
-        assert!(recorder.attempts().iter().any(|a| a.handler
-            == "observers::policies::on_inline"
-            && a.id == cancelled.id
-            && a.outcome.as_deref() == Some("interrupted")));
+        assert!(recorder
+            .attempts()
+            .iter()
+            .any(|a| a.handler == "observers::policies::on_inline"
+                && a.id == cancelled.id
+                && a.outcome.as_deref() == Some("interrupted")));
 
         // Shutdown with the gate still closed: the running jobs are cut off, the queued ones never
         // run; all of them are interrupted.
@@ -643,7 +642,10 @@ mod panicking {
             .observe(recorder.clone())
             .build()
             .expect("valid registry");
-        let ok = herald.publish(Ping { fail: false }).await.expect("accepted");
+        let ok = herald
+            .publish(Ping { fail: false })
+            .await
+            .expect("accepted");
         assert!(ok.await.is_success());
         let failed = herald.publish(Ping { fail: true }).await.expect("accepted");
         let outcome = failed.await;
@@ -665,4 +667,34 @@ mod panicking {
         let report = herald.shutdown(Duration::from_secs(5)).await;
         assert!(report.drained && report.ledger.is_balanced(), "{report:?}");
     }
+}
+
+#[test]
+fn observer_events_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<AttemptStart<'static>>();
+    assert_send_sync::<AttemptEnd<'static>>();
+    assert_send_sync::<AttemptOutcome<'static>>();
+    assert_send_sync::<FinalEvent<'static>>();
+    assert_send_sync::<LedgerEvent>();
+    assert_send_sync::<Arc<dyn AttemptObserver>>();
+}
+
+/// `StoredError` keeps the error it came from as its source.
+#[tokio::test]
+async fn a_stored_error_keeps_its_source() {
+    let herald = Herald::builder()
+        .handlers_under("observers::attempts")
+        .build()
+        .expect("valid registry");
+    let error = herald
+        .decode("observers.work", br#"{"kind": 7}"#)
+        .expect_err("`kind` is a string");
+    assert!(
+        matches!(&error, herald::StoredError::Malformed { message, .. } if message == "observers.work"),
+        "{error:?}"
+    );
+    let source = std::error::Error::source(&error).expect("a source");
+    assert!(source.downcast_ref::<serde_json::Error>().is_some());
+    assert!(error.to_string().contains("invalid type"), "{error}");
 }

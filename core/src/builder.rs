@@ -188,11 +188,7 @@ impl HeraldBuilder {
                 Arc::new(HandlerRuntime {
                     desc,
                     pool,
-                    counters: Counters::new(Hooks::new(
-                        desc.name,
-                        self.metrics,
-                        observers.clone(),
-                    )),
+                    counters: Counters::new(Hooks::new(desc.name, self.metrics, observers.clone())),
                     rate: self.rate_of(desc).and_then(|rate| {
                         let quota = Quota::with_period(rate.per / rate.count.max(1))?;
                         // A burst of 1% of the rate (at least 1) keeps any one window within 1% of the

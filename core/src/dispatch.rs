@@ -55,7 +55,9 @@ impl Job {
     /// caller's to count (it differs by path).
     pub(crate) fn settle(mut self, status: HandlerStatus, reply: Option<AnyReply>) {
         self.settled = true;
-        self.handler.counters.hooks().job_final(&self.dispatch.envelope, &status);
+        self.handler
+            .counters
+            .settled(&self.dispatch.envelope, &status);
         self.dispatch.sink.report(
             self.dispatch.envelope.id,
             self.handler.desc.name,

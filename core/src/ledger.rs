@@ -5,6 +5,8 @@
 //! (plus `deferred`: single attempts handed back to an outbox relay, which keeps the message).
 //! Counts are per handler job: an event fanned out to four handlers is four accepted jobs.
 
+use crate::delivery::HandlerStatus;
+use crate::envelope::Envelope;
 use crate::observe::{Admission, Hooks, LedgerChange};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -89,6 +91,12 @@ impl Counters {
         &self.hooks
     }
 
+    /// A job settled (its bucket is already counted): observers see `on_final`.
+    #[inline]
+    pub(crate) fn settled(&self, envelope: &Envelope, status: &HandlerStatus) {
+        self.hooks.job_final(envelope, status);
+    }
+
     /// A job entered a pool's queue.
     #[inline]
     pub(crate) fn accepted_queued(&self) {
@@ -108,7 +116,8 @@ impl Counters {
     #[inline]
     pub(crate) fn accepted_dropped(&self) {
         bump(&self.intake.dropped);
-        self.hooks.ledger(LedgerChange::Accepted(Admission::Dropped));
+        self.hooks
+            .ledger(LedgerChange::Accepted(Admission::Dropped));
     }
 
     /// A queued job starts running.

@@ -339,7 +339,9 @@ impl Observers {
 
     #[inline(never)]
     fn attempt_start(&self, event: &AttemptStart<'_>) {
-        self.each("on_attempt_start", |observer| observer.on_attempt_start(event));
+        self.each("on_attempt_start", |observer| {
+            observer.on_attempt_start(event)
+        });
     }
 
     #[inline(never)]
@@ -365,7 +367,11 @@ impl Observers {
 
 #[cold]
 #[inline(never)]
-fn observer_panicked(observer: &'static str, hook: &'static str, panic: Box<dyn std::any::Any + Send>) {
+fn observer_panicked(
+    observer: &'static str,
+    hook: &'static str,
+    panic: Box<dyn std::any::Any + Send>,
+) {
     tracing::error!(
         observer,
         hook,

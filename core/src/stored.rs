@@ -27,7 +27,7 @@ impl Herald {
             .ok_or_else(|| StoredError::UnknownMessage(name.to_owned()))?;
         (descriptor.decode)(json).map_err(|source| StoredError::Malformed {
             message: name.to_owned(),
-            source: Arc::new(source),
+            source,
         })
     }
 
@@ -95,7 +95,7 @@ impl Herald {
         let entry = store
             .take(id)
             .await
-            .map_err(|source| StoredError::Store(Arc::new(source)))?
+            .map_err(StoredError::Store)?
             .ok_or(StoredError::NotFound(id))?;
         match self.redrive_entry(&entry).await {
             Ok(delivery) => Ok(delivery),
@@ -112,11 +112,10 @@ impl Herald {
             .handler(&entry.handler)
             .cloned()
             .ok_or_else(|| StoredError::UnknownHandler(entry.handler.clone()))?;
-        let json =
-            serde_json::to_vec(&entry.payload).map_err(|source| StoredError::Malformed {
-                message: entry.envelope.name.to_string(),
-                source: Arc::new(source),
-            })?;
+        let json = serde_json::to_vec(&entry.payload).map_err(|source| StoredError::Malformed {
+            message: entry.envelope.name.to_string(),
+            source,
+        })?;
         let payload = self.decode(&entry.envelope.name, &json)?;
         self.deliver(
             entry.envelope.clone(),
@@ -170,9 +169,9 @@ impl Herald {
 
 /// A stored message could not be delivered (or re-driven).
 ///
-/// The errors of other layers are kept as the [`source`](std::error::Error::source) (in an `Arc`,
-/// so that this error stays `Clone`).
-#[derive(Debug, Clone, thiserror::Error)]
+/// The errors of other layers are kept as the [`source`](std::error::Error::source), so a caller
+/// can downcast to them (`serde_json::Error`, [`DeadLetterError`]).
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoredError {
     /// No dead letter has this id.
@@ -191,7 +190,7 @@ pub enum StoredError {
         message: String,
         /// The decoding error.
         #[source]
-        source: Arc<serde_json::Error>,
+        source: serde_json::Error,
     },
     /// The handler's pool refused it.
     #[error("the handler's pool is full and rejects; the message was kept, try again later")]
@@ -201,5 +200,5 @@ pub enum StoredError {
     ShuttingDown,
     /// The dead-letter store failed while the dead letter was taken out of it.
     #[error("the dead-letter store failed while taking the dead letter out: {0}; try again when the store is back")]
-    Store(#[source] Arc<DeadLetterError>),
+    Store(#[source] DeadLetterError),
 }
