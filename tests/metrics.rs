@@ -69,3 +69,30 @@ async fn ledger_counters_are_mirrored_to_the_metrics_recorder() {
     assert_eq!(evicted, Some(1), "evictions are visible as a metric");
     assert_eq!(herald.ledger().dead_letters_evicted, 1);
 }
+
+#[tokio::test]
+async fn the_metrics_switch_turns_the_mirror_off_and_the_ledger_still_counts() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let herald = metrics::with_local_recorder(&recorder, || {
+        Herald::builder()
+            .handlers_under(module_path!())
+            .metrics(false)
+            .build()
+    })
+    .expect("valid registry");
+    for fail in [false, true] {
+        drop(herald.publish(Ping { fail }).await.expect("accepted").await);
+    }
+    let ledger = herald.ledger().total;
+    assert_eq!((ledger.accepted, ledger.succeeded), (2, 1));
+    assert_eq!(ledger.dead_lettered, 1);
+    let herald_metrics: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, _)| key.key().name().to_owned())
+        .filter(|name| name.starts_with("herald_") && name != "herald_dead_letters_evicted_total")
+        .collect();
+    assert!(herald_metrics.is_empty(), "{herald_metrics:?}");
+}

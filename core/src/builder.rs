@@ -5,6 +5,7 @@ use crate::dedupe::DedupeWindow;
 use crate::handler::{HandlerDescriptor, Rate};
 use crate::ledger::Counters;
 use crate::message::{MessageDescriptor, MessageKind};
+use crate::observe::{AttemptObserver, Hooks, Observers};
 use crate::ordering::KeyLanes;
 use crate::pool::{Pool, PoolConfig};
 use crate::registry::{self, RoutingTable};
@@ -33,6 +34,8 @@ pub struct HeraldBuilder {
     prefix: Option<String>,
     dedupe_window: usize,
     rates: Vec<(String, Rate)>,
+    observers: Vec<(&'static str, Box<dyn AttemptObserver>)>,
+    metrics: bool,
 }
 
 impl fmt::Debug for HeraldBuilder {
@@ -45,6 +48,11 @@ impl fmt::Debug for HeraldBuilder {
                 &self.states.iter().map(|s| s.1).collect::<Vec<_>>(),
             )
             .field("prefix", &self.prefix)
+            .field(
+                "observers",
+                &self.observers.iter().map(|o| o.0).collect::<Vec<_>>(),
+            )
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +67,8 @@ impl HeraldBuilder {
             prefix: None,
             dedupe_window: 100_000,
             rates: Vec::new(),
+            observers: Vec::new(),
+            metrics: true,
         }
     }
 
@@ -117,13 +127,38 @@ impl HeraldBuilder {
         self
     }
 
+    /// Adds an observer of every handler job: attempts with their outcome and duration, each job's
+    /// final status, and every movement of the ledger (see [`crate::observe`]). Several observers
+    /// may be added; they are called in the order added. Pass an `Arc` of the observer to keep a
+    /// handle to it.
+    ///
+    /// An observer that panics is caught and logged at error level, and the job goes on.
+    pub fn observe(mut self, observer: impl AttemptObserver) -> Self {
+        fn name_of<O>(_: &O) -> &'static str {
+            std::any::type_name::<O>()
+        }
+        self.observers
+            .push((name_of(&observer), Box::new(observer)));
+        self
+    }
+
+    /// Whether the ledger is mirrored to the [`metrics`](https://docs.rs/metrics) facade (default:
+    /// on): `herald_messages_total{handler,outcome}`, `herald_failed_attempts_total{handler}`,
+    /// `herald_retries_total{handler}` and the gauges `herald_in_flight{handler}` and
+    /// `herald_queued{handler}`, resolved against the recorder installed when `build()` runs. Turn it
+    /// off when another observer exports the figures, or to save its few instructions per job.
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
     /// Checks the registry and the configuration, then starts the pools.
     ///
     /// # Errors
     /// A [`BuildError`] listing every problem: a command with no handler or with two, duplicate
     /// handler names, a handler naming an unknown pool, state that was never registered, a pool with
     /// zero concurrency or queue, no tokio runtime.
-    pub fn build(self) -> Result<Herald, BuildError> {
+    pub fn build(mut self) -> Result<Herald, BuildError> {
         let (handlers, messages) = registry::collect(self.prefix.as_deref());
         let mut problems = self.check(&handlers, &messages);
         let runtime = tokio::runtime::Handle::try_current();
@@ -145,6 +180,7 @@ impl HeraldBuilder {
             pools.insert(name.clone(), Arc::new(Pool::new(name.clone(), *config)));
         }
         let window = NonZeroUsize::new(self.dedupe_window).unwrap_or(NonZeroUsize::MIN);
+        let observers = Observers::new(std::mem::take(&mut self.observers));
         let mut runtimes: Vec<Arc<HandlerRuntime>> = handlers
             .iter()
             .map(|desc| {
@@ -152,7 +188,7 @@ impl HeraldBuilder {
                 Arc::new(HandlerRuntime {
                     desc,
                     pool,
-                    counters: Counters::new(desc.name),
+                    counters: Counters::new(Hooks::new(desc.name, self.metrics, observers.clone())),
                     rate: self.rate_of(desc).and_then(|rate| {
                         let quota = Quota::with_period(rate.per / rate.count.max(1))?;
                         // A burst of 1% of the rate (at least 1) keeps any one window within 1% of the

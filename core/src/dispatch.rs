@@ -73,6 +73,9 @@ impl Job {
     /// caller's to count (it differs by path).
     pub(crate) fn settle(mut self, status: HandlerStatus, reply: Option<AnyReply>) {
         self.settled = true;
+        self.handler
+            .counters
+            .settled(&self.dispatch.envelope, &status);
         self.dispatch.sink.report(
             self.dispatch.envelope.id,
             self.handler.desc.name,

@@ -5,7 +5,9 @@
 //! (plus `deferred`: single attempts handed back to an outbox relay, which keeps the message).
 //! Counts are per handler job: an event fanned out to four handlers is four accepted jobs.
 
-use metrics::{counter, gauge, Counter, Gauge};
+use crate::delivery::HandlerStatus;
+use crate::envelope::Envelope;
+use crate::observe::{Admission, Hooks, LedgerChange};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{
@@ -13,7 +15,9 @@ use std::sync::atomic::{
     Ordering::{Acquire, Release},
 };
 
-/// Live counters of one handler, mirrored to the `metrics` facade.
+/// Live counters of one handler, the source of truth of the ledger. Every movement is also reported
+/// to the handler's [`Hooks`]: the built-in `metrics` observer and the registered observers
+/// (`core/src/observe.rs`).
 ///
 /// Every counter only grows, and each is written by one side in the common case: the publisher
 /// ([`Intake`]) or the workers ([`Outcomes`]), on separate cache lines so that the two do not take the
@@ -27,7 +31,7 @@ use std::sync::atomic::{
 pub(crate) struct Counters {
     intake: Intake,
     outcomes: Outcomes,
-    mirror: Mirror,
+    hooks: Hooks,
 }
 
 /// Written when a job is accepted or refused (the publisher's side).
@@ -65,134 +69,106 @@ struct Outcomes {
     retried: AtomicU64,
 }
 
-/// `metrics` handles, resolved once at build so the hot path does no label lookups.
-#[derive(Debug)]
-struct Mirror {
-    accepted: Counter,
-    succeeded: Counter,
-    failed_attempts: Counter,
-    retried: Counter,
-    dead_lettered: Counter,
-    rejected: Counter,
-    dropped: Counter,
-    deduplicated: Counter,
-    ignored: Counter,
-    deferred: Counter,
-    lost: Counter,
-    in_flight: Gauge,
-    queued: Gauge,
-}
-
-impl Mirror {
-    fn new(handler: &'static str) -> Self {
-        let c = |outcome: &'static str| counter!("herald_messages_total", "handler" => handler, "outcome" => outcome);
-        Mirror {
-            accepted: c("accepted"),
-            succeeded: c("succeeded"),
-            failed_attempts: counter!("herald_failed_attempts_total", "handler" => handler),
-            retried: counter!("herald_retries_total", "handler" => handler),
-            dead_lettered: c("dead_lettered"),
-            rejected: c("rejected"),
-            dropped: c("dropped"),
-            deduplicated: c("deduplicated"),
-            ignored: c("ignored"),
-            deferred: c("deferred"),
-            lost: c("lost"),
-            in_flight: gauge!("herald_in_flight", "handler" => handler),
-            queued: gauge!("herald_queued", "handler" => handler),
-        }
-    }
-}
-
-/// How a finished job ended, for the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Succeeded,
-    DeadLettered,
-    Ignored,
-    Deduplicated,
-    Deferred,
-}
+/// How a finished job ended, for the ledger (public for observers as [`crate::observe::Ending`]).
+pub(crate) use crate::observe::Ending;
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Release);
 }
 
 impl Counters {
-    pub(crate) fn new(handler: &'static str) -> Self {
+    pub(crate) fn new(hooks: Hooks) -> Self {
         Counters {
             intake: Intake::default(),
             outcomes: Outcomes::default(),
-            mirror: Mirror::new(handler),
+            hooks,
         }
+    }
+
+    /// The hooks every movement of this ledger is reported to; the worker reports attempts there.
+    #[inline]
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// A job settled (its bucket is already counted): observers see `on_final`.
+    #[inline]
+    pub(crate) fn settled(&self, envelope: &Envelope, status: &HandlerStatus) {
+        self.hooks.job_final(envelope, status);
     }
 
     /// A job entered a pool's queue.
+    #[inline]
     pub(crate) fn accepted_queued(&self) {
         bump(&self.intake.queued);
-        self.mirror.accepted.increment(1);
-        self.mirror.queued.increment(1.0);
+        self.hooks.ledger(LedgerChange::Accepted(Admission::Queued));
     }
 
     /// A job runs at once (`CallerRuns`, re-drive on the caller's task).
+    #[inline]
     pub(crate) fn accepted_running(&self) {
         bump(&self.intake.running);
-        self.mirror.accepted.increment(1);
-        self.mirror.in_flight.increment(1.0);
+        self.hooks
+            .ledger(LedgerChange::Accepted(Admission::OnCaller));
     }
 
     /// A job was accepted and dropped at once (`DropNewest`).
+    #[inline]
     pub(crate) fn accepted_dropped(&self) {
         bump(&self.intake.dropped);
-        self.mirror.accepted.increment(1);
-        self.mirror.dropped.increment(1);
+        self.hooks
+            .ledger(LedgerChange::Accepted(Admission::Dropped));
     }
 
     /// A queued job starts running.
+    #[inline]
     pub(crate) fn started(&self) {
         bump(&self.outcomes.started);
-        self.mirror.in_flight.increment(1.0);
-        self.mirror.queued.decrement(1.0);
+        self.hooks.ledger(LedgerChange::Started);
     }
 
     /// A running job ended.
+    #[inline]
     pub(crate) fn finished(&self, ending: Ending) {
         bump(self.bucket(ending));
-        self.mirror_ending(ending);
-        self.mirror.in_flight.decrement(1.0);
+        self.hooks.ledger(LedgerChange::Ended(ending));
     }
 
     /// A queued job left the queue without running (evicted by `DropOldest`: dropped; shutdown: dead-lettered).
+    #[inline]
     pub(crate) fn left_queue(&self, dropped: bool) {
         if dropped {
             bump(&self.intake.evicted);
-            self.mirror.dropped.increment(1);
+            self.hooks.ledger(LedgerChange::Evicted);
         } else {
             bump(&self.outcomes.unqueued);
-            self.mirror.dead_lettered.increment(1);
+            self.hooks.ledger(LedgerChange::Unqueued);
         }
-        self.mirror.queued.decrement(1.0);
     }
 
     /// A job was dropped without a recorded outcome (see `Job`'s `Drop`).
+    #[inline]
     pub(crate) fn lost(&self) {
         bump(&self.outcomes.lost);
-        self.mirror.lost.increment(1);
+        self.hooks.ledger(LedgerChange::Lost);
     }
 
+    #[inline]
     pub(crate) fn rejected(&self) {
         bump(&self.intake.rejected);
-        self.mirror.rejected.increment(1);
+        self.hooks.ledger(LedgerChange::Rejected);
     }
 
+    #[inline]
     pub(crate) fn failed_attempt(&self) {
         bump(&self.outcomes.failed_attempts);
-        self.mirror.failed_attempts.increment(1);
+        self.hooks.ledger(LedgerChange::FailedAttempt);
     }
 
+    #[inline]
     pub(crate) fn retried(&self) {
         bump(&self.outcomes.retried);
-        self.mirror.retried.increment(1);
+        self.hooks.ledger(LedgerChange::Retried);
     }
 
     fn bucket(&self, ending: Ending) -> &AtomicU64 {
@@ -202,16 +178,6 @@ impl Counters {
             Ending::Ignored => &self.outcomes.ignored,
             Ending::Deduplicated => &self.outcomes.deduplicated,
             Ending::Deferred => &self.outcomes.deferred,
-        }
-    }
-
-    fn mirror_ending(&self, ending: Ending) {
-        match ending {
-            Ending::Succeeded => self.mirror.succeeded.increment(1),
-            Ending::DeadLettered => self.mirror.dead_lettered.increment(1),
-            Ending::Ignored => self.mirror.ignored.increment(1),
-            Ending::Deduplicated => self.mirror.deduplicated.increment(1),
-            Ending::Deferred => self.mirror.deferred.increment(1),
         }
     }
 
@@ -416,7 +382,11 @@ mod tests {
 
     #[test]
     fn every_reading_balances_while_jobs_move_through_every_stage() {
-        let counters = &Counters::new("ledger-test");
+        let counters = &Counters::new(Hooks::new(
+            "ledger-test",
+            true,
+            crate::observe::Observers::default(),
+        ));
         let done = &AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(move || {

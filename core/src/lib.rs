@@ -26,6 +26,7 @@ mod ingress;
 mod invocation;
 mod ledger;
 mod message;
+pub mod observe;
 mod ordering;
 pub mod outbox;
 mod pool;
@@ -64,6 +65,7 @@ pub use handler::{
 pub use invocation::{Invocation, InvocationContext};
 pub use ledger::{Counts, LedgerSnapshot};
 pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
+pub use observe::AttemptObserver;
 pub use pool::{Overload, PoolConfig, PoolStats};
 pub use registry::RoutingTable;
 pub use runtime::Herald;

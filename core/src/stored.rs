@@ -25,7 +25,10 @@ impl Herald {
             .messages
             .get(name)
             .ok_or_else(|| StoredError::UnknownMessage(name.to_owned()))?;
-        (descriptor.decode)(json).map_err(|e| StoredError::Malformed(format!("`{name}`: {e}")))
+        (descriptor.decode)(json).map_err(|source| StoredError::Malformed {
+            message: name.to_owned(),
+            source,
+        })
     }
 
     /// The handlers of a message, by name (sorted).
@@ -92,7 +95,7 @@ impl Herald {
         let entry = store
             .take(id)
             .await
-            .map_err(|e| StoredError::Store(e.to_string()))?
+            .map_err(StoredError::Store)?
             .ok_or(StoredError::NotFound(id))?;
         match self.redrive_entry(&entry).await {
             Ok(delivery) => Ok(delivery),
@@ -109,8 +112,10 @@ impl Herald {
             .handler(&entry.handler)
             .cloned()
             .ok_or_else(|| StoredError::UnknownHandler(entry.handler.clone()))?;
-        let json = serde_json::to_vec(&entry.payload)
-            .map_err(|e| StoredError::Malformed(e.to_string()))?;
+        let json = serde_json::to_vec(&entry.payload).map_err(|source| StoredError::Malformed {
+            message: entry.envelope.name.to_string(),
+            source,
+        })?;
         let payload = self.decode(&entry.envelope.name, &json)?;
         self.deliver(
             entry.envelope.clone(),
@@ -163,7 +168,10 @@ impl Herald {
 }
 
 /// A stored message could not be delivered (or re-driven).
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// The errors of other layers are kept as the [`source`](std::error::Error::source), so a caller
+/// can downcast to them (`serde_json::Error`, [`DeadLetterError`]).
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoredError {
     /// No dead letter has this id.
@@ -176,15 +184,21 @@ pub enum StoredError {
     #[error("message `{0}` has no registered type in this process: derive `Event`/`Command` for it; the message was kept")]
     UnknownMessage(String),
     /// The payload does not decode into the message type.
-    #[error("the stored payload does not decode: {0}")]
-    Malformed(String),
+    #[error("the stored payload of message `{message}` does not decode: {source}; fix the payload or the type's serde attributes")]
+    Malformed {
+        /// The message's name.
+        message: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The handler's pool refused it.
     #[error("the handler's pool is full and rejects; the message was kept, try again later")]
     Rejected,
     /// The runtime is shutting down.
     #[error("Herald is shutting down; the message was kept")]
     ShuttingDown,
-    /// The dead-letter store failed.
-    #[error("dead-letter store error: {0}")]
-    Store(String),
+    /// The dead-letter store failed while the dead letter was taken out of it.
+    #[error("the dead-letter store failed while taking the dead letter out: {0}; try again when the store is back")]
+    Store(#[source] DeadLetterError),
 }

@@ -2,13 +2,14 @@
 //! failure disposition. Also the worker loop that pulls jobs from a pool.
 
 use crate::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
-use crate::dedupe::Claim;
+use crate::dedupe::{Claim, DedupeWindow};
 use crate::delivery::HandlerStatus;
 use crate::dispatch::{Attempts, Job};
 use crate::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
 use crate::handler::{AnyReply, OnFailure};
 use crate::invocation::Invocation;
 use crate::ledger::Ending;
+use crate::observe::{AfterFailure, AttemptOutcome, Hooks};
 use crate::ordering::Parked;
 use crate::pool::Pool;
 use crate::retry;
@@ -19,6 +20,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// A pool worker: takes jobs until the queue closes.
@@ -266,17 +268,47 @@ impl Casualty {
 /// Holds a running job. If the worker is aborted (shutdown deadline), the drop hands the job to its
 /// pool's casualties, which `shutdown` dead-letters, instead of losing it. If a `CallerRuns`
 /// publisher drops its `publish` future, the drop dead-letters the job (reason `cancelled`). Either
-/// way the job's dedupe claim is released, so a later re-send of its id is not taken for a duplicate.
+/// way the job's dedupe claim is released, so a later re-send of its id is not taken for a duplicate,
+/// and an attempt cut off mid-call is reported to the observers as interrupted.
 struct InFlight {
     job: Option<Job>,
     progress: Progress,
     /// The dedupe id this job has claimed, released when it ends however it ends.
     claim: Option<String>,
+    /// The attempt running now and when it started, kept only when observers watch attempts.
+    attempt_started: Option<(u32, Instant)>,
 }
 
 impl InFlight {
     fn job(&self) -> &Job {
         self.job.as_ref().expect("job is present until disarmed")
+    }
+
+    /// Counts the next attempt and returns its number.
+    #[inline]
+    fn next_attempt(&mut self) -> u32 {
+        self.progress.attempts += 1;
+        self.progress.attempts
+    }
+
+    /// The handler is about to be called: observers see the attempt start.
+    #[inline]
+    fn attempt_starts(&mut self, hooks: &Hooks, attempt: u32) {
+        hooks.attempt_start(&self.job().dispatch.envelope, attempt);
+        self.attempt_started = Some((attempt, Instant::now()));
+    }
+
+    /// The call returned and the retry decision is made: observers see the attempt end.
+    #[inline]
+    fn attempt_ends(&mut self, hooks: &Hooks, outcome: AttemptOutcome<'_>) {
+        if let Some((attempt, started)) = self.attempt_started.take() {
+            hooks.attempt_end(
+                &self.job().dispatch.envelope,
+                attempt,
+                outcome,
+                started.elapsed(),
+            );
+        }
     }
 
     /// Ends the dedupe claim: a completed id is remembered, a failed one may run again.
@@ -300,6 +332,14 @@ impl Drop for InFlight {
         }
         self.release_claim(false);
         let Some(job) = self.job.take() else { return };
+        if let Some((attempt, started)) = self.attempt_started.take() {
+            job.handler.counters.hooks().attempt_end(
+                &job.dispatch.envelope,
+                attempt,
+                AttemptOutcome::Interrupted,
+                started.elapsed(),
+            );
+        }
         let progress = std::mem::take(&mut self.progress);
         let pool = job.handler.pool.clone();
         if pool.stopping.load(Ordering::Acquire) {
@@ -317,100 +357,237 @@ impl Drop for InFlight {
     }
 }
 
+/// Runs one job. Its steps, each a function below:
+///
+/// 1. [`claim_dedupe`] (`dedupe` handlers): claim the message's id; a completed id ends the job as
+///    a duplicate, an id running elsewhere is waited for.
+///
+/// Then, for each attempt:
+///
+/// 2. [`wait_for_rate`]: the handler's rate limiter.
+/// 3. [`call`]: the handler under its timeout, with panics caught; observers see the attempt start
+///    before and end after the retry decision.
+/// 4. [`decide`]: the retry decision ([`Next`]).
+/// 5. The disposition: [`succeed`], [`skip_duplicate`], [`retry_later`] (back to step 2),
+///    [`defer`] to the relay, or [`dispose`] of the failure (dead-letter, log or ignore).
+///
+/// The [`InFlight`] guard holds the job throughout, so a worker aborted or a publisher gone at any
+/// `.await` still ends the job in a recorded state.
 async fn execute(job: Job) {
     let handler = job.handler.clone();
-    let options = &handler.desc.options;
-    let mode = job.attempts;
+    let hooks = handler.counters.hooks();
+    // Built in place: a constructor returning the guard by value costs a `memcpy` per job.
     let mut guard = InFlight {
-        job: Some(job),
         progress: Progress::default(),
         claim: None,
+        attempt_started: None,
+        job: Some(job),
     };
-    if let Attempts::Once(attempt) = mode {
+    if let Attempts::Once(attempt) = guard.job().attempts {
         guard.progress.attempts = attempt.saturating_sub(1);
     }
     if let Some(window) = &handler.dedupe {
-        let id = guard.job().dispatch.envelope.dedupe_id();
-        loop {
-            match window.claim(&id) {
-                Claim::Run => break,
-                // Another job with this id is running: its outcome decides. A success makes this one
-                // a duplicate; a failure lets this one run. Never report a duplicate of an id that
-                // has not completed.
-                Claim::Busy(released) => released.await,
-                Claim::Completed => {
-                    let job = guard.disarm();
-                    handler.counters.finished(Ending::Deduplicated);
-                    tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, dedupe_id = %id, "duplicate skipped");
-                    job.settle(HandlerStatus::Deduplicated, None);
-                    return;
-                }
-            }
+        if claim_dedupe(window, &mut guard).await == Claimed::Duplicate {
+            return;
         }
-        guard.claim = Some(id);
     }
     let mut delays = None;
     loop {
-        guard.progress.attempts += 1;
-        let attempt = guard.progress.attempts;
-        if let Some(rate) = &handler.rate {
-            rate.until_ready().await;
+        let attempt = guard.next_attempt();
+        wait_for_rate(&handler).await;
+        if hooks.watching() {
+            guard.attempt_starts(hooks, attempt);
         }
-        let invocation = Invocation::new(guard.job().dispatch.clone(), attempt, handler.desc.name);
-        match call(invocation, options.timeout, handler.desc.call).await {
-            Ok(reply) => {
-                guard.release_claim(true);
-                let job = guard.disarm();
-                handler.counters.finished(Ending::Succeeded);
-                job.settle(HandlerStatus::Succeeded { attempts: attempt }, Some(reply));
-                return;
-            }
-            Err(error) if error.kind() == HandlerErrorKind::Duplicate => {
-                guard.release_claim(true);
-                let job = guard.disarm();
-                handler.counters.finished(Ending::Deduplicated);
-                tracing::debug!(handler = handler.desc.name, message_id = %job.dispatch.envelope.id, reason = %error, "duplicate skipped");
-                job.settle(HandlerStatus::Deduplicated, None);
-                return;
-            }
-            Err(error) => {
-                handler.counters.failed_attempt();
-                guard.progress.record(&error);
-                let delay = match mode {
-                    _ if error.is_permanent() => None,
-                    Attempts::Policy => delays
-                        .get_or_insert_with(|| retry::delays(&options.retry))
-                        .next(),
-                    Attempts::Once(_) if attempt < options.retry.max_attempts => {
-                        guard.release_claim(false);
-                        let job = guard.disarm();
-                        handler.counters.finished(Ending::Deferred);
-                        job.settle(HandlerStatus::Deferred { attempt, error }, None);
-                        return;
-                    }
-                    Attempts::Once(_) => None,
-                };
-                let Some(delay) = delay else {
-                    guard.release_claim(false);
-                    dispose(guard, error).await;
-                    return;
-                };
-                tracing::warn!(
-                    handler = handler.desc.name,
-                    message_id = %guard.job().dispatch.envelope.id,
-                    attempt,
-                    error = %error,
-                    retry_in = ?delay,
-                    "handler attempt failed; retrying"
-                );
-                handler.counters.retried();
-                tokio::time::sleep(delay).await;
+        let result = call(
+            invocation(guard.job(), attempt),
+            handler.desc.options.timeout,
+            handler.desc.call,
+        )
+        .await;
+        let next = decide(&mut guard, result, attempt, &mut delays);
+        if hooks.watching() {
+            guard.attempt_ends(hooks, next.outcome());
+        }
+        match next {
+            // By reference: moving the guard costs a `memcpy` per job; it is disarmed inside.
+            Next::Succeed(reply) => return succeed(&mut guard, attempt, reply),
+            Next::Duplicate(error) => return skip_duplicate(&mut guard, &error),
+            Next::Retry { error, delay } => retry_later(&guard, attempt, &error, delay).await,
+            Next::Defer(error) => return defer(&mut guard, attempt, error),
+            Next::Dispose(error) => {
+                guard.release_claim(false);
+                return dispose(guard, error).await;
             }
         }
     }
 }
 
-/// One attempt: the handler's future under its timeout, with panics caught.
+/// What [`claim_dedupe`] decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Claimed {
+    /// The id is this job's to run.
+    Run,
+    /// The id has completed: the job was settled as a duplicate.
+    Duplicate,
+}
+
+/// Step 1: claims the message's dedupe id. Another job with this id running now decides: its
+/// success makes this one a duplicate, its failure lets this one run. A duplicate is only ever
+/// reported for an id that has completed.
+async fn claim_dedupe(window: &DedupeWindow, guard: &mut InFlight) -> Claimed {
+    let id = guard.job().dispatch.envelope.dedupe_id();
+    loop {
+        match window.claim(&id) {
+            Claim::Run => break,
+            Claim::Busy(released) => released.await,
+            Claim::Completed => {
+                let job = guard.disarm();
+                job.handler.counters.finished(Ending::Deduplicated);
+                tracing::debug!(handler = job.handler.desc.name, message_id = %job.dispatch.envelope.id, dedupe_id = %id, "duplicate skipped");
+                job.settle(HandlerStatus::Deduplicated, None);
+                return Claimed::Duplicate;
+            }
+        }
+    }
+    guard.claim = Some(id);
+    Claimed::Run
+}
+
+/// Step 2: waits for the handler's rate limiter, if it has one.
+async fn wait_for_rate(handler: &HandlerRuntime) {
+    if let Some(rate) = &handler.rate {
+        rate.until_ready().await;
+    }
+}
+
+/// What one attempt hands to the handler. Built here only.
+#[inline]
+fn invocation(job: &Job, attempt: u32) -> Invocation {
+    Invocation::new(job.dispatch.clone(), attempt, job.handler.desc.name)
+}
+
+/// What follows an attempt.
+enum Next {
+    /// It succeeded.
+    Succeed(AnyReply),
+    /// The handler reported the message as already handled.
+    Duplicate(HandlerError),
+    /// It failed; another attempt follows after `delay`.
+    Retry {
+        error: HandlerError,
+        delay: std::time::Duration,
+    },
+    /// A relay's single attempt failed before the last one: handed back to the relay.
+    Defer(HandlerError),
+    /// It failed and no attempt follows: the handler's `on_failure` route.
+    Dispose(HandlerError),
+}
+
+impl Next {
+    fn outcome(&self) -> AttemptOutcome<'_> {
+        match self {
+            Next::Succeed(_) => AttemptOutcome::Succeeded,
+            Next::Duplicate(_) => AttemptOutcome::Duplicate,
+            Next::Retry { error, delay } => AttemptOutcome::Failed {
+                error,
+                then: AfterFailure::Retry { delay: *delay },
+            },
+            Next::Defer(error) => AttemptOutcome::Failed {
+                error,
+                then: AfterFailure::Deferred,
+            },
+            Next::Dispose(error) => AttemptOutcome::Failed {
+                error,
+                then: AfterFailure::Final,
+            },
+        }
+    }
+}
+
+/// Step 4, the retry decision: a failure is counted and recorded, then retried after the policy's
+/// next delay unless the error is permanent or the attempts are exhausted. A relay's single attempt
+/// (`Attempts::Once`) is handed back to the relay before the last attempt.
+#[inline]
+fn decide(
+    guard: &mut InFlight,
+    result: Result<AnyReply, HandlerError>,
+    attempt: u32,
+    delays: &mut Option<retry::Delays>,
+) -> Next {
+    let error = match result {
+        Ok(reply) => return Next::Succeed(reply),
+        Err(error) if error.kind() == HandlerErrorKind::Duplicate => return Next::Duplicate(error),
+        Err(error) => error,
+    };
+    let job = guard.job();
+    let handler = &job.handler;
+    let options = &handler.desc.options;
+    let mode = job.attempts;
+    handler.counters.failed_attempt();
+    guard.progress.record(&error);
+    let delay = match mode {
+        _ if error.is_permanent() => None,
+        Attempts::Policy => delays
+            .get_or_insert_with(|| retry::delays(&options.retry))
+            .next(),
+        Attempts::Once(_) if attempt < options.retry.max_attempts => return Next::Defer(error),
+        Attempts::Once(_) => None,
+    };
+    match delay {
+        Some(delay) => Next::Retry { error, delay },
+        None => Next::Dispose(error),
+    }
+}
+
+/// Step 5 on success: the id completes, the job settles with the reply.
+#[inline]
+fn succeed(guard: &mut InFlight, attempt: u32, reply: AnyReply) {
+    guard.release_claim(true);
+    let job = guard.disarm();
+    job.handler.counters.finished(Ending::Succeeded);
+    job.settle(HandlerStatus::Succeeded { attempts: attempt }, Some(reply));
+}
+
+/// Step 5 when the handler said the message was already handled: the id completes, the job is a
+/// duplicate.
+fn skip_duplicate(guard: &mut InFlight, reason: &HandlerError) {
+    guard.release_claim(true);
+    let job = guard.disarm();
+    job.handler.counters.finished(Ending::Deduplicated);
+    tracing::debug!(handler = job.handler.desc.name, message_id = %job.dispatch.envelope.id, reason = %reason, "duplicate skipped");
+    job.settle(HandlerStatus::Deduplicated, None);
+}
+
+/// Step 5 before a retry: logs the failure and sleeps for the backoff delay.
+async fn retry_later(
+    guard: &InFlight,
+    attempt: u32,
+    error: &HandlerError,
+    delay: std::time::Duration,
+) {
+    let job = guard.job();
+    tracing::warn!(
+        handler = job.handler.desc.name,
+        message_id = %job.dispatch.envelope.id,
+        attempt,
+        error = %error,
+        retry_in = ?delay,
+        "handler attempt failed; retrying"
+    );
+    job.handler.counters.retried();
+    tokio::time::sleep(delay).await;
+}
+
+/// Step 5 for a relay's single attempt that failed before the last one: the relay keeps the message
+/// and schedules the next attempt.
+fn defer(guard: &mut InFlight, attempt: u32, error: HandlerError) {
+    guard.release_claim(false);
+    let job = guard.disarm();
+    job.handler.counters.finished(Ending::Deferred);
+    job.settle(HandlerStatus::Deferred { attempt, error }, None);
+}
+
+/// Step 3: one attempt, the handler's future under its timeout, with panics caught.
 async fn call(
     invocation: Invocation,
     timeout: Option<std::time::Duration>,
@@ -427,7 +604,7 @@ async fn call(
     caught.unwrap_or_else(|panic| Err(HandlerError::panicked(panic_message(panic.as_ref()))))
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = panic.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = panic.downcast_ref::<String>() {
@@ -437,7 +614,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The last attempt failed: dead-letter, log or ignore, as the handler says.
+/// Step 5 after the last attempt failed (the dedupe claim already released): dead-letter, log or
+/// ignore, as the handler's `on_failure` says.
 async fn dispose(mut guard: InFlight, error: HandlerError) {
     let job = guard.job();
     let handler = job.handler.clone();
