@@ -19,7 +19,7 @@ mod error;
 mod extract;
 mod handler;
 mod id;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod inbox;
 mod invocation;
 mod ledger;
@@ -40,6 +40,8 @@ pub mod __private;
 
 pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
 pub use bus::Bus;
+#[cfg(feature = "mysql")]
+pub use dead_letter::MySqlDeadLetters;
 #[cfg(feature = "postgres")]
 pub use dead_letter::PgDeadLetters;
 #[cfg(feature = "sqlite")]
@@ -67,5 +69,5 @@ pub use shutdown::ShutdownReport;
 pub use stored::StoredError;
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sqlx;
