@@ -277,9 +277,6 @@ macro_rules! impl_dialect {
         fn get_int(row: &Self::Row, column: &str) -> Result<i64, sqlx::Error> {
             sqlx::Row::try_get(row, column)
         }
-        fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
-            sqlx::Row::try_get(row, column)
-        }
         async fn execute(
             conn: &mut Self::Connection,
             query: $crate::outbox::dialect::Query<'_, Self>,

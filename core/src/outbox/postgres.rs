@@ -24,7 +24,6 @@ use crate::envelope::{Envelope, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -87,13 +86,7 @@ pub async fn connect_with(
     pool: PgPoolOptions,
     options: PgConnectOptions,
 ) -> Result<PgPool, OutboxError> {
-    let limit = pool.get_acquire_timeout();
-    let first = tokio::time::timeout(limit, PgConnection::connect_with(&options))
-        .await
-        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
-    // Best effort: the connection has done its job (proving the server is there).
-    let _ = first.close().await;
-    Ok(pool.connect_with(options).await?)
+    super::sql::connect_pool(pool, options).await
 }
 
 static STATEMENTS: Statements = Statements {
@@ -106,7 +99,7 @@ static STATEMENTS: Statements = Statements {
     migration_begin: MIGRATION_BEGIN,
     migration_commit: "COMMIT",
     migration_rollback: "ROLLBACK",
-    schema_version: "SELECT MAX(version) AS version FROM herald_schema",
+    schema_version: "SELECT COALESCE(MAX(version), 0) AS version FROM herald_schema",
     record_version:
         "INSERT INTO herald_schema (version, description, applied_at) VALUES ($1, $2, $3)",
     status: "SELECT
@@ -338,6 +331,10 @@ impl_dialect!(Postgres {
     ) -> Query<'q, Self> {
         let fallback = |json: &str| refused_by_jsonb(json).then(|| json.to_owned());
         query.bind(fallback(envelope)).bind(fallback(payload))
+    }
+
+    fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::Row::try_get(row, column)
     }
 
     fn get_time(row: &Self::Row, column: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {

@@ -372,10 +372,7 @@ impl<D: Dialect> SqlOutbox<D> {
 async fn version<D: SqlDialect>(conn: &mut D::Connection) -> Result<i64, OutboxError> {
     let row = D::fetch_optional(conn, sqlx::query(D::statements().schema_version)).await?;
     Ok(match row {
-        Some(row) => D::get_int(&row, "version").or_else(|_| {
-            // `MAX` of an empty table is NULL, which some drivers refuse to read as an integer.
-            D::get_text(&row, "version").map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
-        })?,
+        Some(row) => D::get_int(&row, "version")?,
         None => 0,
     })
 }
@@ -508,4 +505,23 @@ pub(crate) async fn finish_row_by_row<D: SqlDialect>(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Connects a pool with `pool` options to the server `options` name. The first connection is
+/// made directly, so that its failure is returned as it is and at once (a sqlx pool retries a
+/// refused connection until its acquire timeout, then reports only "pool timed out"). A server
+/// that does not answer at all is reported as [`OutboxError::ConnectTimedOut`] after the pool's
+/// acquire timeout.
+pub(crate) async fn connect_pool<D: sqlx::Database>(
+    pool: sqlx::pool::PoolOptions<D>,
+    options: <D::Connection as sqlx::Connection>::Options,
+) -> Result<sqlx::Pool<D>, OutboxError> {
+    use sqlx::Connection;
+    let limit = pool.get_acquire_timeout();
+    let first = tokio::time::timeout(limit, D::Connection::connect_with(&options))
+        .await
+        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
+    // Best effort: the connection has done its job (proving the server is there).
+    let _ = first.close().await;
+    Ok(pool.connect_with(options).await?)
 }

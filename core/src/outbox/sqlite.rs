@@ -79,7 +79,7 @@ static STATEMENTS: Statements = Statements {
     migration_begin: "BEGIN IMMEDIATE",
     migration_commit: "COMMIT",
     migration_rollback: "ROLLBACK",
-    schema_version: "SELECT MAX(version) AS version FROM herald_schema",
+    schema_version: "SELECT COALESCE(MAX(version), 0) AS version FROM herald_schema",
     record_version:
         "INSERT INTO herald_schema (version, description, applied_at) VALUES (?1, ?2, ?3)",
     status: concat!(
@@ -193,6 +193,10 @@ impl_dialect!(Sqlite {
             .and_then(|age| Utc::now().checked_sub_signed(age))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         query.bind(text_time(cutoff))
+    }
+
+    fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::Row::try_get(row, column)
     }
 
     fn get_time(row: &Self::Row, column: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
