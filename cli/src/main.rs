@@ -1,8 +1,9 @@
-//! `herald`: look into a Herald database (SQLite or PostgreSQL) from the shell.
+//! `herald`: look into a Herald database (SQLite, PostgreSQL, MySQL or MariaDB) from the shell.
 //!
 //! ```text
 //! herald --database-url sqlite:app.db outbox status
 //! herald --database-url postgres://localhost/app dead-letters list
+//! herald --database-url mysql://app@localhost/app outbox status
 //! herald --database-url postgres://localhost/app dead-letters redrive 42
 //! herald --database-url sqlite:app.db events tail --after 100
 //! ```
@@ -11,9 +12,14 @@
 //! due now and for its handler only, and the application's running relay delivers it.
 
 use clap::{Parser, Subcommand};
-use herald_core::outbox::{self, OutboxError, OutboxStatus, PgOutbox, SqliteOutbox, StoredEvent};
+use herald_core::outbox::{
+    self, Dialect, MySqlOutbox, OutboxError, OutboxStatus, PgOutbox, SqlOutbox, SqliteOutbox,
+    StoredEvent,
+};
 use herald_core::sqlx;
-use herald_core::{DeadLetter, DeadLetterId, DeadLetterStore, PgDeadLetters, SqliteDeadLetters};
+use herald_core::{DeadLetter, DeadLetterId, DeadLetterStore};
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -24,7 +30,8 @@ use std::str::FromStr;
     about = "Inspect a Herald outbox, its dead letters and its event store"
 )]
 struct Cli {
-    /// `sqlite:PATH` (or `sqlite://PATH`) or `postgres://USER@HOST/DB`.
+    /// `sqlite:PATH` (or `sqlite://PATH`), `postgres://USER@HOST/DB`, or
+    /// `mysql://USER@HOST/DB` (`mariadb://` as well).
     #[arg(long, env = "HERALD_DATABASE_URL")]
     database_url: String,
     /// Print JSON instead of text.
@@ -101,9 +108,42 @@ enum EventsCommand {
     },
 }
 
-enum Db {
-    Sqlite(SqliteOutbox),
-    Postgres(PgOutbox),
+/// What the commands need from a Herald database, whichever SQL dialect it is.
+type Db = Box<dyn Database>;
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+trait Database {
+    fn dead_letters(&self) -> Box<dyn DeadLetterStore>;
+    fn status(&self) -> Boxed<'_, Result<OutboxStatus, OutboxError>>;
+    fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Boxed<'_, Result<Vec<StoredEvent>, OutboxError>>;
+    fn redrive(&self, id: DeadLetterId) -> Boxed<'_, Result<Option<i64>, Failure>>;
+}
+
+impl<D: Dialect> Database for SqlOutbox<D> {
+    fn dead_letters(&self) -> Box<dyn DeadLetterStore> {
+        Box::new(SqlOutbox::dead_letters(self))
+    }
+
+    fn status(&self) -> Boxed<'_, Result<OutboxStatus, OutboxError>> {
+        Box::pin(SqlOutbox::status(self))
+    }
+
+    fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Boxed<'_, Result<Vec<StoredEvent>, OutboxError>> {
+        Box::pin(SqlOutbox::events_after(self, after, limit))
+    }
+
+    fn redrive(&self, id: DeadLetterId) -> Boxed<'_, Result<Option<i64>, Failure>> {
+        Box::pin(async move { Ok(SqlOutbox::dead_letters(self).redrive_to_outbox(id).await?) })
+    }
 }
 
 #[derive(Debug)]
@@ -172,7 +212,7 @@ async fn open(url: &str) -> Result<Db, Failure> {
             .map_err(|e| Failure(format!("cannot open SQLite database `{path}`: {e}")))?;
         return SqliteOutbox::open(pool)
             .await
-            .map(Db::Sqlite)
+            .map(|outbox| Box::new(outbox) as Db)
             .map_err(schema_hint);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -190,52 +230,35 @@ async fn open(url: &str) -> Result<Db, Failure> {
         .map_err(|e| cannot(&e))?;
         return PgOutbox::open(pool)
             .await
-            .map(Db::Postgres)
+            .map(|outbox| Box::new(outbox) as Db)
+            .map_err(schema_hint);
+    }
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        let cannot =
+            |e: &dyn std::fmt::Display| Failure(format!("cannot connect to MySQL at {shown}: {e}"));
+        // sqlx knows the `mysql` scheme; MariaDB speaks the same protocol.
+        let mysql_url = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_owned(),
+        };
+        let options =
+            sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url).map_err(|e| cannot(&e))?;
+        let pool = outbox::mysql::connect_with(
+            sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(std::time::Duration::from_secs(5)),
+            options,
+        )
+        .await
+        .map_err(|e| cannot(&e))?;
+        return MySqlOutbox::open(pool)
+            .await
+            .map(|outbox| Box::new(outbox) as Db)
             .map_err(schema_hint);
     }
     Err(Failure(format!(
-        "unsupported database URL `{shown}`: use `sqlite:PATH` or `postgres://USER@HOST/DB`"
+        "unsupported database URL `{shown}`: use `sqlite:PATH`, `postgres://USER@HOST/DB` or `mysql://USER@HOST/DB`"
     )))
-}
-
-impl Db {
-    fn dead_letters(&self) -> Box<dyn DeadLetterStore> {
-        match self {
-            Db::Sqlite(outbox) => Box::new(outbox.dead_letters()),
-            Db::Postgres(outbox) => Box::new(outbox.dead_letters()),
-        }
-    }
-
-    async fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        match self {
-            Db::Sqlite(outbox) => outbox.status().await,
-            Db::Postgres(outbox) => outbox.status().await,
-        }
-    }
-
-    async fn events_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, OutboxError> {
-        match self {
-            Db::Sqlite(outbox) => outbox.events_after(after, limit).await,
-            Db::Postgres(outbox) => outbox.events_after(after, limit).await,
-        }
-    }
-
-    async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, Failure> {
-        Ok(match self {
-            Db::Sqlite(outbox) => {
-                let store: SqliteDeadLetters = outbox.dead_letters();
-                store.redrive_to_outbox(id).await?
-            }
-            Db::Postgres(outbox) => {
-                let store: PgDeadLetters = outbox.dead_letters();
-                store.redrive_to_outbox(id).await?
-            }
-        })
-    }
 }
 
 fn print_letter_line(letter: &DeadLetter) {
