@@ -1,8 +1,9 @@
-//! `herald`: look into a Herald database (SQLite or PostgreSQL) from the shell.
+//! `herald`: look into a Herald database (SQLite, PostgreSQL, MySQL or MariaDB) from the shell.
 //!
 //! ```text
 //! herald --database-url sqlite:app.db outbox status
 //! herald --database-url postgres://localhost/app dead-letters list
+//! herald --database-url mysql://app@localhost/app outbox status
 //! herald --database-url postgres://localhost/app dead-letters redrive 42
 //! herald --database-url sqlite:app.db events tail --after 100
 //! ```
@@ -12,7 +13,7 @@
 
 use clap::{Parser, Subcommand};
 use herald_core::feed::OutboxOps;
-use herald_core::outbox::{self, OutboxError, PgOutbox, SqliteOutbox};
+use herald_core::outbox::{self, MySqlOutbox, OutboxError, PgOutbox, SqliteOutbox};
 use herald_core::sqlx;
 use herald_core::{DeadLetter, DeadLetterId};
 use std::process::ExitCode;
@@ -25,7 +26,8 @@ use std::str::FromStr;
     about = "Inspect a Herald outbox, its dead letters and its event store"
 )]
 struct Cli {
-    /// `sqlite:PATH` (or `sqlite://PATH`) or `postgres://USER@HOST/DB`.
+    /// `sqlite:PATH` (or `sqlite://PATH`), `postgres://USER@HOST/DB`, or
+    /// `mysql://USER@HOST/DB` (`mariadb://` as well).
     #[arg(long, env = "HERALD_DATABASE_URL")]
     database_url: String,
     /// Print JSON instead of text.
@@ -190,8 +192,31 @@ async fn open(url: &str) -> Result<Box<dyn OutboxOps>, Failure> {
             .map(|outbox| Box::new(outbox) as Box<dyn OutboxOps>)
             .map_err(schema_hint);
     }
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        let cannot =
+            |e: &dyn std::fmt::Display| Failure(format!("cannot connect to MySQL at {shown}: {e}"));
+        // sqlx knows the `mysql` scheme; MariaDB speaks the same protocol.
+        let mysql_url = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_owned(),
+        };
+        let options =
+            sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url).map_err(|e| cannot(&e))?;
+        let pool = outbox::mysql::connect_with(
+            sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(std::time::Duration::from_secs(5)),
+            options,
+        )
+        .await
+        .map_err(|e| cannot(&e))?;
+        return MySqlOutbox::open(pool)
+            .await
+            .map(|outbox| Box::new(outbox) as Box<dyn OutboxOps>)
+            .map_err(schema_hint);
+    }
     Err(Failure(format!(
-        "unsupported database URL `{shown}`: use `sqlite:PATH` or `postgres://USER@HOST/DB`"
+        "unsupported database URL `{shown}`: use `sqlite:PATH`, `postgres://USER@HOST/DB` or `mysql://USER@HOST/DB`"
     )))
 }
 

@@ -1,5 +1,6 @@
-//! The `herald` binary against a real SQLite file: status, dead letters (list, show, redrive,
-//! purge), events tail, and the errors for a bad URL and a database without the schema.
+//! The `herald` binary against a real SQLite file and the machine's MySQL/MariaDB: status, dead
+//! letters (list, show, redrive, purge), events tail, and the errors for a bad URL, a database
+//! without the schema, and URLs with passwords.
 
 use herald_core::outbox::SqliteOutbox;
 use herald_core::{
@@ -83,7 +84,7 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
 
 #[test]
 fn a_bad_url_and_a_database_without_the_schema_are_clear_errors() {
-    let (ok, _, err) = herald("mysql://x", &["outbox", "status"]);
+    let (ok, _, err) = herald("oracle://x", &["outbox", "status"]);
     assert!(!ok && err.contains("unsupported database URL"), "{err}");
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = format!("sqlite:{}", dir.path().join("missing.db").display());
@@ -149,4 +150,90 @@ fn an_unreachable_server_is_reported_as_such_and_quickly() {
     assert!(!err.contains("pool timed out"), "{err}");
     // The pool used to retry for its whole 5 s acquire timeout.
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+}
+
+/// The machine's MySQL/MariaDB, as the core tests find it (`HERALD_TEST_MYSQL_URL`).
+fn mysql_url() -> String {
+    std::env::var("HERALD_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+#[tokio::test]
+async fn status_dead_letters_and_events_on_mysql() {
+    use herald_core::outbox::MySqlOutbox;
+    use herald_core::sqlx;
+    let mut url = url::Url::parse(&mysql_url()).expect("valid HERALD_TEST_MYSQL_URL");
+    let database = format!("{}_cli", url.path().trim_start_matches('/'));
+    let admin = herald_core::outbox::mysql::connect(url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("MySQL/MariaDB at {url} is required for this test: {e}"));
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}`"
+    ))
+    .execute(&admin)
+    .await
+    .expect("create database");
+    admin.close().await;
+    url.set_path(&database);
+    let pool = herald_core::outbox::mysql::connect(url.as_str())
+        .await
+        .expect("connect");
+    let outbox = MySqlOutbox::new(pool.clone()).await.expect("migrate");
+    let now = chrono::Utc::now();
+    let id = outbox
+        .dead_letters()
+        .put(DeadLetter {
+            id: DeadLetterId(0),
+            envelope: Envelope::new("cli.mail_requested"),
+            payload: serde_json::json!({ "to": "ada@example.org" }),
+            handler: "app::send_mail".into(),
+            reason: DeadLetterReason::Failed,
+            failure: Some(FailureKind::Timeout),
+            attempts: 2,
+            first_error: Some("smtp timeout".into()),
+            last_error: Some("smtp timeout".into()),
+            first_failed_at: Some(now),
+            last_failed_at: Some(now),
+            dead_lettered_at: now,
+        })
+        .await
+        .expect("put");
+    pool.close().await;
+    let mariadb = url.as_str().replacen("mysql://", "mariadb://", 1);
+
+    for url in [url.to_string(), mariadb] {
+        let (ok, out, err) = herald(&url, &["outbox", "status"]);
+        assert!(ok && out.contains("dead letters  1"), "{out}{err}");
+    }
+    let url = url.to_string();
+    let (ok, out, _) = herald(&url, &["dead-letters", "list"]);
+    assert!(
+        ok && out.contains("app::send_mail") && out.contains("timeout"),
+        "{out}"
+    );
+    let (ok, out, _) = herald(&url, &["dead-letters", "show", &id.to_string()]);
+    assert!(ok && out.contains("ada@example.org"), "{out}");
+    let (ok, out, _) = herald(&url, &["dead-letters", "redrive", &id.to_string()]);
+    assert!(ok && out.contains("back in the outbox"), "{out}");
+    let (ok, out, _) = herald(&url, &["--json", "outbox", "status"]);
+    assert!(ok && out.contains("\"pending\": 1"), "{out}");
+    let (ok, out, _) = herald(&url, &["events", "tail", "--after", "0"]);
+    assert!(ok && out.contains("cli.mail_requested"), "{out}");
+}
+
+#[test]
+fn a_mysql_password_is_never_printed() {
+    const SECRET: &str = "s3cret-My";
+    // A reachable server that refuses the password, and a closed port.
+    let mut reachable = url::Url::parse(&mysql_url()).expect("valid HERALD_TEST_MYSQL_URL");
+    reachable.set_username("herald_nobody").expect("user");
+    reachable.set_password(Some(SECRET)).expect("password");
+    let refused = format!("mariadb://alice:{SECRET}@127.0.0.1:{}/app", closed_port());
+    for url in [reachable.to_string(), refused] {
+        let (ok, _, err) = herald(&url, &["outbox", "status"]);
+        assert!(!ok, "{err}");
+        assert!(!err.contains(SECRET), "the password leaked: {err}");
+        assert!(err.contains("127.0.0.1"), "the host is shown: {err}");
+        assert!(err.contains(":***@"), "{err}");
+    }
 }

@@ -61,45 +61,33 @@ pub trait OutboxOps: EventFeed {
     async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, OpsError>;
 }
 
-/// `EventFeed` and `OutboxOps` for an outbox type whose inherent methods have the same names.
-macro_rules! outbox_ops {
-    ($outbox:ty) => {
-        #[async_trait]
-        impl EventFeed for $outbox {
-            async fn events_after(
-                &self,
-                offset: i64,
-                limit: usize,
-            ) -> Result<Vec<StoredEvent>, OpsError> {
-                <$outbox>::events_after(self, offset, limit)
-                    .await
-                    .map_err(|e| OpsError::new("reading the event feed", e))
-            }
-        }
-
-        #[async_trait]
-        impl OutboxOps for $outbox {
-            async fn status(&self) -> Result<OutboxStatus, OpsError> {
-                <$outbox>::status(self)
-                    .await
-                    .map_err(|e| OpsError::new("reading the outbox status", e))
-            }
-
-            fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
-                Arc::new(<$outbox>::dead_letters(self))
-            }
-
-            async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, OpsError> {
-                <$outbox>::dead_letters(self)
-                    .redrive_to_outbox(id)
-                    .await
-                    .map_err(|e| OpsError::new("re-driving a dead letter into the outbox", e))
-            }
-        }
-    };
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[async_trait]
+impl<D: crate::outbox::Dialect> EventFeed for crate::outbox::SqlOutbox<D> {
+    async fn events_after(&self, offset: i64, limit: usize) -> Result<Vec<StoredEvent>, OpsError> {
+        crate::outbox::SqlOutbox::events_after(self, offset, limit)
+            .await
+            .map_err(|e| OpsError::new("reading the event feed", e))
+    }
 }
 
-#[cfg(feature = "sqlite")]
-outbox_ops!(crate::outbox::SqliteOutbox);
-#[cfg(feature = "postgres")]
-outbox_ops!(crate::outbox::PgOutbox);
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[async_trait]
+impl<D: crate::outbox::Dialect> OutboxOps for crate::outbox::SqlOutbox<D> {
+    async fn status(&self) -> Result<OutboxStatus, OpsError> {
+        crate::outbox::SqlOutbox::status(self)
+            .await
+            .map_err(|e| OpsError::new("reading the outbox status", e))
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        Arc::new(crate::outbox::SqlOutbox::dead_letters(self))
+    }
+
+    async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, OpsError> {
+        crate::outbox::SqlOutbox::dead_letters(self)
+            .redrive_to_outbox(id)
+            .await
+            .map_err(|e| OpsError::new("re-driving a dead letter into the outbox", e))
+    }
+}

@@ -22,9 +22,9 @@
 //! ```
 //!
 //! The inbox needs the pool registered as state (`Herald::builder().state(pool)`) and the table
-//! `herald_inbox` from the outbox migrations. On PostgreSQL a second relay delivering the same
-//! message at once waits on the first one's row lock, then sees its commit (duplicate) or its
-//! rollback (goes ahead).
+//! `herald_inbox` from the outbox migrations. On PostgreSQL and MySQL a second relay delivering
+//! the same message at once waits on the first one's row lock, then sees its commit (duplicate)
+//! or its rollback (goes ahead).
 
 use crate::error::{HandlerError, HandlerErrorKind};
 use crate::extract::{FromInvocation, Requirement};
@@ -47,6 +47,10 @@ pub type SqliteInbox = Inbox<sqlx::Sqlite>;
 /// The inbox on PostgreSQL.
 #[cfg(feature = "postgres")]
 pub type PgInbox = Inbox<sqlx::Postgres>;
+
+/// The inbox on MySQL or MariaDB.
+#[cfg(feature = "mysql")]
+pub type MySqlInbox = Inbox<sqlx::MySql>;
 
 impl<DB: sqlx::Database> fmt::Debug for Inbox<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,54 +85,29 @@ impl<DB: sqlx::Database> Inbox<DB> {
     }
 }
 
-#[cfg(feature = "sqlite")]
-impl Inbox<sqlx::Sqlite> {
+impl<DB: crate::outbox::Dialect> Inbox<DB> {
     /// Begins the handler's transaction and records the message in it.
     ///
     /// # Errors
     /// [`HandlerError::duplicate`] when the message's effects were already committed; a database
     /// error (retried like any failure) otherwise.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, HandlerError> {
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, DB>, HandlerError> {
+        use crate::outbox::dialect::Bind;
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (handler, message_id) DO NOTHING",
-        )
-        .bind(self.handler)
-        .bind(&self.message_id)
-        .bind(crate::outbox::sqlite::text_time(chrono::Utc::now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(self.duplicate());
+        let record = sqlx::query(DB::statements().inbox_insert)
+            .text(self.handler.to_owned())
+            .text(self.message_id.clone())
+            .time(chrono::Utc::now());
+        // SQLite and PostgreSQL skip a duplicate (0 rows); MySQL refuses it (a unique violation,
+        // which rolls back only that statement).
+        match DB::execute(&mut tx, record).await {
+            Ok(0) => Err(self.duplicate()),
+            Ok(_) => Ok(tx),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                Err(self.duplicate())
+            }
+            Err(error) => Err(error.into()),
         }
-        Ok(tx)
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Inbox<sqlx::Postgres> {
-    /// Begins the handler's transaction and records the message in it.
-    ///
-    /// # Errors
-    /// [`HandlerError::duplicate`] when the message's effects were already committed; a database
-    /// error (retried like any failure) otherwise.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO herald_inbox (handler, message_id) VALUES ($1, $2)
-             ON CONFLICT (handler, message_id) DO NOTHING",
-        )
-        .bind(self.handler)
-        .bind(&self.message_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(self.duplicate());
-        }
-        Ok(tx)
     }
 }
 

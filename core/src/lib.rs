@@ -20,7 +20,7 @@ mod extract;
 pub mod feed;
 mod handler;
 mod id;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod inbox;
 mod ingress;
 mod invocation;
@@ -45,6 +45,8 @@ pub mod __private;
 
 pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
 pub use bus::Bus;
+#[cfg(feature = "mysql")]
+pub use dead_letter::MySqlDeadLetters;
 #[cfg(feature = "postgres")]
 pub use dead_letter::PgDeadLetters;
 #[cfg(feature = "sqlite")]
@@ -74,5 +76,5 @@ pub use stored::StoredError;
 pub use stored_message::{HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage};
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sqlx;

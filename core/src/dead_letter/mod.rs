@@ -9,13 +9,21 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlDeadLetters;
 #[cfg(feature = "postgres")]
 pub use postgres::PgDeadLetters;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::SqlDeadLetters;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDeadLetters;
 
@@ -165,14 +173,6 @@ impl std::str::FromStr for FailureKind {
     }
 }
 
-/// The failure kind as a SQL store keeps it (NULL: no attempt failed).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn parse_failure(stored: Option<String>) -> Result<Option<FailureKind>, DeadLetterError> {
-    stored
-        .map(|kind| kind.parse().map_err(DeadLetterError))
-        .transpose()
-}
-
 /// A message that did not succeed for one handler, with everything needed to understand and re-drive it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -231,14 +231,48 @@ pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A dead-letter store failed.
+/// A dead-letter store failed. The cause is kept as the error's [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("dead-letter store error: {0}")]
-pub struct DeadLetterError(pub String);
+#[non_exhaustive]
+pub enum DeadLetterError {
+    /// The database refused or could not run a statement (lost connection, missing table, no
+    /// rights, ...): check the database, and that Herald's migrations ran (`SqlOutbox::new`).
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[error("dead-letter store database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// A stored entry is not what Herald wrote (changed by hand or by another tool): fix or purge
+    /// that entry.
+    #[error("corrupt dead letter: {0}")]
+    Corrupt(String),
+    /// Another store's failure (a store outside herald-core, or an outbox error that is neither
+    /// of the above), with its cause.
+    #[error("dead-letter store error: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DeadLetterError {
+    /// Wraps any error of a store outside herald-core.
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        DeadLetterError::Other(error.into())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl From<sqlx::Error> for DeadLetterError {
+    fn from(error: sqlx::Error) -> Self {
+        DeadLetterError::Database(error)
+    }
+}
 
 impl From<crate::outbox::OutboxError> for DeadLetterError {
     fn from(error: crate::outbox::OutboxError) -> Self {
-        DeadLetterError(error.to_string())
+        use crate::outbox::OutboxError;
+        match error {
+            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            OutboxError::Database(error) => DeadLetterError::Database(error),
+            OutboxError::Corrupt(what) => DeadLetterError::Corrupt(what),
+            other => DeadLetterError::Other(Box::new(other)),
+        }
     }
 }
 

@@ -2,10 +2,14 @@
 //! the same database transaction as the state change, and a [`Relay`] delivers it to the handlers
 //! after commit. Rolled back means never delivered; committed means delivered at least once.
 //!
-//! Two backends share one design:
+//! One store, [`SqlOutbox<D>`](SqlOutbox), generic over the SQL [`Dialect`] `D`, serves three
+//! databases (the dialect brings its SQL text, value encoders and the few algorithms that differ;
+//! see `dialect.rs`):
 //! - [`SqliteOutbox`] (feature `sqlite`, the default): one file in WAL mode, for one process.
 //! - [`PgOutbox`] (feature `postgres`): several relays, in one or many processes, share the table with
 //!   `FOR UPDATE SKIP LOCKED` and leases, and wake on `LISTEN/NOTIFY`.
+//! - [`MySqlOutbox`] (feature `mysql`, MySQL 8 or MariaDB 10.6+): as PostgreSQL, with
+//!   `FOR UPDATE SKIP LOCKED` and leases; relays wake by polling.
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")]
@@ -43,11 +47,17 @@
 //! only the handlers that have not finished. Processed rows stay for the retention period: they are
 //! the event store read by [`events_after`](SqliteOutbox::events_after).
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) mod dialect;
 mod relay;
 pub(crate) mod row;
 mod schema;
 mod source;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -57,8 +67,14 @@ pub use relay::{Relay, RelayBuilder, RelayStats};
 pub use row::OUTBOX_HANDLER;
 pub use schema::{Migration, MIGRATIONS_TABLE};
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use dialect::Dialect;
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlOutbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PgOutbox;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::SqlOutbox;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutbox;
 
@@ -82,11 +98,11 @@ pub mod status {
 #[non_exhaustive]
 pub enum OutboxError {
     /// The database reported an error.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     #[error("outbox database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The database has no Herald schema (or an older one): run the migrations first.
-    #[error("the database has no Herald outbox schema (table `herald_outbox` is missing): create the outbox with `SqliteOutbox::new`/`PgOutbox::new`, which applies Herald's migrations")]
+    #[error("the database has no Herald outbox schema (table `herald_outbox` is missing): create the outbox with `SqliteOutbox::new`/`PgOutbox::new`/`MySqlOutbox::new`, which applies Herald's migrations")]
     NoSchema,
     /// The database holds a schema newer than this build of Herald knows.
     #[error("the database's Herald schema is at version {found}, newer than this build knows ({known}): upgrade Herald")]
@@ -152,8 +168,7 @@ pub struct StoredEvent {
 }
 
 /// The default largest serialized JSON payload an outbox accepts at publish: 1 MiB. Raise or lower
-/// it per outbox with `max_payload_bytes` ([`SqliteOutbox::max_payload_bytes`],
-/// [`PgOutbox::max_payload_bytes`]).
+/// it per outbox with [`SqlOutbox::max_payload_bytes`].
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// An outbox publish (`publish`, `publish_with`, `publish_all`) that wrote nothing. The message
@@ -244,20 +259,20 @@ impl<M> fmt::Debug for OutboxPublishError<M> {
 /// Acquire<'c>` for every lifetime `'x`, and sqlx implements it only for `'x = 'c`), so it could
 /// not be awaited in `tokio::spawn`, a web handler or a Herald handler. This trait has no lifetime
 /// parameter and holds for every borrow.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub trait OutboxConnection<DB: sqlx::Database>: Send {
     /// The connection to write on.
     fn connection(&mut self) -> &mut DB::Connection;
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::Transaction<'_, DB> {
     fn connection(&mut self) -> &mut DB::Connection {
         self
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl<DB: sqlx::Database> OutboxConnection<DB> for &mut sqlx::pool::PoolConnection<DB> {
     fn connection(&mut self) -> &mut DB::Connection {
         self
@@ -278,9 +293,16 @@ impl OutboxConnection<sqlx::Postgres> for &mut sqlx::PgConnection {
     }
 }
 
+#[cfg(feature = "mysql")]
+impl OutboxConnection<sqlx::MySql> for &mut sqlx::MySqlConnection {
+    fn connection(&mut self) -> &mut sqlx::MySqlConnection {
+        self
+    }
+}
+
 /// Why a message could not be made into a row; the caller puts the message back in with
 /// [`RowRefused::returning`].
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) enum RowRefused {
     TooLarge {
         name: &'static str,
@@ -291,7 +313,7 @@ pub(crate) enum RowRefused {
     Failed(OutboxError),
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl RowRefused {
     pub(crate) fn returning<M>(self, message: M) -> OutboxPublishError<M> {
         match self {
@@ -312,7 +334,7 @@ impl RowRefused {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl From<OutboxError> for RowRefused {
     fn from(error: OutboxError) -> Self {
         RowRefused::Failed(error)
@@ -320,14 +342,14 @@ impl From<OutboxError> for RowRefused {
 }
 
 /// A message made ready for an outbox row: its envelope, payload and headers as stored.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) struct NewRow {
     pub(crate) envelope: crate::envelope::Envelope,
     pub(crate) payload: String,
     pub(crate) headers: String,
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl NewRow {
     /// Serializes `message`, refusing a payload over `max_payload_bytes`.
     pub(crate) fn new<M: crate::message::Message>(
@@ -389,7 +411,7 @@ impl NewRow {
 
 /// Columns bound per row by `publish_all` (message_id, message_type, key, payload, headers,
 /// occurred_at).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) const BULK_COLUMNS: usize = 6;
 
 /// Relay and retention settings shared by both backends.

@@ -1,4 +1,4 @@
-//! The PostgreSQL outbox: several relays, in one or many processes, share one table.
+//! The PostgreSQL dialect: several relays, in one or many processes, share one table.
 //!
 //! A relay leases a batch with one statement (`SELECT … FOR UPDATE SKIP LOCKED` inside an
 //! `UPDATE … SET lease_owner, lease_expires_at`), so two relays never take the same row; the row
@@ -13,29 +13,28 @@
 //! transactions short, and publish a transaction's keys in one order (or with one `publish_all`,
 //! which sorts them): opposite orders can deadlock, and PostgreSQL then aborts one transaction.
 //! See `docs/OUTBOX.md`.
+//!
+//! Text columns refuse U+0000: error texts are written with it escaped, and a dead letter whose
+//! JSON holds it keeps that JSON in a text column beside its `jsonb` one.
 
-use super::row::{self, Backend, ClaimedRow, Outcome, Sleeper, Waiter};
-use super::schema::{self, MIGRATIONS};
-use super::{
-    NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
-    StoredEvent, BULK_COLUMNS, DEFAULT_MAX_PAYLOAD_BYTES,
-};
-use crate::dead_letter::PgDeadLetters;
-use crate::envelope::{Envelope, MessageId, PublishOptions};
-use crate::message::Message;
-use crate::runtime::Herald;
+use super::dialect::{claimed_row, impl_dialect, Query, Statements};
+use super::row::{self, ClaimedRow, Outcome, Sleeper, Waiter};
+use super::{NewRow, OutboxError, BULK_COLUMNS};
+use crate::envelope::{Envelope, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Key of the advisory lock that serialises Herald's migrations across processes.
-const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"
+/// The transactional outbox on PostgreSQL. Cheap to clone.
+pub type PgOutbox = super::SqlOutbox<Postgres>;
+
+/// Takes the advisory lock that serialises Herald's migrations across processes (its key is
+/// `0x4845_5241_4c44`, "HERALD").
+const MIGRATION_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(79462569954372)";
 
 /// PostgreSQL's bind-parameter limit per statement (the protocol counts them in 16 bits).
 const PG_MAX_BINDS: usize = 65_535;
@@ -87,357 +86,85 @@ pub async fn connect_with(
     pool: PgPoolOptions,
     options: PgConnectOptions,
 ) -> Result<PgPool, OutboxError> {
-    let limit = pool.get_acquire_timeout();
-    let first = tokio::time::timeout(limit, PgConnection::connect_with(&options))
-        .await
-        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
-    // Best effort: the connection has done its job (proving the server is there).
-    let _ = first.close().await;
-    Ok(pool.connect_with(options).await?)
+    super::sql::connect_pool(pool, options).await
 }
 
-/// The transactional outbox on PostgreSQL. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct PgOutbox {
-    backend: Arc<PgBackend>,
-    max_payload_bytes: usize,
-}
+static STATEMENTS: Statements = Statements {
+    write_begin: "BEGIN",
+    schema_table_exists: "SELECT 1 AS present WHERE to_regclass('herald_schema') IS NOT NULL",
+    create_schema_table: "CREATE TABLE IF NOT EXISTS herald_schema (
+        version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    before_migrate: "",
+    migration_begin: MIGRATION_BEGIN,
+    migration_commit: "COMMIT",
+    migration_rollback: "ROLLBACK",
+    schema_version: "SELECT COALESCE(MAX(version), 0) AS version FROM herald_schema",
+    record_version:
+        "INSERT INTO herald_schema (version, description, applied_at) VALUES ($1, $2, $3)",
+    status: "SELECT
+            COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+            COUNT(*) FILTER (WHERE status = 'pending' AND lease_expires_at > now()) AS in_flight,
+            COUNT(*) FILTER (WHERE status = 'pending' AND fail_count > 0) AS retrying,
+            COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+            COUNT(*) FILTER (WHERE status = 'processed') AS processed,
+            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
+            now() AS now
+         FROM herald_outbox",
+    events_after: "SELECT position, id, message_id::text AS message_id, message_type, key, payload,
+                          headers::text AS headers, occurred_at, status
+                   FROM herald_outbox WHERE position > $1 ORDER BY position LIMIT $2",
+    delete_finished: "DELETE FROM herald_outbox WHERE id IN (
+                        SELECT id FROM herald_outbox
+                        WHERE status <> 'pending'
+                          AND processed_at < now() - make_interval(secs => $1)
+                        LIMIT $2)",
+    outbox_by_message_id:
+        "SELECT id, handlers_done::text AS handlers_done, only_handlers::text AS only_handlers
+         FROM herald_outbox WHERE message_id = $1 FOR UPDATE",
+    redrive_update:
+        "UPDATE herald_outbox SET status = 'pending', fail_count = 0, next_attempt_at = now(),
+            processed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+            handlers_done = $1::jsonb, only_handlers = $2::jsonb
+         WHERE id = $3",
+    // Unused: `finish` writes a whole batch in one statement (below).
+    finish_rename: "",
+    finish_processed: "",
+    finish_failed: "",
+    finish_retry: "",
+    finish_release: "",
+    dead_letter_columns: "id, handler, reason, failure_kind, attempts::bigint AS attempts, \
+                          COALESCE(envelope_text, envelope::text) AS envelope, \
+                          COALESCE(payload_text, payload::text) AS payload, \
+                          first_error, last_error, first_failed_at, last_failed_at, dead_lettered_at",
+    dead_letter_put: "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason,
+            attempts, envelope, payload, first_error, last_error, first_failed_at, last_failed_at,
+            dead_lettered_at, failure_kind, envelope_text, payload_text)
+         VALUES ($1, $2, $3, $4, $5::integer, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12,
+                 $13, $14, $15)
+         ON CONFLICT (message_id, handler) DO UPDATE SET
+            reason = excluded.reason, failure_kind = excluded.failure_kind,
+            attempts = excluded.attempts,
+            last_error = excluded.last_error, last_failed_at = excluded.last_failed_at,
+            dead_lettered_at = excluded.dead_lettered_at
+         RETURNING id",
+    dead_letter_by_id: "WHERE id = $1",
+    dead_letter_by_id_for_update: "WHERE id = $1 FOR UPDATE",
+    dead_letter_page: "ORDER BY id LIMIT $1",
+    dead_letter_delete: "DELETE FROM herald_dead_letters WHERE id = $1",
+    dead_letter_delete_all: "DELETE FROM herald_dead_letters",
+    dead_letter_count: "SELECT COUNT(*) AS count FROM herald_dead_letters",
+    inbox_insert: "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES ($1, $2, $3)
+                   ON CONFLICT (handler, message_id) DO NOTHING",
+};
 
-#[derive(Debug)]
-struct PgBackend {
-    pool: PgPool,
-}
-
-impl PgOutbox {
-    /// Applies Herald's migrations (if needed) and returns the outbox.
-    ///
-    /// # Errors
-    /// A database error, or [`OutboxError::SchemaTooNew`].
-    pub async fn new(pool: PgPool) -> Result<Self, OutboxError> {
-        Self::migrate(&pool).await?;
-        Ok(Self::from_pool(pool))
-    }
-
-    /// Opens an outbox whose schema must already be there (the CLI's way).
-    ///
-    /// # Errors
-    /// [`OutboxError::NoSchema`] when Herald's tables are missing, or a database error.
-    pub async fn open(pool: PgPool) -> Result<Self, OutboxError> {
-        if Self::schema_version(&pool).await? == 0 {
-            return Err(OutboxError::NoSchema);
-        }
-        Ok(Self::from_pool(pool))
-    }
-
-    fn from_pool(pool: PgPool) -> Self {
-        PgOutbox {
-            backend: Arc::new(PgBackend { pool }),
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-        }
-    }
-
-    /// The schema version applied to this database (0: none).
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn schema_version(pool: &PgPool) -> Result<i64, OutboxError> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('herald_schema') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
-        if !exists {
-            return Ok(0);
-        }
-        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
-            .fetch_one(pool)
-            .await?;
-        Ok(version.unwrap_or(0))
-    }
-
-    /// Applies the migrations this build ships that the database does not have yet, in one
-    /// transaction under an advisory lock (two processes starting at once apply them once).
-    ///
-    /// # Errors
-    /// A database error, or [`OutboxError::SchemaTooNew`].
-    pub async fn migrate(pool: &PgPool) -> Result<(), OutboxError> {
-        let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS herald_schema (
-                version BIGINT PRIMARY KEY, description TEXT NOT NULL,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM herald_schema")
-            .fetch_one(&mut *tx)
-            .await?;
-        let found = found.unwrap_or(0);
-        if found > schema::latest() {
-            return Err(OutboxError::SchemaTooNew {
-                found,
-                known: schema::latest(),
-            });
-        }
-        for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
-            sqlx::raw_sql(migration.postgres).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO herald_schema (version, description) VALUES ($1, $2)")
-                .bind(migration.version)
-                .bind(migration.description)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.backend.pool
-    }
-
-    /// Sets the largest serialized JSON payload [`publish`](Self::publish),
-    /// [`publish_with`](Self::publish_with) and [`publish_all`](Self::publish_all) accept, in bytes
-    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB). A larger message is refused with
-    /// [`OutboxPublishError::TooLarge`] before anything is written. Applies to this handle and its
-    /// clones made afterwards.
-    #[must_use]
-    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
-        self.max_payload_bytes = limit;
-        self
-    }
-
-    /// The largest serialized JSON payload this outbox accepts, in bytes.
-    pub fn payload_limit(&self) -> usize {
-        self.max_payload_bytes
-    }
-
-    /// Writes `message` into the outbox on `conn`, the transaction of your state change
-    /// (`&mut *tx` or `&mut tx`): the message is delivered if and only if it commits. Without a
-    /// transaction of your own, pass a pooled connection, `&mut *pool.acquire().await?` (the row
-    /// then commits at once). See [`OutboxConnection`].
-    ///
-    /// The returned future is `Send` with a borrowed transaction: await it in `tokio::spawn`, a
-    /// web handler, or a Herald handler on its [inbox](crate::inbox) transaction.
-    ///
-    /// # Errors
-    /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
-    /// [`payload_limit`](Self::payload_limit) (nothing written), or
-    /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
-    /// back). Either way the message comes back inside the error.
-    pub async fn publish<C, M>(
-        &self,
-        conn: C,
-        message: M,
-    ) -> Result<MessageId, OutboxPublishError<M>>
-    where
-        C: OutboxConnection<Postgres>,
-        M: Message,
-    {
-        self.publish_with(conn, message, PublishOptions::new())
-            .await
-    }
-
-    /// As [`publish`](Self::publish), with an idempotency key and headers.
-    ///
-    /// # Errors
-    /// As [`publish`](Self::publish).
-    pub async fn publish_with<C, M>(
-        &self,
-        mut conn: C,
-        message: M,
-        options: PublishOptions,
-    ) -> Result<MessageId, OutboxPublishError<M>>
-    where
-        C: OutboxConnection<Postgres>,
-        M: Message,
-    {
-        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
-            Ok(row) => row,
-            Err(refused) => return Err(refused.returning(message)),
-        };
-        match insert(conn.connection(), &row.envelope, &row.payload, None).await {
-            Ok(_) => Ok(row.envelope.id),
-            Err(source) => Err(OutboxPublishError::Failed { message, source }),
-        }
-    }
-
-    /// Writes every message of `messages` into the outbox on `conn` (as for
-    /// [`publish`](Self::publish): `&mut *tx`), with multi-row `INSERT`s
-    /// (as many rows per statement as PostgreSQL's 65,535 bind parameters allow; the `NOTIFY`
-    /// trigger fires once per statement). Same guarantee as [`publish`](Self::publish):
-    /// delivered if and only if the transaction commits. Returns the message ids in order. Much
-    /// cheaper than one `publish` per message for large batches.
-    ///
-    /// # Errors
-    /// [`OutboxPublishError::TooLarge`] when any payload is over
-    /// [`payload_limit`](Self::payload_limit): no message of the batch is written. Otherwise
-    /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
-    /// error (roll the transaction back: some rows may have been written). Either way every
-    /// message comes back inside the error, as a `Vec` in order.
-    pub async fn publish_all<C, M, I>(
-        &self,
-        mut conn: C,
-        messages: I,
-    ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
-    where
-        C: OutboxConnection<Postgres>,
-        M: Message,
-        I: IntoIterator<Item = M>,
-    {
-        let messages: Vec<M> = messages.into_iter().collect();
-        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
-            Ok(rows) => rows,
-            Err(refused) => return Err(refused.returning(messages)),
-        };
-        if let Err(source) = insert_all(conn.connection(), &rows).await {
-            return Err(OutboxPublishError::Failed {
-                message: messages,
-                source,
-            });
-        }
-        Ok(rows.into_iter().map(|row| row.envelope.id).collect())
-    }
-
-    /// A relay that delivers this outbox's rows through `herald`'s handlers. Start as many as you
-    /// like, in this process or others.
-    pub fn relay(&self, herald: &Herald) -> RelayBuilder {
-        RelayBuilder::new(self.backend.clone(), herald)
-    }
-
-    /// The durable dead-letter store in the same database.
-    pub fn dead_letters(&self) -> PgDeadLetters {
-        PgDeadLetters::new(self.backend.pool.clone())
-    }
-
-    /// Counts by state and the lag (age of the oldest pending row).
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        let row = sqlx::query(
-            "SELECT
-                COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                COUNT(*) FILTER (WHERE status = 'pending' AND lease_expires_at > now()) AS in_flight,
-                COUNT(*) FILTER (WHERE status = 'pending' AND fail_count > 0) AS retrying,
-                COUNT(*) FILTER (WHERE status = 'failed') AS failed,
-                COUNT(*) FILTER (WHERE status = 'processed') AS processed,
-                (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
-                (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
-                now() AS now
-             FROM herald_outbox",
-        )
-        .fetch_one(&self.backend.pool)
-        .await?;
-        let count = |name: &str| -> Result<u64, OutboxError> {
-            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-        };
-        let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
-        let now: DateTime<Utc> = row.try_get("now")?;
-        Ok(OutboxStatus {
-            pending: count("pending")?,
-            in_flight: count("in_flight")?,
-            retrying: count("retrying")?,
-            failed: count("failed")?,
-            processed: count("processed")?,
-            oldest_pending_at: oldest,
-            lag: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
-            dead_letters: count("dead_letters")?,
-        })
-    }
-
-    /// Stored events after `offset` (exclusive), in position order, at most `limit`. Keep the
-    /// last returned `position` as your offset.
-    ///
-    /// Ids come from a sequence and are taken before commit, so a transaction can commit a lower id
-    /// after a higher one was read. Herald therefore hands out positions (in `(txid, id)` order)
-    /// only to rows whose inserting transaction is older than every transaction still running
-    /// (`pg_snapshot_xmin(pg_current_snapshot())`): such a row is committed or gone for good, and
-    /// every row that becomes visible later gets a higher position. A row is never skipped. The
-    /// price: a long-running transaction anywhere on the PostgreSQL server (in any database: the
-    /// snapshot's xmin is server-wide) delays new positions until it ends.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn events_after(
-        &self,
-        offset: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, OutboxError> {
-        self.assign_positions().await?;
-        let rows = sqlx::query(
-            "SELECT position, id, message_id::text AS message_id, message_type, key, payload,
-                    headers::text AS headers, occurred_at, status
-             FROM herald_outbox WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .bind(offset)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.backend.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload")?;
-                let headers: String = row.try_get("headers")?;
-                Ok(StoredEvent {
-                    position: row.try_get("position")?,
-                    id: row.try_get("id")?,
-                    message_id: row.try_get("message_id")?,
-                    message_type: row.try_get("message_type")?,
-                    key: row.try_get("key")?,
-                    payload: serde_json::from_str(&payload)
-                        .unwrap_or(serde_json::Value::String(payload)),
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    occurred_at: row.try_get("occurred_at")?,
-                    status: row.try_get("status")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Gives positions to the rows that can no longer be overtaken (see `events_after`).
-    async fn assign_positions(&self) -> Result<(), OutboxError> {
-        let mut tx = self.backend.pool.begin().await?;
-        // One sequencer at a time: the row lock on the counter.
-        let last: i64 = sqlx::query_scalar("SELECT last_position FROM herald_positions FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
-        let assigned: Option<i64> = sqlx::query_scalar(
-            "WITH ready AS (
-                SELECT id, row_number() OVER (ORDER BY txid, id) AS n
-                FROM herald_outbox
-                WHERE position IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
-                ORDER BY txid, id LIMIT 10000),
-             done AS (
-                UPDATE herald_outbox o SET position = $1 + ready.n FROM ready
-                WHERE o.id = ready.id RETURNING o.position)
-             SELECT MAX(position) FROM done",
-        )
-        .bind(last)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(assigned) = assigned {
-            sqlx::query("UPDATE herald_positions SET last_position = $1")
-                .bind(assigned)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Deletes finished rows whose `processed_at` is older than `older_than`, `batch` at a time.
-    ///
-    /// # Errors
-    /// A database error (rows deleted before it stay deleted).
-    pub async fn delete_finished(
-        &self,
-        older_than: Duration,
-        batch: usize,
-    ) -> Result<u64, OutboxError> {
-        self.backend.delete_finished(older_than, batch).await
-    }
+/// Whether jsonb would refuse `json`: jsonb cannot hold U+0000, which serde_json writes as
+/// `\u0000`. Such JSON goes to the text column beside the jsonb one, which then holds `null`.
+/// (Text that merely contains a backslash before `u0000` goes there too, harmlessly: it reads
+/// back the same.)
+fn refused_by_jsonb(json: &str) -> bool {
+    json.contains("\\u0000")
 }
 
 /// First key of the advisory locks that serialise the publishers of one key (the second is
@@ -508,7 +235,7 @@ async fn insert_all(conn: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<()
 
 /// Text as PostgreSQL stores it: `text` refuses U+0000, so each one is written as the six
 /// characters `\u0000` (error texts can hold anything a handler or a payload put in them).
-pub(crate) fn pg_text(text: &str) -> Cow<'_, str> {
+fn pg_text(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
         Cow::Owned(text.replace('\0', "\\u0000"))
     } else {
@@ -518,7 +245,7 @@ pub(crate) fn pg_text(text: &str) -> Cow<'_, str> {
 
 /// Inserts one outbox row; returns its id (also used by dead-letter re-drive). A row with a key
 /// first takes the key's lock (see [`KEY_LOCK_CLASS`]).
-pub(crate) async fn insert(
+async fn insert(
     conn: &mut sqlx::PgConnection,
     envelope: &Envelope,
     payload: &str,
@@ -560,15 +287,87 @@ impl Waiter for Listener {
     }
 }
 
-#[async_trait]
-impl Backend for PgBackend {
+impl_dialect!(Postgres {
+    fn migration(migration: &super::Migration) -> &'static str {
+        migration.postgres
+    }
+
+    fn statements() -> &'static Statements {
+        &STATEMENTS
+    }
+
+    fn bind_free_text<'q>(query: Query<'q, Self>, value: Option<String>) -> Query<'q, Self> {
+        query.bind(value.map(|text| pg_text(&text).into_owned()))
+    }
+
+    fn bind_time<'q>(query: Query<'q, Self>, value: Option<DateTime<Utc>>) -> Query<'q, Self> {
+        query.bind(value)
+    }
+
+    fn bind_message_id<'q>(query: Query<'q, Self>, value: MessageId) -> Query<'q, Self> {
+        query.bind(value.as_uuid())
+    }
+
+    fn bind_from_now<'q>(query: Query<'q, Self>, after: Duration) -> Query<'q, Self> {
+        query.bind(after.as_secs_f64())
+    }
+
+    fn bind_age<'q>(query: Query<'q, Self>, age: Duration) -> Query<'q, Self> {
+        query.bind(age.as_secs_f64())
+    }
+
+    fn bind_json<'q>(query: Query<'q, Self>, json: String) -> Query<'q, Self> {
+        if refused_by_jsonb(&json) {
+            query.bind("null")
+        } else {
+            query.bind(json)
+        }
+    }
+
+    fn bind_json_fallbacks<'q>(
+        query: Query<'q, Self>,
+        envelope: &str,
+        payload: &str,
+    ) -> Query<'q, Self> {
+        let fallback = |json: &str| refused_by_jsonb(json).then(|| json.to_owned());
+        query.bind(fallback(envelope)).bind(fallback(payload))
+    }
+
+    fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::Row::try_get(row, column)
+    }
+
+    fn get_time(row: &Self::Row, column: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
+        Ok(row.try_get(column)?)
+    }
+
+    async fn insert_returning_id(
+        conn: &mut Self::Connection,
+        query: Query<'_, Self>,
+    ) -> Result<i64, sqlx::Error> {
+        query.fetch_one(conn).await?.try_get("id")
+    }
+
+    async fn insert(
+        conn: &mut Self::Connection,
+        envelope: &Envelope,
+        payload: &str,
+        only_handlers: Option<&[String]>,
+    ) -> Result<i64, OutboxError> {
+        insert(conn, envelope, payload, only_handlers).await
+    }
+
+    async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {
+        insert_all(conn, rows).await
+    }
+
     async fn claim(
-        &self,
+        pool: &sqlx::Pool<Self>,
         owner: &str,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, OutboxError> {
-        let mut tx = self.pool.begin_with(CLAIM_TRANSACTION).await?;
+        let mut tx = pool.begin_with(CLAIM_TRANSACTION).await?;
         let rows = sqlx::query(
             "WITH picked AS (
                 SELECT o.id FROM herald_outbox o
@@ -583,8 +382,8 @@ impl Backend for PgBackend {
              UPDATE herald_outbox o
              SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
              FROM picked WHERE o.id = picked.id
-             RETURNING o.id, o.message_id, o.message_type, o.key, o.payload,
-                       o.headers::text AS headers, o.occurred_at, o.fail_count,
+             RETURNING o.id, o.message_id::text AS message_id, o.message_type, o.key, o.payload,
+                       o.headers::text AS headers, o.occurred_at, o.fail_count::bigint AS fail_count,
                        o.handlers_done::text AS handlers_done,
                        o.only_handlers::text AS only_handlers",
         )
@@ -594,35 +393,11 @@ impl Backend for PgBackend {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(ClaimedRow {
-                    id: row.try_get("id")?,
-                    message_id: row.try_get::<uuid::Uuid, _>("message_id")?.to_string(),
-                    message_type: row.try_get("message_type")?,
-                    key: row.try_get("key")?,
-                    payload: row.try_get("payload")?,
-                    headers: row.try_get("headers")?,
-                    occurred_at: row.try_get("occurred_at")?,
-                    fail_count: row.try_get("fail_count")?,
-                    handlers_done: row::parse_handlers(
-                        row.try_get::<Option<String>, _>("handlers_done")?
-                            .as_deref(),
-                    )?,
-                    only_handlers: row
-                        .try_get::<Option<String>, _>("only_handlers")?
-                        .map(|text| row::parse_handlers(Some(&text)))
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, OutboxError>>()?;
-        claimed.sort_by_key(|row| row.id);
-        Ok(claimed)
+        rows.iter().map(claimed_row::<Postgres>).collect()
     }
 
     async fn renew(
-        &self,
+        pool: &sqlx::Pool<Self>,
         owner: &str,
         ids: &[i64],
         lease: Duration,
@@ -637,11 +412,11 @@ impl Backend for PgBackend {
         .bind(ids)
         .bind(owner)
         .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?)
     }
 
-    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+    async fn finish(pool: &sqlx::Pool<Self>, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -686,7 +461,7 @@ impl Backend for PgBackend {
             errors.push(error.map(|error| pg_text(&error).into_owned()));
             delays.push(delay);
         }
-        let mut tx = self.pool.begin_with(RELAY_TRANSACTION).await?;
+        let mut tx = pool.begin_with(RELAY_TRANSACTION).await?;
         for (id, new_message_id) in renamed {
             sqlx::query(
                 "UPDATE herald_outbox SET message_id = $1 WHERE id = $2 AND lease_owner = $3",
@@ -729,9 +504,9 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    async fn waiter(&self) -> Box<dyn Waiter> {
+    async fn waiter(pool: &sqlx::Pool<Self>) -> Box<dyn Waiter> {
         let listener = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
+            let mut listener = PgListener::connect_with(pool).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         }
@@ -745,29 +520,34 @@ impl Backend for PgBackend {
         }
     }
 
-    async fn delete_finished(
-        &self,
-        older_than: Duration,
-        batch: usize,
-    ) -> Result<u64, OutboxError> {
-        let mut deleted = 0;
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM herald_outbox WHERE id IN (
-                    SELECT id FROM herald_outbox
-                    WHERE status <> 'pending'
-                      AND processed_at < now() - make_interval(secs => $1)
-                    LIMIT $2)",
-            )
-            .bind(older_than.as_secs_f64())
-            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            deleted += done;
-            if done < batch as u64 {
-                return Ok(deleted);
-            }
+    /// Gives positions to the rows that can no longer be overtaken (see `events_after`).
+    async fn prepare_events(pool: &sqlx::Pool<Self>) -> Result<(), OutboxError> {
+        let mut tx = pool.begin().await?;
+        // One sequencer at a time: the row lock on the counter.
+        let last: i64 = sqlx::query_scalar("SELECT last_position FROM herald_positions FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let assigned: Option<i64> = sqlx::query_scalar(
+            "WITH ready AS (
+                SELECT id, row_number() OVER (ORDER BY txid, id) AS n
+                FROM herald_outbox
+                WHERE position IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY txid, id LIMIT 10000),
+             done AS (
+                UPDATE herald_outbox o SET position = $1 + ready.n FROM ready
+                WHERE o.id = ready.id RETURNING o.position)
+             SELECT MAX(position) FROM done",
+        )
+        .bind(last)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(assigned) = assigned {
+            sqlx::query("UPDATE herald_positions SET last_position = $1")
+                .bind(assigned)
+                .execute(&mut *tx)
+                .await?;
         }
+        tx.commit().await?;
+        Ok(())
     }
-}
+});
