@@ -21,12 +21,16 @@ dead_letter_suite!(in_memory_dead_letters, make_in_memory_dead_letters);
 dead_letter_suite!(sqlite_dead_letters, sqlite::make_dead_letters);
 #[cfg(feature = "postgres")]
 dead_letter_suite!(postgres_dead_letters, postgres::make_dead_letters);
+#[cfg(feature = "mysql")]
+dead_letter_suite!(mysql_dead_letters, mysql::make_dead_letters);
 
 source_suite!(memory, make_memory_source);
 #[cfg(feature = "sqlite")]
 source_suite!(sqlite_outbox, sqlite::make_source);
 #[cfg(feature = "postgres")]
 source_suite!(postgres_outbox, postgres::make_source);
+#[cfg(feature = "mysql")]
+source_suite!(mysql_outbox, mysql::make_source);
 
 // --- in memory -----------------------------------------------------------------------------------
 
@@ -200,6 +204,97 @@ mod postgres {
     }
 
     impl SourceHarness for PgHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder.dead_letters(self.outbox.dead_letters())
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            self.outbox.relay(herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let mut conn = self.pool.acquire().await?;
+            Ok(self
+                .outbox
+                .publish_with(&mut conn, message, options)
+                .await?)
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.outbox.status().await?.pending)
+        }
+    }
+}
+
+// --- MySQL / MariaDB -----------------------------------------------------------------------------
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use herald::outbox::MySqlOutbox;
+    use herald::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+    use herald::sqlx::{self, MySqlPool};
+    use herald::MySqlDeadLetters;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::str::FromStr;
+
+    fn database_url() -> String {
+        std::env::var("HERALD_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+    }
+
+    /// A fresh database for one case of one suite, named by a hash of both (MySQL's identifiers
+    /// are at most 64 characters).
+    async fn pool_for(suite: &str, case: &str) -> MySqlPool {
+        let mut hasher = DefaultHasher::new();
+        (suite, case).hash(&mut hasher);
+        let url = database_url();
+        let options = MySqlConnectOptions::from_str(&url).expect("valid HERALD_TEST_MYSQL_URL");
+        let base = options.get_database().unwrap_or("test").to_owned();
+        let name = format!("{base}_cf_{:016x}", hasher.finish());
+        let admin = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .unwrap_or_else(|e| panic!("MySQL/MariaDB at {url} is required for these tests: {e}"));
+        sqlx::raw_sql(&format!(
+            "DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`"
+        ))
+        .execute(&admin)
+        .await
+        .expect("create database");
+        admin.close().await;
+        MySqlPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.database(&name))
+            .await
+            .unwrap_or_else(|e| panic!("MySQL/MariaDB at {url} is required for these tests: {e}"))
+    }
+
+    pub(super) async fn make_dead_letters(case: &'static str) -> MySqlDeadLetters {
+        let pool = pool_for("dead_letters", case).await;
+        MySqlOutbox::new(pool)
+            .await
+            .expect("migrate")
+            .dead_letters()
+    }
+
+    pub(super) struct MySqlHarness {
+        pool: MySqlPool,
+        outbox: MySqlOutbox,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> MySqlHarness {
+        let pool = pool_for("source", case).await;
+        let outbox = MySqlOutbox::new(pool.clone()).await.expect("migrate");
+        MySqlHarness { pool, outbox }
+    }
+
+    impl SourceHarness for MySqlHarness {
         fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
             builder.dead_letters(self.outbox.dead_letters())
         }
