@@ -1,6 +1,12 @@
-//! Runtime of [Herald](https://docs.rs/herald): registry, dispatcher, pools, retries, dead letters.
+//! Runtime of [Herald](https://docs.rs/herald): registry, dispatcher, pools, retries, dead letters,
+//! the transactional outbox and its relays.
 //!
 //! Users depend on the `herald` facade crate, which re-exports this crate and the macros.
+//!
+//! The crate is built in layers that import downward only (checked by `core/tests/layers.rs`; see
+//! `docs/ARCHITECTURE.md`): `model` (plain data) → `contract` (what handlers and macros see) and
+//! `ports` (the traits backends implement) → `engine` (the runtime) → `durable` (outbox, relay, SQL
+//! stores, inbox). This file, the facade of the crate, re-exports the public items of every layer.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -8,43 +14,34 @@
     rust_2018_idioms
 )]
 
-mod builder;
-mod bus;
-pub mod dead_letter;
-mod dedupe;
-mod delivery;
-mod dispatch;
-mod envelope;
-mod error;
-mod extract;
-pub mod feed;
-mod handler;
-mod id;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub mod inbox;
-mod ingress;
-mod invocation;
-mod ledger;
-mod message;
-pub mod observe;
-mod ordering;
-pub mod outbox;
-mod pool;
+mod contract;
+mod durable;
+mod engine;
+mod model;
 pub mod ports;
-mod registry;
-mod retry;
-mod runtime;
-mod shutdown;
-mod stored;
-mod stored_message;
-mod worker;
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use durable::inbox;
+pub use durable::outbox;
+pub use engine::observe;
+pub use ports::feed;
+
+/// Dead letters: the record, the store trait, the in-memory default and the durable SQL stores.
+pub mod dead_letter {
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub use crate::durable::dead_letters::*;
+    pub use crate::engine::memory_dead_letters::InMemoryDeadLetters;
+    pub use crate::model::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
+    pub use crate::ports::dead_letters::{DeadLetterError, DeadLetterStore};
+}
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
-pub use bus::Bus;
+pub use contract::extract::{FromInvocation, Meta, Requirement, State};
+pub use contract::handler::{AnyReply, HandlerDescriptor, HandlerFn};
+pub use contract::invocation::{Invocation, InvocationContext};
 #[cfg(feature = "mysql")]
 pub use dead_letter::MySqlDeadLetters;
 #[cfg(feature = "postgres")]
@@ -55,25 +52,26 @@ pub use dead_letter::{
     DeadLetter, DeadLetterError, DeadLetterId, DeadLetterReason, DeadLetterStore, FailureKind,
     InMemoryDeadLetters,
 };
-pub use delivery::{CommandReply, Delivery, EventOutcome, HandlerReport, HandlerStatus};
-pub use envelope::{Envelope, Headers, MessageId, PublishOptions};
-pub use error::{
+pub use engine::builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL};
+pub use engine::bus::Bus;
+pub use engine::handles::{CommandReply, Delivery};
+pub use engine::ingress::StoredError;
+pub use engine::observe::AttemptObserver;
+pub use engine::pool::{Overload, PoolConfig, PoolStats};
+pub use engine::registry::RoutingTable;
+pub use engine::runtime::Herald;
+pub use engine::shutdown::ShutdownReport;
+pub use model::envelope::{Envelope, Headers, MessageId, PublishOptions};
+pub use model::error::{
     CommandError, Disposition, HandlerError, HandlerErrorKind, HandlerFailure, PublishError,
 };
-pub use extract::{FromInvocation, Meta, Requirement, State};
-pub use handler::{
-    AnyReply, Backoff, HandlerDescriptor, HandlerFn, HandlerOptions, OnFailure, Rate, RetryPolicy,
+pub use model::ledger::{Counts, LedgerSnapshot};
+pub use model::message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
+pub use model::options::{Backoff, HandlerOptions, OnFailure, Rate, RetryPolicy};
+pub use model::outcome::{EventOutcome, HandlerReport, HandlerStatus};
+pub use model::stored_message::{
+    HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
 };
-pub use invocation::{Invocation, InvocationContext};
-pub use ledger::{Counts, LedgerSnapshot};
-pub use message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
-pub use observe::AttemptObserver;
-pub use pool::{Overload, PoolConfig, PoolStats};
-pub use registry::RoutingTable;
-pub use runtime::Herald;
-pub use shutdown::ShutdownReport;
-pub use stored::StoredError;
-pub use stored_message::{HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage};
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -1,0 +1,528 @@
+//! The SQL outbox, written once for every [`Dialect`]: publish, the migration loop, status, the
+//! event feed's mapping, retention, and the relay's [`Backend`] (whose dialect-specific
+//! algorithms the dialect brings). [`SqliteOutbox`](super::SqliteOutbox),
+//! [`PgOutbox`](super::PgOutbox) and [`MySqlOutbox`](super::MySqlOutbox) are this type.
+
+use super::dialect::{sealed::SqlDialect, Bind, Dialect};
+use super::row::{self, Backend, ClaimedRow, Outcome, Waiter};
+use super::schema::{self, MIGRATIONS};
+use super::{
+    NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
+    StoredEvent, DEFAULT_MAX_PAYLOAD_BYTES,
+};
+use crate::durable::dead_letters::SqlDeadLetters;
+use crate::engine::runtime::Herald;
+use crate::model::envelope::{MessageId, PublishOptions};
+use crate::model::message::Message;
+use async_trait::async_trait;
+use chrono::Utc;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The transactional outbox on the SQL database `D` (`sqlx::Sqlite`, `sqlx::Postgres`,
+/// `sqlx::MySql`). Cheap to clone. Usually named by its alias: [`SqliteOutbox`](super::SqliteOutbox),
+/// [`PgOutbox`](super::PgOutbox), [`MySqlOutbox`](super::MySqlOutbox).
+pub struct SqlOutbox<D: sqlx::Database> {
+    backend: Arc<SqlBackend<D>>,
+    max_payload_bytes: usize,
+}
+
+impl<D: sqlx::Database> Clone for SqlOutbox<D> {
+    fn clone(&self) -> Self {
+        SqlOutbox {
+            backend: self.backend.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+}
+
+impl<D: Dialect> fmt::Debug for SqlOutbox<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlOutbox")
+            .field("database", &<D as sqlx::Database>::NAME)
+            .field("pool", &self.backend.pool)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish()
+    }
+}
+
+/// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to.
+pub(crate) struct SqlBackend<D: sqlx::Database> {
+    pub(crate) pool: sqlx::Pool<D>,
+}
+
+impl<D: Dialect> fmt::Debug for SqlBackend<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlBackend")
+            .field("database", &<D as sqlx::Database>::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialect> SqlOutbox<D> {
+    /// Applies Herald's migrations (if needed) and returns the outbox.
+    ///
+    /// # Errors
+    /// A database error, or [`OutboxError::SchemaTooNew`].
+    pub async fn new(pool: sqlx::Pool<D>) -> Result<Self, OutboxError> {
+        Self::migrate(&pool).await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Opens an outbox whose schema must already be there (the CLI's way: it never changes a schema).
+    ///
+    /// # Errors
+    /// [`OutboxError::NoSchema`] when Herald's tables are missing, or a database error.
+    pub async fn open(pool: sqlx::Pool<D>) -> Result<Self, OutboxError> {
+        if Self::schema_version(&pool).await? == 0 {
+            return Err(OutboxError::NoSchema);
+        }
+        Ok(Self::from_pool(pool))
+    }
+
+    fn from_pool(pool: sqlx::Pool<D>) -> Self {
+        SqlOutbox {
+            backend: Arc::new(SqlBackend { pool }),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// The schema version applied to this database (0: none).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn schema_version(pool: &sqlx::Pool<D>) -> Result<i64, OutboxError> {
+        let sql = D::statements();
+        let mut conn = pool.acquire().await?;
+        if D::fetch_optional(&mut conn, sqlx::query(sql.schema_table_exists))
+            .await?
+            .is_none()
+        {
+            return Ok(0);
+        }
+        version::<D>(&mut conn).await
+    }
+
+    /// Applies the migrations this build ships that the database does not have yet, one version
+    /// at a time, each under a lock that keeps other migrating processes out (SQLite: `BEGIN
+    /// IMMEDIATE`; PostgreSQL: an advisory lock, each version in its own transaction; MySQL: a
+    /// named lock, and its DDL commits as it goes, so its scripts can run again after a failure).
+    ///
+    /// # Errors
+    /// A database error, or [`OutboxError::SchemaTooNew`].
+    pub async fn migrate(pool: &sqlx::Pool<D>) -> Result<(), OutboxError> {
+        let sql = D::statements();
+        let mut conn = pool.acquire().await?;
+        if !sql.before_migrate.is_empty() {
+            D::execute_script(&mut conn, sql.before_migrate).await?;
+        }
+        for migration in MIGRATIONS {
+            D::execute_script(&mut conn, sql.migration_begin).await?;
+            let applied: Result<(), OutboxError> = async {
+                // Under the lock: two processes creating it at once could both fail otherwise.
+                D::execute_script(&mut conn, sql.create_schema_table).await?;
+                let found = version::<D>(&mut conn).await?;
+                if found > schema::latest() {
+                    return Err(OutboxError::SchemaTooNew {
+                        found,
+                        known: schema::latest(),
+                    });
+                }
+                if found >= migration.version {
+                    return Ok(());
+                }
+                D::execute_script(&mut conn, D::migration(migration)).await?;
+                let record = sqlx::query(sql.record_version)
+                    .int(migration.version)
+                    .text(migration.description.to_owned())
+                    .time(Utc::now());
+                D::execute(&mut conn, record).await?;
+                Ok(())
+            }
+            .await;
+            match applied {
+                Ok(()) => D::execute_script(&mut conn, sql.migration_commit).await?,
+                Err(error) => {
+                    let _ = D::execute_script(&mut conn, sql.migration_rollback).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &sqlx::Pool<D> {
+        &self.backend.pool
+    }
+
+    /// Sets the largest serialized JSON payload [`publish`](Self::publish),
+    /// [`publish_with`](Self::publish_with) and [`publish_all`](Self::publish_all) accept, in bytes
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB). A larger message is refused with
+    /// [`OutboxPublishError::TooLarge`] before anything is written. Applies to this handle and its
+    /// clones made afterwards.
+    #[must_use]
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The largest serialized JSON payload this outbox accepts, in bytes.
+    pub fn payload_limit(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Writes `message` into the outbox on `conn`, the transaction of your state change
+    /// (`&mut *tx` or `&mut tx`): the message is delivered if and only if it commits. Without a
+    /// transaction of your own, pass a pooled connection, `&mut *pool.acquire().await?` (the row
+    /// then commits at once). See [`OutboxConnection`].
+    ///
+    /// The returned future is `Send` with a borrowed transaction: await it in `tokio::spawn`, a
+    /// web handler, or a Herald handler on its [inbox](crate::inbox) transaction.
+    ///
+    /// On PostgreSQL and MySQL a message with a key first takes that key's lock, held until the
+    /// transaction ends, so that per key the relay's order is commit order (see `docs/OUTBOX.md`).
+    ///
+    /// # Errors
+    /// [`OutboxPublishError::TooLarge`] when the JSON payload is over
+    /// [`payload_limit`](Self::payload_limit) (nothing written), or
+    /// [`OutboxPublishError::Failed`] for a serialization or database error (roll the transaction
+    /// back). Either way the message comes back inside the error.
+    pub async fn publish<C, M>(
+        &self,
+        conn: C,
+        message: M,
+    ) -> Result<MessageId, OutboxPublishError<M>>
+    where
+        C: OutboxConnection<D>,
+        M: Message,
+    {
+        self.publish_with(conn, message, PublishOptions::new())
+            .await
+    }
+
+    /// As [`publish`](Self::publish), with an idempotency key and headers.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_with<C, M>(
+        &self,
+        mut conn: C,
+        message: M,
+        options: PublishOptions,
+    ) -> Result<MessageId, OutboxPublishError<M>>
+    where
+        C: OutboxConnection<D>,
+        M: Message,
+    {
+        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
+            Ok(row) => row,
+            Err(refused) => return Err(refused.returning(message)),
+        };
+        match D::insert(conn.connection(), &row.envelope, &row.payload, None).await {
+            Ok(_) => Ok(row.envelope.id),
+            Err(source) => Err(OutboxPublishError::Failed { message, source }),
+        }
+    }
+
+    /// Writes every message of `messages` into the outbox on `conn` (as for
+    /// [`publish`](Self::publish): `&mut *tx`), with multi-row `INSERT`s (as many rows per
+    /// statement as the database's bind-parameter limit allows). Same guarantee as
+    /// [`publish`](Self::publish): delivered if and only if the transaction commits. Returns the
+    /// message ids in order. Much cheaper than one `publish` per message for large batches.
+    ///
+    /// # Errors
+    /// [`OutboxPublishError::TooLarge`] when any payload is over
+    /// [`payload_limit`](Self::payload_limit): no message of the batch is written. Otherwise
+    /// [`OutboxPublishError::Failed`] for a serialization error (nothing written) or a database
+    /// error (roll the transaction back: some rows may have been written). Either way every
+    /// message comes back inside the error, as a `Vec` in order.
+    pub async fn publish_all<C, M, I>(
+        &self,
+        mut conn: C,
+        messages: I,
+    ) -> Result<Vec<MessageId>, OutboxPublishError<Vec<M>>>
+    where
+        C: OutboxConnection<D>,
+        M: Message,
+        I: IntoIterator<Item = M>,
+    {
+        let messages: Vec<M> = messages.into_iter().collect();
+        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
+            Ok(rows) => rows,
+            Err(refused) => return Err(refused.returning(messages)),
+        };
+        if let Err(source) = D::insert_all(conn.connection(), &rows).await {
+            return Err(OutboxPublishError::Failed {
+                message: messages,
+                source,
+            });
+        }
+        Ok(rows.into_iter().map(|row| row.envelope.id).collect())
+    }
+
+    /// A relay that delivers this outbox's rows through `herald`'s handlers. On PostgreSQL and
+    /// MySQL start as many as you like, in this process or others.
+    pub fn relay(&self, herald: &Herald) -> RelayBuilder {
+        RelayBuilder::new(self.backend.clone(), herald)
+    }
+
+    /// The durable dead-letter store in the same database.
+    pub fn dead_letters(&self) -> SqlDeadLetters<D> {
+        SqlDeadLetters::new(self.backend.pool.clone())
+    }
+
+    /// Counts by state and the lag (age of the oldest pending row).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let mut conn = self.backend.pool.acquire().await?;
+        let row = D::fetch_optional(&mut conn, sqlx::query(D::statements().status))
+            .await?
+            .ok_or_else(|| OutboxError::Corrupt("the status query returned no row".into()))?;
+        let count = |name: &str| -> Result<u64, OutboxError> {
+            Ok(u64::try_from(D::get_int(&row, name)?).unwrap_or(0))
+        };
+        let oldest = D::get_time(&row, "oldest")?;
+        let now = D::get_time(&row, "now")?.unwrap_or_else(Utc::now);
+        Ok(OutboxStatus {
+            pending: count("pending")?,
+            in_flight: count("in_flight")?,
+            retrying: count("retrying")?,
+            failed: count("failed")?,
+            processed: count("processed")?,
+            oldest_pending_at: oldest,
+            lag: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+            dead_letters: count("dead_letters")?,
+        })
+    }
+
+    /// Stored events after `offset` (exclusive), in position order, at most `limit`. Keep the
+    /// last returned `position` as your offset. No event is ever skipped: an event that commits
+    /// after a later one was read still gets a position after every position handed out.
+    ///
+    /// - SQLite: writers are serialised, so ids are in commit order and the position is the id.
+    /// - PostgreSQL: ids come from a sequence and are taken before commit, so Herald hands out
+    ///   positions (in `(txid, id)` order) only to rows whose inserting transaction is older than
+    ///   every transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`). The price:
+    ///   a long-running transaction anywhere on the server delays new positions until it ends.
+    /// - MySQL/MariaDB: every publish holds a shared lock on the one row of `herald_positions`
+    ///   until its transaction ends; `events_after` takes that row's exclusive lock (waiting at
+    ///   most a second), so at that moment no publishing transaction is open, and it moves the
+    ///   watermark to the highest id: every row at or below it has committed or is gone, and
+    ///   every later row gets a higher id. The position is the id, up to the watermark. The
+    ///   price: while a publishing transaction stays open, new events wait, and publishers
+    ///   queue behind a waiting `events_after` for up to that second.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn events_after(
+        &self,
+        offset: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, OutboxError> {
+        D::prepare_events(&self.backend.pool).await?;
+        let mut conn = self.backend.pool.acquire().await?;
+        let query = sqlx::query(D::statements().events_after)
+            .int(offset)
+            .int(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = D::fetch_all(&mut conn, query).await?;
+        rows.iter()
+            .map(|row| {
+                let text = |column: &str| -> Result<String, OutboxError> {
+                    Ok(D::get_text(row, column)?.unwrap_or_default())
+                };
+                let payload = text("payload")?;
+                let headers = text("headers")?;
+                Ok(StoredEvent {
+                    position: D::get_int(row, "position")?,
+                    id: D::get_int(row, "id")?,
+                    message_id: text("message_id")?,
+                    message_type: text("message_type")?,
+                    key: D::get_text(row, "key")?,
+                    payload: serde_json::from_str(&payload)
+                        .unwrap_or(serde_json::Value::String(payload)),
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    occurred_at: D::get_time(row, "occurred_at")?.ok_or_else(|| {
+                        OutboxError::Corrupt("outbox column `occurred_at` is NULL".into())
+                    })?,
+                    status: text("status")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes finished rows whose `processed_at` is older than `older_than`, `batch` at a time.
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// A database error (rows deleted before it stay deleted).
+    pub async fn delete_finished(
+        &self,
+        older_than: Duration,
+        batch: usize,
+    ) -> Result<u64, OutboxError> {
+        self.backend.delete_finished(older_than, batch).await
+    }
+}
+
+/// `MAX(version)` of `herald_schema` (0 when empty).
+async fn version<D: SqlDialect>(conn: &mut D::Connection) -> Result<i64, OutboxError> {
+    let row = D::fetch_optional(conn, sqlx::query(D::statements().schema_version)).await?;
+    Ok(match row {
+        Some(row) => D::get_int(&row, "version")?,
+        None => 0,
+    })
+}
+
+#[async_trait]
+impl<D: Dialect> Backend for SqlBackend<D> {
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRow>, OutboxError> {
+        let mut claimed = D::claim(&self.pool, owner, limit, lease).await?;
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, OutboxError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        D::renew(&self.pool, owner, ids, lease).await
+    }
+
+    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        D::finish(&self.pool, owner, outcomes).await
+    }
+
+    fn overlaps_write_back(&self) -> bool {
+        D::overlaps_write_back()
+    }
+
+    async fn waiter(&self) -> Box<dyn Waiter> {
+        D::waiter(&self.pool).await
+    }
+
+    async fn delete_finished(
+        &self,
+        older_than: Duration,
+        batch: usize,
+    ) -> Result<u64, OutboxError> {
+        let mut deleted = 0;
+        let mut conn = self.pool.acquire().await?;
+        loop {
+            let query = sqlx::query(D::statements().delete_finished)
+                .age(older_than)
+                .int(i64::try_from(batch).unwrap_or(i64::MAX));
+            let done = D::execute(&mut conn, query).await?;
+            deleted += done;
+            if done < batch as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// Writes outcomes back with one statement per outcome, in one transaction (SQLite, MySQL).
+pub(crate) async fn finish_row_by_row<D: SqlDialect>(
+    pool: &sqlx::Pool<D>,
+    owner: &str,
+    outcomes: Vec<Outcome>,
+) -> Result<(), OutboxError> {
+    let sql = D::statements();
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    for (id, new_message_id) in outcomes.iter().filter_map(row::new_message_id) {
+        let query = sqlx::query(sql.finish_rename)
+            .message_id(new_message_id)
+            .int(id)
+            .text(owner.to_owned());
+        D::execute(&mut tx, query).await?;
+    }
+    let processed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Done {
+                id, failed: false, ..
+            } => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !processed.is_empty() {
+        // Ids are integers from the database: safe to inline, and one statement per batch.
+        let statement = sql.finish_processed.replace("{ids}", &processed.join(","));
+        let query = sqlx::query(&statement).time(now).text(owner.to_owned());
+        D::execute(&mut tx, query).await?;
+    }
+    for outcome in outcomes {
+        let query = match outcome {
+            Outcome::Done { failed: false, .. } => continue,
+            Outcome::Done {
+                id,
+                failed: true,
+                handlers_done,
+                error,
+                ..
+            } => sqlx::query(sql.finish_failed)
+                .time(now)
+                .time(now)
+                .free_text(error)
+                .text(row::handlers_json(&handlers_done))
+                .int(id)
+                .text(owner.to_owned()),
+            Outcome::Retry {
+                id,
+                handlers_done,
+                delay,
+                error,
+                ..
+            } => sqlx::query(sql.finish_retry)
+                .time(now)
+                .free_text(Some(error))
+                .text(row::handlers_json(&handlers_done))
+                .after_now(delay)
+                .int(id)
+                .text(owner.to_owned()),
+            Outcome::Release { id } => sqlx::query(sql.finish_release)
+                .int(id)
+                .text(owner.to_owned()),
+        };
+        D::execute(&mut tx, query).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Connects a pool with `pool` options to the server `options` name. The first connection is
+/// made directly, so that its failure is returned as it is and at once (a sqlx pool retries a
+/// refused connection until its acquire timeout, then reports only "pool timed out"). A server
+/// that does not answer at all is reported as [`OutboxError::ConnectTimedOut`] after the pool's
+/// acquire timeout.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn connect_pool<D: sqlx::Database>(
+    pool: sqlx::pool::PoolOptions<D>,
+    options: <D::Connection as sqlx::Connection>::Options,
+) -> Result<sqlx::Pool<D>, OutboxError> {
+    use sqlx::Connection;
+    let limit = pool.get_acquire_timeout();
+    let first = tokio::time::timeout(limit, D::Connection::connect_with(&options))
+        .await
+        .map_err(|_| OutboxError::ConnectTimedOut(limit))??;
+    // Best effort: the connection has done its job (proving the server is there).
+    let _ = first.close().await;
+    Ok(pool.connect_with(options).await?)
+}

@@ -1,0 +1,307 @@
+//! The SQLite dialect: one database file in WAL mode, the embedded default.
+//!
+//! SQLite lets one writer at a time, so the ids of committed rows are in commit order and an
+//! event's position is its id. Several relays may share one file (their claims are serialised by
+//! the write lock), but one relay per process is the usual setup; use PostgreSQL or MySQL for more.
+//! Times a person reads are RFC 3339 text; the relay's times are Unix milliseconds.
+
+use super::dialect::{claimed_row, impl_dialect, Query, Statements};
+use super::row::{self, ClaimedRow, Sleeper, Waiter};
+use super::{NewRow, OutboxError, BULK_COLUMNS};
+use crate::model::envelope::{Envelope, MessageId};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// The transactional outbox on SQLite. Cheap to clone.
+pub type SqliteOutbox = super::SqlOutbox<Sqlite>;
+
+/// Opens (creating if needed) a SQLite file in WAL mode with a 5 s busy timeout, ready for the
+/// outbox and for the application's own tables.
+///
+/// # Errors
+/// When the file cannot be opened or created.
+pub async fn connect(path: impl AsRef<Path>) -> Result<SqlitePool, OutboxError> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(connect_options(path))
+        .await?)
+}
+
+/// The connect options [`connect`] uses: create if missing, WAL, `synchronous = NORMAL` (durable
+/// across a process crash; WAL's usual setting), busy timeout 5 s.
+pub fn connect_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+/// Text form of a time a person reads: RFC 3339, UTC, milliseconds (sorts as text).
+pub(crate) fn text_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, OutboxError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| OutboxError::Corrupt(format!("time `{text}`: {e}")))
+}
+
+/// SQLite's bind-parameter limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since 3.32).
+const SQLITE_MAX_VARIABLES: usize = 32_766;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Now in Unix milliseconds, in SQL.
+macro_rules! now_millis {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
+
+static STATEMENTS: Statements = Statements {
+    write_begin: "BEGIN IMMEDIATE",
+    schema_table_exists:
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'herald_schema'",
+    create_schema_table: "CREATE TABLE IF NOT EXISTS herald_schema (
+        version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    // A no-op on an in-memory database; persistent for a file.
+    before_migrate: "PRAGMA journal_mode = WAL",
+    // BEGIN IMMEDIATE takes the write lock first, so two processes migrating at once do not both
+    // apply a version.
+    migration_begin: "BEGIN IMMEDIATE",
+    migration_commit: "COMMIT",
+    migration_rollback: "ROLLBACK",
+    schema_version: "SELECT COALESCE(MAX(version), 0) AS version FROM herald_schema",
+    record_version:
+        "INSERT INTO herald_schema (version, description, applied_at) VALUES (?1, ?2, ?3)",
+    status: concat!(
+        "SELECT
+            COALESCE(SUM(status = 'pending'), 0) AS pending,
+            COALESCE(SUM(status = 'pending' AND lease_expires_at > ",
+        now_millis!(),
+        "), 0) AS in_flight,
+            COALESCE(SUM(status = 'pending' AND fail_count > 0), 0) AS retrying,
+            COALESCE(SUM(status = 'failed'), 0) AS failed,
+            COALESCE(SUM(status = 'processed'), 0) AS processed,
+            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
+            strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS now
+         FROM herald_outbox"
+    ),
+    events_after: "SELECT id AS position, id, message_id, message_type, key, payload, headers,
+                          occurred_at, status
+                   FROM herald_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+    delete_finished: "DELETE FROM herald_outbox WHERE id IN (
+                        SELECT id FROM herald_outbox
+                        WHERE status <> 'pending' AND processed_at < ?1 LIMIT ?2)",
+    outbox_by_message_id:
+        "SELECT id, handlers_done, only_handlers FROM herald_outbox WHERE message_id = ?1",
+    redrive_update:
+        "UPDATE herald_outbox SET status = 'pending', fail_count = 0, next_attempt_at = 0,
+            processed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+            handlers_done = ?1, only_handlers = ?2
+         WHERE id = ?3",
+    finish_rename: "UPDATE herald_outbox SET message_id = ?1 WHERE id = ?2 AND lease_owner = ?3",
+    finish_processed: "UPDATE herald_outbox SET status = 'processed', processed_at = ?1,
+                          lease_owner = NULL, lease_expires_at = NULL, handlers_done = NULL
+                       WHERE lease_owner = ?2 AND id IN ({ids})",
+    finish_failed: "UPDATE herald_outbox SET status = 'failed', processed_at = ?1, failed_at = ?2,
+                       fail_count = fail_count + 1, last_error = ?3, handlers_done = ?4,
+                       lease_owner = NULL, lease_expires_at = NULL
+                    WHERE id = ?5 AND lease_owner = ?6",
+    finish_retry: "UPDATE herald_outbox SET fail_count = fail_count + 1, failed_at = ?1,
+                      last_error = ?2, handlers_done = ?3, next_attempt_at = ?4,
+                      lease_owner = NULL, lease_expires_at = NULL
+                   WHERE id = ?5 AND lease_owner = ?6",
+    finish_release: "UPDATE herald_outbox SET lease_owner = NULL, lease_expires_at = NULL
+                     WHERE id = ?1 AND lease_owner = ?2",
+    dead_letter_columns: "id, handler, reason, failure_kind, attempts, envelope, payload, \
+                          first_error, last_error, first_failed_at, last_failed_at, dead_lettered_at",
+    dead_letter_put: "INSERT INTO herald_dead_letters (message_id, message_type, handler, reason,
+            attempts, envelope, payload, first_error, last_error, first_failed_at, last_failed_at,
+            dead_lettered_at, failure_kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (message_id, handler) DO UPDATE SET
+            reason = excluded.reason, failure_kind = excluded.failure_kind,
+            attempts = excluded.attempts,
+            last_error = excluded.last_error, last_failed_at = excluded.last_failed_at,
+            dead_lettered_at = excluded.dead_lettered_at
+         RETURNING id",
+    dead_letter_by_id: "WHERE id = ?1",
+    // A write transaction on SQLite holds the database's write lock: no row lock needed.
+    dead_letter_by_id_for_update: "WHERE id = ?1",
+    dead_letter_page: "ORDER BY id LIMIT ?1",
+    dead_letter_delete: "DELETE FROM herald_dead_letters WHERE id = ?1",
+    dead_letter_delete_all: "DELETE FROM herald_dead_letters",
+    dead_letter_count: "SELECT COUNT(*) AS count FROM herald_dead_letters",
+    inbox_insert: "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES (?1, ?2, ?3)
+                   ON CONFLICT (handler, message_id) DO NOTHING",
+};
+
+/// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
+async fn insert_all(conn: &mut sqlx::SqliteConnection, rows: &[NewRow]) -> Result<(), OutboxError> {
+    for chunk in rows.chunks(SQLITE_MAX_VARIABLES / BULK_COLUMNS) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.envelope.id.to_string())
+                .push_bind(row.envelope.name.as_ref())
+                .push_bind(row.envelope.key.as_deref())
+                .push_bind(row.payload.as_str())
+                .push_bind(row.headers.as_str())
+                .push_bind(text_time(row.envelope.occurred_at));
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+impl_dialect!(Sqlite {
+    fn migration(migration: &super::Migration) -> &'static str {
+        migration.sqlite
+    }
+
+    fn statements() -> &'static Statements {
+        &STATEMENTS
+    }
+
+    fn bind_time<'q>(query: Query<'q, Self>, value: Option<DateTime<Utc>>) -> Query<'q, Self> {
+        query.bind(value.map(text_time))
+    }
+
+    fn bind_message_id<'q>(query: Query<'q, Self>, value: MessageId) -> Query<'q, Self> {
+        query.bind(value.to_string())
+    }
+
+    fn bind_from_now<'q>(query: Query<'q, Self>, after: Duration) -> Query<'q, Self> {
+        query.bind(Utc::now().timestamp_millis().saturating_add(millis(after)))
+    }
+
+    fn bind_age<'q>(query: Query<'q, Self>, age: Duration) -> Query<'q, Self> {
+        let cutoff = chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        query.bind(text_time(cutoff))
+    }
+
+    fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::Row::try_get(row, column)
+    }
+
+    fn get_time(row: &Self::Row, column: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
+        sqlx::Row::try_get::<Option<String>, _>(row, column)?
+            .map(|t| parse_time(&t))
+            .transpose()
+    }
+
+    async fn insert_returning_id(
+        conn: &mut Self::Connection,
+        query: Query<'_, Self>,
+    ) -> Result<i64, sqlx::Error> {
+        // The statement ends in `RETURNING id` (an upsert's update path inserts no row).
+        sqlx::Row::try_get(&query.fetch_one(conn).await?, "id")
+    }
+
+    async fn insert(
+        conn: &mut Self::Connection,
+        envelope: &Envelope,
+        payload: &str,
+        only_handlers: Option<&[String]>,
+    ) -> Result<i64, OutboxError> {
+        Ok(sqlx::query(
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(envelope.id.to_string())
+        .bind(envelope.name.as_ref())
+        .bind(envelope.key.as_deref())
+        .bind(payload)
+        .bind(row::headers_json(envelope)?)
+        .bind(text_time(envelope.occurred_at))
+        .bind(only_handlers.and_then(row::handlers_json))
+        .execute(conn)
+        .await?
+        .last_insert_rowid())
+    }
+
+    async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {
+        insert_all(conn, rows).await
+    }
+
+    async fn claim(
+        pool: &sqlx::Pool<Self>,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRow>, OutboxError> {
+        let now = Utc::now().timestamp_millis();
+        let rows = sqlx::query(
+            "UPDATE herald_outbox SET lease_owner = ?1, lease_expires_at = ?2
+             WHERE id IN (
+                SELECT o.id FROM herald_outbox o
+                WHERE o.status = 'pending' AND o.next_attempt_at <= ?3
+                  AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?3)
+                  AND (o.key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM herald_outbox p
+                        WHERE p.key = o.key AND p.status = 'pending' AND p.id <> o.id
+                          AND (p.id < o.id OR p.lease_expires_at > ?3)))
+                ORDER BY o.id LIMIT ?4)
+             RETURNING id, message_id, message_type, key, payload, headers, occurred_at,
+                       fail_count, handlers_done, only_handlers",
+        )
+        .bind(owner)
+        .bind(now.saturating_add(millis(lease)))
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(claimed_row::<Sqlite>).collect()
+    }
+
+    async fn renew(
+        pool: &sqlx::Pool<Self>,
+        owner: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, OutboxError> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        // Ids are integers from the database: safe to inline, and one statement per batch.
+        let sql = format!(
+            "UPDATE herald_outbox SET lease_expires_at = ?1
+             WHERE lease_owner = ?2 AND status = 'pending' AND id IN ({})
+             RETURNING id",
+            ids.join(",")
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(Utc::now().timestamp_millis().saturating_add(millis(lease)))
+            .bind(owner)
+            .fetch_all(pool)
+            .await?)
+    }
+
+    fn overlaps_write_back() -> bool {
+        // One writer at a time: a write-back beside the next claim waits for its lock (measured:
+        // batch 1 fell from 2.4k to 1.4k events/s, batch 100 unchanged).
+        false
+    }
+
+    async fn waiter(_pool: &sqlx::Pool<Self>) -> Box<dyn Waiter> {
+        Box::new(Sleeper)
+    }
+
+    async fn prepare_events(_pool: &sqlx::Pool<Self>) -> Result<(), OutboxError> {
+        // Ids are in commit order: every id is final as soon as it is visible.
+        Ok(())
+    }
+});

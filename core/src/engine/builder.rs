@@ -1,0 +1,454 @@
+//! `Herald::builder()`: pools, state and stores; `build()` checks the whole registry at once.
+
+use crate::ports::dead_letters::DeadLetterStore;
+
+use crate::contract::handler::HandlerDescriptor;
+use crate::engine::counters::HandlerCounters;
+use crate::engine::dedupe::DedupeWindow;
+use crate::engine::lanes::KeyLanes;
+use crate::engine::memory_dead_letters::InMemoryDeadLetters;
+use crate::engine::observe::{AttemptObserver, Hooks, Observers};
+use crate::engine::pool::{Pool, PoolConfig};
+use crate::engine::registry::{self, RoutingTable};
+use crate::engine::runtime::{HandlerRuntime, Herald, Inner};
+use crate::engine::worker;
+use crate::model::message::{MessageDescriptor, MessageKind};
+use crate::model::options::Rate;
+use governor::{Quota, RateLimiter};
+use rustc_hash::FxHashMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+
+/// The name of the pool handlers run on when they name none.
+pub const DEFAULT_POOL: &str = "default";
+
+/// Configures a [`Herald`]. Every problem is reported at once by [`build`](Self::build).
+#[must_use]
+pub struct HeraldBuilder {
+    default_pool: PoolConfig,
+    pools: Vec<(String, PoolConfig)>,
+    states: Vec<(TypeId, &'static str, Arc<dyn Any + Send + Sync>)>,
+    dead_letters: Option<Arc<dyn DeadLetterStore>>,
+    prefix: Option<String>,
+    dedupe_window: usize,
+    rates: Vec<(String, Rate)>,
+    observers: Vec<(&'static str, Box<dyn AttemptObserver>)>,
+    metrics: bool,
+}
+
+impl fmt::Debug for HeraldBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeraldBuilder")
+            .field("default_pool", &self.default_pool)
+            .field("pools", &self.pools)
+            .field(
+                "states",
+                &self.states.iter().map(|s| s.1).collect::<Vec<_>>(),
+            )
+            .field("prefix", &self.prefix)
+            .field(
+                "observers",
+                &self.observers.iter().map(|o| o.0).collect::<Vec<_>>(),
+            )
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeraldBuilder {
+    pub(crate) fn new() -> Self {
+        HeraldBuilder {
+            default_pool: PoolConfig::new(),
+            pools: Vec::new(),
+            states: Vec::new(),
+            dead_letters: None,
+            prefix: None,
+            dedupe_window: 100_000,
+            rates: Vec::new(),
+            observers: Vec::new(),
+            metrics: true,
+        }
+    }
+
+    /// Adds a named pool; handlers choose it with `#[async_handler(pool = "name")]`.
+    pub fn pool(mut self, name: impl Into<String>, config: PoolConfig) -> Self {
+        self.pools.push((name.into(), config));
+        self
+    }
+
+    /// Configures the pool of handlers that name none (default: 64 concurrent, queue 1,024, `Wait`).
+    pub fn default_pool(mut self, config: PoolConfig) -> Self {
+        self.default_pool = config;
+        self
+    }
+
+    /// Registers state that handlers extract with `State<T>`. One value per type.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.retain(|(id, _, _)| *id != TypeId::of::<T>());
+        self.states.push((
+            TypeId::of::<T>(),
+            std::any::type_name::<T>(),
+            Arc::new(value),
+        ));
+        self
+    }
+
+    /// Where dead letters go (default: [`InMemoryDeadLetters`] with 10,000 entries).
+    pub fn dead_letters(mut self, store: impl DeadLetterStore) -> Self {
+        self.dead_letters = Some(Arc::new(store));
+        self
+    }
+
+    /// As [`dead_letters`](Self::dead_letters), for a store already shared.
+    pub fn dead_letter_store(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
+        self.dead_letters = Some(store);
+        self
+    }
+
+    /// Runs only the handlers (and checks only the messages) declared in module `prefix` or below,
+    /// e.g. `module_path!()`. Use it to run a subset of handlers in one process, or in tests.
+    pub fn handlers_under(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// How many completed ids each `dedupe` handler remembers (default 100,000).
+    pub fn dedupe_window(mut self, ids: usize) -> Self {
+        self.dedupe_window = ids;
+        self
+    }
+
+    /// Sets or replaces the rate limit of one handler (by name), e.g. from configuration, overriding
+    /// its `rate = "..."` option.
+    pub fn rate(mut self, handler: impl Into<String>, rate: Rate) -> Self {
+        self.rates.push((handler.into(), rate));
+        self
+    }
+
+    /// Adds an observer of every handler job: attempts with their outcome and duration, each job's
+    /// final status, and every movement of the ledger (see [`crate::observe`]). Several observers
+    /// may be added; they are called in the order added. Pass an `Arc` of the observer to keep a
+    /// handle to it.
+    ///
+    /// An observer that panics is caught and logged at error level, and the job goes on.
+    pub fn observe(mut self, observer: impl AttemptObserver) -> Self {
+        fn name_of<O>(_: &O) -> &'static str {
+            std::any::type_name::<O>()
+        }
+        self.observers
+            .push((name_of(&observer), Box::new(observer)));
+        self
+    }
+
+    /// Whether the ledger is mirrored to the [`metrics`](https://docs.rs/metrics) facade (default:
+    /// on): `herald_messages_total{handler,outcome}`, `herald_failed_attempts_total{handler}`,
+    /// `herald_retries_total{handler}` and the gauges `herald_in_flight{handler}` and
+    /// `herald_queued{handler}`, resolved against the recorder installed when `build()` runs. Turn it
+    /// off when another observer exports the figures, or to save its few instructions per job.
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
+    /// Checks the registry and the configuration, then starts the pools.
+    ///
+    /// # Errors
+    /// A [`BuildError`] listing every problem: a command with no handler or with two, duplicate
+    /// handler names, a handler naming an unknown pool, state that was never registered, a pool with
+    /// zero concurrency or queue, no tokio runtime.
+    pub fn build(mut self) -> Result<Herald, BuildError> {
+        let (handlers, messages) = registry::collect(self.prefix.as_deref());
+        let mut problems = self.check(&handlers, &messages);
+        let runtime = tokio::runtime::Handle::try_current();
+        if runtime.is_err() {
+            problems.push(BuildProblem::general(
+                "`build()` must run inside a tokio runtime: call it from `#[tokio::main]` or inside `Runtime::block_on`",
+            ));
+        }
+        let (Ok(runtime), true) = (runtime, problems.is_empty()) else {
+            return Err(BuildError { problems });
+        };
+
+        let mut pools: BTreeMap<String, Arc<Pool>> = BTreeMap::new();
+        pools.insert(
+            DEFAULT_POOL.to_owned(),
+            Arc::new(Pool::new(DEFAULT_POOL.to_owned(), self.default_pool)),
+        );
+        for (name, config) in &self.pools {
+            pools.insert(name.clone(), Arc::new(Pool::new(name.clone(), *config)));
+        }
+        let window = NonZeroUsize::new(self.dedupe_window).unwrap_or(NonZeroUsize::MIN);
+        let observers = Observers::new(std::mem::take(&mut self.observers));
+        let mut runtimes: Vec<Arc<HandlerRuntime>> = handlers
+            .iter()
+            .map(|desc| {
+                let pool = pools[desc.pool.unwrap_or(DEFAULT_POOL)].clone();
+                Arc::new(HandlerRuntime {
+                    desc,
+                    pool,
+                    counters: HandlerCounters::new(Hooks::new(
+                        desc.name,
+                        self.metrics,
+                        observers.clone(),
+                    )),
+                    rate: self.rate_of(desc).and_then(|rate| {
+                        let quota = Quota::with_period(rate.per / rate.count.max(1))?;
+                        // A burst of 1% of the rate (at least 1) keeps any one window within 1% of the
+                        // cap, while letting high rates through tokio's millisecond timer.
+                        let burst = NonZeroU32::new(rate.count / 100).unwrap_or(NonZeroU32::MIN);
+                        Some(RateLimiter::direct(quota.allow_burst(burst)))
+                    }),
+                    dedupe: desc.options.dedupe.then(|| DedupeWindow::new(window)),
+                    lanes: desc.options.ordered.then(KeyLanes::default),
+                })
+            })
+            .collect();
+        runtimes.sort_by_key(|h| h.desc.name);
+        let mut routes: FxHashMap<&'static str, Vec<Arc<HandlerRuntime>>> = FxHashMap::default();
+        for handler in &runtimes {
+            routes
+                .entry(handler.desc.message)
+                .or_default()
+                .push(handler.clone());
+        }
+        let inner = Inner {
+            table: RoutingTable::new(&handlers, &messages),
+            handlers: runtimes,
+            routes,
+            pools: pools.into_values().collect(),
+            states: self
+                .states
+                .into_iter()
+                .map(|(id, _, value)| (id, value))
+                .collect(),
+            dead_letters: self
+                .dead_letters
+                .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
+            messages: messages.iter().map(|m| (m.name, *m)).collect(),
+            accepting: AtomicBool::new(true),
+            background: TaskTracker::new(),
+        };
+        for pool in &inner.pools {
+            let workers = (0..pool.config.concurrency)
+                .map(|_| runtime.spawn(worker::run_worker(pool.clone())))
+                .collect();
+            *pool.workers.lock() = workers;
+        }
+        Ok(Herald {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn rate_of(&self, handler: &HandlerDescriptor) -> Option<Rate> {
+        let configured = self
+            .rates
+            .iter()
+            .rev()
+            .find(|(name, _)| name == handler.name);
+        configured.map(|(_, rate)| *rate).or(handler.options.rate)
+    }
+
+    fn check(
+        &self,
+        handlers: &[&'static HandlerDescriptor],
+        messages: &[&'static MessageDescriptor],
+    ) -> Vec<BuildProblem> {
+        let mut problems = Vec::new();
+        problems.extend(
+            self.default_pool
+                .problems(DEFAULT_POOL)
+                .into_iter()
+                .map(BuildProblem::general),
+        );
+        let mut pool_names: HashMap<&str, usize> = HashMap::new();
+        for (name, config) in &self.pools {
+            *pool_names.entry(name).or_default() += 1;
+            problems.extend(config.problems(name).into_iter().map(BuildProblem::general));
+        }
+        for (name, count) in &pool_names {
+            if *count > 1 {
+                problems.push(BuildProblem::general(format!(
+                    "pool `{name}` is configured {count} times: keep one `.pool(\"{name}\", ..)`"
+                )));
+            }
+            if *name == DEFAULT_POOL {
+                problems.push(BuildProblem::general(format!(
+                    "`.pool(\"{DEFAULT_POOL}\", ..)` is reserved: configure the default pool with `.default_pool(..)`"
+                )));
+            }
+        }
+        for (name, rate) in &self.rates {
+            if !handlers.iter().any(|h| h.name == name) {
+                problems.push(BuildProblem::general(format!(
+                    "`.rate(\"{name}\", ..)` names no handler: use a handler name from the routing table"
+                )));
+            }
+            if rate.count == 0 || rate.per.is_zero() {
+                problems.push(BuildProblem::general(format!(
+                    "`.rate(\"{name}\", ..)` allows nothing: use a count and a period above zero, e.g. Rate {{ count: 180, per: Duration::from_secs(1) }}"
+                )));
+            }
+        }
+        if self.dedupe_window == 0 {
+            problems.push(BuildProblem::general(
+                "`.dedupe_window(0)` remembers nothing: use at least 1",
+            ));
+        }
+
+        let mut by_message_name: BTreeMap<&str, Vec<&MessageDescriptor>> = BTreeMap::new();
+        for message in messages {
+            by_message_name
+                .entry(message.name)
+                .or_default()
+                .push(message);
+        }
+        for (name, same) in &by_message_name {
+            if same.len() > 1 {
+                let places: Vec<_> = same
+                    .iter()
+                    .map(|m| format!("`{}` ({}:{})", m.rust_type, m.file, m.line))
+                    .collect();
+                problems.push(BuildProblem::general(format!(
+                    "message name `{name}` is used by {}: give each type a unique `name = \"...\"`",
+                    places.join(" and ")
+                )));
+            }
+        }
+
+        let mut by_handler_name: BTreeMap<&str, Vec<&HandlerDescriptor>> = BTreeMap::new();
+        for handler in handlers {
+            by_handler_name
+                .entry(handler.name)
+                .or_default()
+                .push(handler);
+        }
+        for (name, same) in &by_handler_name {
+            if same.len() > 1 {
+                let places: Vec<_> = same.iter().map(|h| h.location()).collect();
+                problems.push(BuildProblem::handler(
+                    same[0],
+                    format!(
+                        "handler name `{name}` is used by {} handlers ({}): give each a unique `#[async_handler(name = \"...\")]`",
+                        same.len(),
+                        places.join(", ")
+                    ),
+                ));
+            }
+        }
+
+        for handler in handlers {
+            let pool = handler.pool.unwrap_or(DEFAULT_POOL);
+            if pool != DEFAULT_POOL && !pool_names.contains_key(pool) {
+                problems.push(BuildProblem::handler(
+                    handler,
+                    format!(
+                        "handler `{}` ({}) runs on pool `{pool}`, which is not configured: add `.pool(\"{pool}\", PoolConfig::new())` to the builder, or fix the pool name",
+                        handler.name,
+                        handler.location()
+                    ),
+                ));
+            }
+            for requirement in (handler.requirements)() {
+                if !self
+                    .states
+                    .iter()
+                    .any(|(id, _, _)| *id == requirement.type_id)
+                {
+                    problems.push(BuildProblem::handler(
+                        handler,
+                        format!(
+                            "handler `{}` ({}) takes `State<{}>`, but no such state is registered: add `.state(value)` to the builder",
+                            handler.name,
+                            handler.location(),
+                            requirement.type_name
+                        ),
+                    ));
+                }
+            }
+        }
+
+        for message in messages.iter().filter(|m| m.kind == MessageKind::Command) {
+            let owners: Vec<_> = handlers
+                .iter()
+                .filter(|h| h.message == message.name)
+                .collect();
+            match owners.len() {
+                0 => problems.push(BuildProblem::general(format!(
+                    "command `{}` (`{}`, {}:{}) has no handler: add an `#[async_handler]` whose first argument is `{}`",
+                    message.name, message.rust_type, message.file, message.line, message.rust_type
+                ))),
+                1 => {}
+                _ => {
+                    let places: Vec<_> = owners.iter().map(|h| format!("`{}` ({})", h.name, h.location())).collect();
+                    problems.push(BuildProblem::handler(
+                        owners[0],
+                        format!(
+                            "command `{}` has {} handlers ({}), but a command has exactly one owner: remove all but one, or make it an event",
+                            message.name,
+                            owners.len(),
+                            places.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// One problem found by `build()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildProblem {
+    /// The handler concerned, if any.
+    pub handler: Option<&'static str>,
+    /// `file:line` of that handler.
+    pub location: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl BuildProblem {
+    fn general(message: impl Into<String>) -> Self {
+        BuildProblem {
+            handler: None,
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    fn handler(handler: &HandlerDescriptor, message: String) -> Self {
+        BuildProblem {
+            handler: Some(handler.name),
+            location: Some(handler.location()),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for BuildProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem `build()` found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct BuildError {
+    /// The problems, in the order found.
+    pub problems: Vec<BuildProblem>,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Herald cannot start: {} problem(s)", self.problems.len())?;
+        for (number, problem) in self.problems.iter().enumerate() {
+            writeln!(f, "  {}. {problem}", number + 1)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,524 @@
+//! The publish path: find the handlers, take room in their pools (or apply the overload policy),
+//! then queue one job per handler.
+
+use crate::contract::handler::AnyReply;
+use crate::engine::handles::{CommandReply, Delivery, OutcomeCollector};
+use crate::engine::lanes::Admitted;
+use crate::engine::pool::{Overload, Room};
+use crate::engine::runtime::{HandlerRuntime, Herald};
+use crate::engine::worker::{self, CallerJobs};
+use crate::model::dead_letter::DeadLetterReason;
+use crate::model::envelope::{Envelope, PublishOptions};
+use crate::model::error::PublishError;
+use crate::model::message::{Command, Event, Message, Payload};
+use crate::model::outcome::HandlerStatus;
+use futures_util::FutureExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// One published message, shared by every handler job it fans out to.
+#[derive(Debug)]
+pub(crate) struct Dispatch {
+    pub(crate) envelope: Envelope,
+    pub(crate) payload: Payload,
+    pub(crate) herald: Herald,
+    pub(crate) outcomes: OutcomeCollector,
+}
+
+impl crate::contract::invocation::InvocationContext for Dispatch {
+    fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    fn state(&self, type_id: std::any::TypeId) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.herald.inner.states.get(&type_id).map(|value| &**value)
+    }
+
+    fn engine(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// One message for one handler.
+///
+/// Every job must end in a recorded state: [`settle`](Self::settle) reports it to the outcome sink.
+/// A job dropped without that (a path that forgot it) is counted as `lost` in the ledger, which then
+/// no longer balances and says so, instead of the job vanishing silently.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) handler: Arc<HandlerRuntime>,
+    pub(crate) dispatch: Arc<Dispatch>,
+    pub(crate) attempts: Attempts,
+    settled: bool,
+}
+
+impl Job {
+    pub(crate) fn new(
+        handler: Arc<HandlerRuntime>,
+        dispatch: Arc<Dispatch>,
+        attempts: Attempts,
+    ) -> Self {
+        Job {
+            handler,
+            dispatch,
+            attempts,
+            settled: false,
+        }
+    }
+
+    /// Reports how the job ended to whoever awaits the message's outcome. The ledger bucket is the
+    /// caller's to count (it differs by path).
+    pub(crate) fn settle(mut self, status: HandlerStatus, reply: Option<AnyReply>) {
+        self.settled = true;
+        self.handler
+            .counters
+            .settled(&self.dispatch.envelope, &status);
+        self.dispatch.outcomes.report(
+            self.dispatch.envelope.id,
+            self.handler.desc.name,
+            status,
+            reply,
+        );
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.handler.counters.lost();
+            tracing::error!(
+                handler = self.handler.desc.name,
+                message_id = %self.dispatch.envelope.id,
+                "a job ended without a recorded outcome: counted as lost, the ledger will not balance (a Herald bug: please report it)"
+            );
+        }
+    }
+}
+
+/// How many attempts a job makes here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempts {
+    /// All of them, as the handler's `retry` option says (in-memory delivery).
+    Policy,
+    /// Only attempt number `n`; a failure before the last attempt is handed back to the caller
+    /// (a relay that stores the message and schedules the next attempt itself).
+    Once(u32),
+}
+
+/// Whether the publisher may wait for room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Patience {
+    Wait,
+    Never,
+}
+
+/// What each handler's pool granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Queued,
+    CallerRuns,
+    Dropped,
+}
+
+/// The slots one publish took, one per handler: kept inline for a single handler, so the common
+/// publish does not allocate a list (callgrind: a malloc and a free per event).
+#[derive(Debug)]
+pub(crate) enum Slots {
+    Empty,
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    fn push(&mut self, slot: Slot) {
+        *self = match std::mem::replace(self, Slots::Empty) {
+            Slots::Empty => Slots::One(slot),
+            Slots::One(first) => Slots::Many(vec![first, slot]),
+            Slots::Many(mut all) => {
+                all.push(slot);
+                Slots::Many(all)
+            }
+        };
+    }
+}
+
+impl std::ops::Deref for Slots {
+    type Target = [Slot];
+    fn deref(&self) -> &[Slot] {
+        match self {
+            Slots::Empty => &[],
+            Slots::One(slot) => std::slice::from_ref(slot),
+            Slots::Many(all) => all,
+        }
+    }
+}
+
+/// Why room was refused: the handler whose pool was full.
+pub(crate) struct Refused<'a>(&'a HandlerRuntime);
+
+/// The slots one publish holds between `reserve` and `admit`. Dropped before `admit` took them (a
+/// refusal, or a publish future cancelled while it waits for room in a later pool), it gives the
+/// queue slots back, so nothing is half-admitted.
+pub(crate) struct Reservation<'h> {
+    handlers: &'h [Arc<HandlerRuntime>],
+    slots: Slots,
+}
+
+impl Reservation<'_> {
+    /// Hands the slots over to `admit`, which gives each one to a job.
+    fn take(mut self) -> Slots {
+        std::mem::replace(&mut self.slots, Slots::Empty)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (handler, slot) in self.handlers.iter().zip(self.slots.iter()) {
+            if *slot == Slot::Queued {
+                handler.pool.release();
+            }
+        }
+    }
+}
+
+impl Herald {
+    /// The handlers of message `name`, borrowed from the routing table (no copy per publish).
+    fn route(&self, name: &str) -> &[Arc<HandlerRuntime>] {
+        self.inner.routes.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Publishes an event to every handler of it, waiting for room if a pool's policy is `Wait`.
+    ///
+    /// Returns a [`Delivery`]: await it for every handler's outcome, or drop it.
+    ///
+    /// # Errors
+    /// [`PublishError::Rejected`] when a pool is full and cannot wait, [`PublishError::ShuttingDown`]
+    /// after `shutdown`. The event comes back inside the error.
+    pub async fn publish<E: Event>(&self, event: E) -> Result<Delivery, PublishError<E>> {
+        self.publish_with(event, PublishOptions::new()).await
+    }
+
+    /// [`publish`](Self::publish) with an idempotency key and headers.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: E,
+        options: PublishOptions,
+    ) -> Result<Delivery, PublishError<E>> {
+        let handlers = self.route(E::NAME);
+        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let (dispatch, inline) = self
+            .accept(event, options, handlers, sink, Patience::Wait)
+            .await?;
+        if !inline.is_empty() {
+            // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
+            inline.run().await;
+        }
+        Ok(Delivery::new(dispatch.envelope.id, rx))
+    }
+
+    /// Publishes without ever waiting: a full pool rejects (whatever its policy, `CallerRuns` and
+    /// `Wait` included, since both would wait).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub fn try_publish<E: Event>(&self, event: E) -> Result<Delivery, PublishError<E>> {
+        self.try_publish_with(event, PublishOptions::new())
+    }
+
+    /// [`try_publish`](Self::try_publish) with an idempotency key and headers.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub fn try_publish_with<E: Event>(
+        &self,
+        event: E,
+        options: PublishOptions,
+    ) -> Result<Delivery, PublishError<E>> {
+        let handlers = self.route(E::NAME);
+        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let (dispatch, _) = self
+            .accept(event, options, handlers, sink, Patience::Never)
+            .now_or_never()
+            .expect("accepting without patience never waits")?;
+        Ok(Delivery::new(dispatch.envelope.id, rx))
+    }
+
+    /// Sends a command to its one handler. Await the returned handle for the reply.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish), plus [`PublishError::NoHandler`] when no handler owns it.
+    pub async fn send<C: Command>(
+        &self,
+        command: C,
+    ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
+        self.send_with(command, PublishOptions::new()).await
+    }
+
+    /// [`send`](Self::send) with an idempotency key and headers.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_with<C: Command>(
+        &self,
+        command: C,
+        options: PublishOptions,
+    ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
+        let handlers = self.route(C::NAME);
+        if handlers.is_empty() {
+            return Err(PublishError::NoHandler {
+                message: command,
+                name: C::NAME,
+            });
+        }
+        let (sink, rx) = OutcomeCollector::command();
+        let (dispatch, inline) = self
+            .accept(command, options, &handlers[..1], sink, Patience::Wait)
+            .await?;
+        if !inline.is_empty() {
+            // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
+            inline.run().await;
+        }
+        Ok(CommandReply::new(dispatch.envelope.id, rx))
+    }
+
+    /// Sends a command without ever waiting (see [`try_publish`](Self::try_publish)).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn try_send<C: Command>(
+        &self,
+        command: C,
+    ) -> Result<CommandReply<C::Reply>, PublishError<C>> {
+        let handlers = self.route(C::NAME);
+        if handlers.is_empty() {
+            return Err(PublishError::NoHandler {
+                message: command,
+                name: C::NAME,
+            });
+        }
+        let (sink, rx) = OutcomeCollector::command();
+        let (dispatch, _) = self
+            .accept(
+                command,
+                PublishOptions::new(),
+                &handlers[..1],
+                sink,
+                Patience::Never,
+            )
+            .now_or_never()
+            .expect("accepting without patience never waits")?;
+        Ok(CommandReply::new(dispatch.envelope.id, rx))
+    }
+
+    /// Takes room for `message` in each handler's pool, then queues its jobs. Returns the jobs the
+    /// caller must run itself (`CallerRuns`).
+    async fn accept<M: Message>(
+        &self,
+        message: M,
+        options: PublishOptions,
+        handlers: &[Arc<HandlerRuntime>],
+        sink: OutcomeCollector,
+        patience: Patience,
+    ) -> Result<(Arc<Dispatch>, CallerJobs), PublishError<M>> {
+        if !self.inner.accepting.load(Ordering::Acquire) {
+            self.handed_back(handlers);
+            return Err(PublishError::ShuttingDown { message });
+        }
+        let reservation = match self.reserve(handlers, patience).await {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                self.handed_back(handlers);
+                if !self.inner.accepting.load(Ordering::Acquire) {
+                    return Err(PublishError::ShuttingDown { message });
+                }
+                let Refused(handler) = refused;
+                return Err(PublishError::Rejected {
+                    message,
+                    pool: handler.pool.name.clone(),
+                    handler: handler.desc.name.to_owned(),
+                    capacity: handler.pool.config.queue,
+                });
+            }
+        };
+        let mut envelope = Envelope::new(M::NAME);
+        envelope.key = message.key();
+        envelope.idempotency_key = options.idempotency_key;
+        envelope.headers = options.headers;
+        let dispatch = Arc::new(Dispatch {
+            envelope,
+            payload: Payload::new(message),
+            herald: self.clone(),
+            outcomes: sink,
+        });
+        if handlers.is_empty() {
+            // Nothing to do is complete.
+            dispatch.outcomes.complete_empty(dispatch.envelope.id);
+        }
+        let inline = self.admit(&dispatch, handlers, reservation, Attempts::Policy);
+        Ok((dispatch, inline))
+    }
+
+    /// Takes one slot per handler, applying each pool's overload policy when it is full. On refusal,
+    /// gives back the slots already taken so that a refused message leaves no trace but the count.
+    ///
+    /// Cancel-safe: the slots are held by a [`Reservation`] until `admit` hands them to jobs, so a
+    /// publisher dropped while it waits for room in a later pool gives back what it took earlier.
+    pub(crate) async fn reserve<'h>(
+        &self,
+        handlers: &'h [Arc<HandlerRuntime>],
+        patience: Patience,
+    ) -> Result<Reservation<'h>, Refused<'h>> {
+        let mut reservation = Reservation {
+            handlers,
+            slots: Slots::Empty,
+        };
+        for handler in handlers {
+            let pool = &handler.pool;
+            let slot = match pool.try_reserve() {
+                Room::Reserved => Some(Slot::Queued),
+                Room::Full => match (pool.config.overload, patience) {
+                    (Overload::Wait { max_wait }, Patience::Wait) => {
+                        pool.reserve(max_wait).await.then_some(Slot::Queued)
+                    }
+                    (Overload::CallerRuns, Patience::Wait) => Some(Slot::CallerRuns),
+                    (Overload::DropNewest, _) => Some(Slot::Dropped),
+                    (Overload::DropOldest, _) => Some(match pool.evict_oldest() {
+                        Some(oldest) => {
+                            self.evicted(oldest);
+                            Slot::Queued
+                        }
+                        None => Slot::Dropped,
+                    }),
+                    (Overload::Reject | Overload::Wait { .. } | Overload::CallerRuns, _) => None,
+                },
+            };
+            match slot {
+                Some(slot) => reservation.slots.push(slot),
+                None => {
+                    tracing::warn!(
+                        handler = handler.desc.name,
+                        pool = %pool.name,
+                        queue = pool.config.queue,
+                        policy = %pool.config.overload,
+                        "pool full: message rejected and returned to the caller"
+                    );
+                    // Dropping the reservation gives back the slots taken so far.
+                    return Err(Refused(handler));
+                }
+            }
+        }
+        Ok(reservation)
+    }
+
+    /// A message is handed back to its caller (a pool was full, or Herald is shutting down): one
+    /// rule for every hand-back, it counts as `rejected` for every handler it was routed to.
+    pub(crate) fn handed_back(&self, handlers: &[Arc<HandlerRuntime>]) {
+        for handler in handlers {
+            handler.counters.rejected();
+        }
+    }
+
+    /// Queues one job per granted slot; returns the `CallerRuns` jobs, which the caller must run
+    /// (or, if it gives up, dead-letter: [`CallerJobs`] does that when dropped).
+    pub(crate) fn admit(
+        &self,
+        dispatch: &Arc<Dispatch>,
+        handlers: &[Arc<HandlerRuntime>],
+        reservation: Reservation<'_>,
+        attempts: Attempts,
+    ) -> CallerJobs {
+        let slots = reservation.take();
+        let mut inline = CallerJobs::default();
+        for (handler, slot) in handlers.iter().zip(slots.iter()) {
+            let job = Job::new(handler.clone(), dispatch.clone(), attempts);
+            match slot {
+                Slot::Queued => {
+                    handler.counters.accepted_queued();
+                    self.enqueue(job);
+                }
+                Slot::CallerRuns => {
+                    handler.counters.accepted_running();
+                    tracing::debug!(handler = handler.desc.name, pool = %handler.pool.name, "pool full: running on the caller's task");
+                    inline.push(match (&handler.lanes, &dispatch.envelope.key) {
+                        // An ordered job runs on the caller only in its key's turn.
+                        (Some(lanes), Some(key)) => match lanes.admit_caller(key, job) {
+                            Admitted::Run(job) => worker::CallerJob::Run(job),
+                            Admitted::Wait(turn) => worker::CallerJob::Wait(turn),
+                            Admitted::Parked => continue,
+                        },
+                        _ => worker::CallerJob::Run(job),
+                    });
+                }
+                Slot::Dropped => {
+                    handler.counters.accepted_dropped();
+                    self.drop_on_overflow(job);
+                }
+            }
+        }
+        inline
+    }
+
+    /// Queues a job that holds a slot, behind earlier jobs with its key when the handler is `ordered`.
+    fn enqueue(&self, job: Job) {
+        let handler = job.handler.clone();
+        let job = match (&handler.lanes, job.dispatch.envelope.key.clone()) {
+            (Some(lanes), Some(key)) => match lanes.admit(&key, job) {
+                Admitted::Run(job) => job,
+                Admitted::Parked | Admitted::Wait(_) => return,
+            },
+            _ => job,
+        };
+        job.handler.pool.clone().enqueue(job);
+    }
+
+    /// `DropOldest` took this job out of the queue: it is dropped, and the next job with its key moves up.
+    fn evicted(&self, job: Job) {
+        job.handler.counters.left_queue(true);
+        if let Some(key) = &job.dispatch.envelope.key {
+            worker::pass_key(&job.handler, key, false);
+        }
+        self.drop_on_overflow(job);
+    }
+
+    fn drop_on_overflow(&self, job: Job) {
+        tracing::warn!(
+            handler = job.handler.desc.name,
+            pool = %job.handler.pool.name,
+            message_id = %job.dispatch.envelope.id,
+            policy = %job.handler.pool.config.overload,
+            "pool full: message dropped to the dead letters (reason `overflow`)"
+        );
+        let entry = worker::dead_letter_entry(
+            &job,
+            DeadLetterReason::Overflow,
+            &worker::Progress::default(),
+            None,
+        );
+        job.settle(HandlerStatus::Dropped, None);
+        self.inner.store_dead_letter_later(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_keep_every_push_in_order() {
+        let mut slots = Slots::Empty;
+        assert!(slots.is_empty());
+        slots.push(Slot::Queued);
+        assert!(matches!(slots, Slots::One(_)));
+        assert_eq!(&*slots, &[Slot::Queued]);
+        slots.push(Slot::Dropped);
+        slots.push(Slot::CallerRuns);
+        assert_eq!(&*slots, &[Slot::Queued, Slot::Dropped, Slot::CallerRuns]);
+    }
+}

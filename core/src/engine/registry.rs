@@ -1,0 +1,130 @@
+//! The registry: handlers and messages collected at link time, checked at start, printable as a table.
+
+use crate::contract::handler::HandlerDescriptor;
+use crate::model::message::{MessageDescriptor, MessageKind};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Every handler and message registered with `inventory` whose module starts with `prefix`.
+pub(crate) fn collect(
+    prefix: Option<&str>,
+) -> (
+    Vec<&'static HandlerDescriptor>,
+    Vec<&'static MessageDescriptor>,
+) {
+    let selected =
+        |module: &str| prefix.is_none_or(|p| module == p || module.starts_with(&format!("{p}::")));
+    let handlers = inventory::iter::<HandlerDescriptor>
+        .into_iter()
+        .filter(|h| selected(h.module))
+        .collect();
+    let messages = inventory::iter::<MessageDescriptor>
+        .into_iter()
+        .filter(|m| selected(m.module))
+        .collect();
+    (handlers, messages)
+}
+
+/// The routing table: message → handlers, with pool and options. `Display` prints it for people.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingTable {
+    routes: BTreeMap<&'static str, Route>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    kind: MessageKind,
+    handlers: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct RouteEntry {
+    handler: &'static str,
+    pool: String,
+    options: String,
+    location: String,
+}
+
+impl RoutingTable {
+    pub(crate) fn new(
+        handlers: &[&'static HandlerDescriptor],
+        messages: &[&'static MessageDescriptor],
+    ) -> Self {
+        let mut routes: BTreeMap<&'static str, Route> = BTreeMap::new();
+        for message in messages {
+            routes.entry(message.name).or_insert(Route {
+                kind: message.kind,
+                handlers: Vec::new(),
+            });
+        }
+        for handler in handlers {
+            let route = routes.entry(handler.message).or_insert(Route {
+                kind: handler.kind,
+                handlers: Vec::new(),
+            });
+            route.handlers.push(RouteEntry {
+                handler: handler.name,
+                pool: handler.pool.unwrap_or("default").to_owned(),
+                options: describe_options(handler),
+                location: handler.location(),
+            });
+        }
+        RoutingTable { routes }
+    }
+
+    /// The handlers of a message, by name.
+    pub fn handlers_of(&self, message: &str) -> Vec<&'static str> {
+        self.routes
+            .get(message)
+            .map(|r| r.handlers.iter().map(|h| h.handler).collect())
+            .unwrap_or_default()
+    }
+
+    /// Message names, sorted.
+    pub fn messages(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.keys().copied()
+    }
+}
+
+fn describe_options(handler: &HandlerDescriptor) -> String {
+    let o = &handler.options;
+    let mut parts = vec![format!(
+        "retry={}x{}{}",
+        o.retry.max_attempts,
+        o.retry.backoff,
+        if o.retry.jitter { "+jitter" } else { "" }
+    )];
+    if let Some(timeout) = o.timeout {
+        parts.push(format!("timeout={timeout:?}"));
+    }
+    parts.push(format!("on_failure={}", o.on_failure));
+    if let Some(rate) = o.rate {
+        parts.push(format!("rate={rate}"));
+    }
+    if o.dedupe {
+        parts.push("dedupe".into());
+    }
+    if o.ordered {
+        parts.push("ordered".into());
+    }
+    parts.join(" ")
+}
+
+impl fmt::Display for RoutingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, route) in &self.routes {
+            writeln!(f, "{name} ({})", route.kind)?;
+            if route.handlers.is_empty() {
+                writeln!(f, "  (no handler)")?;
+            }
+            for entry in &route.handlers {
+                writeln!(
+                    f,
+                    "  -> {} [pool={}] {} ({})",
+                    entry.handler, entry.pool, entry.options, entry.location
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! The ledger as data: per-handler counts that prove nothing was lost.
+//!
+//! Every accepted handler job ends in exactly one bucket, so at any quiet moment
+//! `accepted = succeeded + dead_lettered + dropped + ignored + deduplicated + deferred + in_flight + queued`.
+//! Counts are per handler job: an event fanned out to four handlers is four accepted jobs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+/// A reading of the ledger counters (per handler, or summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Handler jobs Herald took responsibility for.
+    pub accepted: u64,
+    /// Jobs whose handler succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed (a job retried twice then succeeding counts 2).
+    pub failed_attempts: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Jobs stored in the dead letters after failing (or on shutdown).
+    pub dead_lettered: u64,
+    /// Publishes refused and handed back to the caller (not accepted).
+    pub rejected: u64,
+    /// Jobs dropped on overflow (`DropNewest`/`DropOldest`); they are in the dead letters with reason `overflow`.
+    pub dropped: u64,
+    /// Jobs skipped because the handler had already completed the same id.
+    pub deduplicated: u64,
+    /// Jobs that failed with `on_failure = log` or `ignore`.
+    pub ignored: u64,
+    /// Single attempts that failed and were handed back to a relay, which keeps the message stored
+    /// and schedules the next attempt (durable delivery only).
+    pub deferred: u64,
+    /// Jobs that ended without a recorded outcome. Always 0 unless Herald has a bug; when it is not,
+    /// the ledger does not balance ([`is_balanced`](Self::is_balanced) is false) and says so.
+    pub lost: u64,
+    /// Jobs running now.
+    pub in_flight: u64,
+    /// Jobs waiting in a queue now.
+    pub queued: u64,
+}
+
+impl Counts {
+    /// The sum of the buckets every accepted job ends in.
+    pub fn accounted(&self) -> u64 {
+        self.succeeded
+            + self.dead_lettered
+            + self.dropped
+            + self.ignored
+            + self.deferred
+            + self.deduplicated
+            + self.in_flight
+            + self.queued
+    }
+
+    /// Whether `accepted` equals [`accounted`](Self::accounted) and no job was lost.
+    pub fn is_balanced(&self) -> bool {
+        self.lost == 0 && self.accepted == self.accounted()
+    }
+
+    pub(crate) fn add(&mut self, other: &Counts) {
+        self.accepted += other.accepted;
+        self.succeeded += other.succeeded;
+        self.failed_attempts += other.failed_attempts;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+        self.rejected += other.rejected;
+        self.dropped += other.dropped;
+        self.deduplicated += other.deduplicated;
+        self.ignored += other.ignored;
+        self.deferred += other.deferred;
+        self.lost += other.lost;
+        self.in_flight += other.in_flight;
+        self.queued += other.queued;
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted {} = succeeded {} + dead-lettered {} + dropped {} + ignored {} + deduplicated {} + deferred {} + in flight {} + queued {} (rejected {}, failed attempts {}, retried {})",
+            self.accepted,
+            self.succeeded,
+            self.dead_lettered,
+            self.dropped,
+            self.ignored,
+            self.deduplicated,
+            self.deferred,
+            self.in_flight,
+            self.queued,
+            self.rejected,
+            self.failed_attempts,
+            self.retried
+        )?;
+        if !self.is_balanced() {
+            write!(
+                f,
+                " DOES NOT BALANCE: {} job(s) lost without a recorded outcome, accepted - accounted = {}",
+                self.lost,
+                self.accepted as i128 - self.accounted() as i128
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole ledger: totals and per handler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerSnapshot {
+    /// Sum over all handlers.
+    pub total: Counts,
+    /// Per handler name.
+    pub handlers: BTreeMap<&'static str, Counts>,
+    /// Dead letters the store evicted to stay within its bound ([`DeadLetterStore::evicted`](crate::DeadLetterStore::evicted)):
+    /// they were counted in `dead_lettered` and logged in full, but are no longer in the store.
+    pub dead_letters_evicted: u64,
+}
+
+impl fmt::Display for LedgerSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "total: {}", self.total)?;
+        if self.dead_letters_evicted > 0 {
+            writeln!(
+                f,
+                "  dead letters evicted from the store (logged in full): {}",
+                self.dead_letters_evicted
+            )?;
+        }
+        for (name, counts) in &self.handlers {
+            writeln!(f, "  {name}: {counts}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The port that readers and operators use: the event feed (stored events in commit order) and the
+//! operations on a durable store (status, dead letters, re-drive). The CLI, an HTTP feed or a console
+//! talk to `dyn OutboxOps`, whatever database is behind it.
+
+use crate::model::dead_letter::DeadLetterId;
+
+use crate::ports::dead_letters::DeadLetterStore;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A feed or ops call failed; the source is the store's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct OpsError {
+    context: &'static str,
+    #[source]
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl OpsError {
+    /// Wraps a store's error with what was being done.
+    pub fn new(context: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        OpsError {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// Stored events in commit order, for readers that keep their own offset (the seeds' "event store +
+/// API").
+#[async_trait]
+pub trait EventFeed: Send + Sync + fmt::Debug {
+    /// Events after `offset` (exclusive), in position order, at most `limit`. Keep the last returned
+    /// `position` as your next offset; a row that commits late is never skipped.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn events_after(&self, offset: i64, limit: usize) -> Result<Vec<StoredEvent>, OpsError>;
+}
+
+/// Operations on a durable outbox, for ops tools.
+#[async_trait]
+pub trait OutboxOps: EventFeed {
+    /// Counts by state and the lag.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn status(&self) -> Result<OutboxStatus, OpsError>;
+
+    /// The dead letters kept in the same store.
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore>;
+
+    /// Moves a dead letter back into the outbox, due now and for its handler only, so that a running
+    /// relay delivers it (no handler code needed here). Returns the outbox row, or `None` when no
+    /// dead letter has this id.
+    ///
+    /// # Errors
+    /// When the store cannot be written (nothing changes).
+    async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, OpsError>;
+}
+
+/// What the outbox holds now (`herald outbox status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Rows waiting for delivery, due now or later (in flight included).
+    pub pending: u64,
+    /// Pending rows that a relay holds a live lease on right now.
+    pub in_flight: u64,
+    /// Pending rows that failed at least once and wait for their next attempt.
+    pub retrying: u64,
+    /// Finished rows where a handler failed for good (see the dead letters).
+    pub failed: u64,
+    /// Finished rows where every handler succeeded (kept for the retention period).
+    pub processed: u64,
+    /// When the oldest pending row was published.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+    /// Age of the oldest pending row: how far delivery lags behind publishing.
+    pub lag: Option<Duration>,
+    /// Dead letters stored in the same database.
+    pub dead_letters: u64,
+}
+
+/// One stored event, as [`events_after`](EventFeed::events_after) returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The offset to pass to the next `events_after` call: strictly increasing in the returned order.
+    pub position: i64,
+    /// The outbox row id.
+    pub id: i64,
+    /// The message id.
+    pub message_id: String,
+    /// The message's wire name.
+    pub message_type: String,
+    /// The ordering key.
+    pub key: Option<String>,
+    /// The payload (a JSON string value when the stored text is not JSON).
+    pub payload: serde_json::Value,
+    /// Headers: idempotency key, correlation and causation ids, extras.
+    pub headers: serde_json::Value,
+    /// When it was published.
+    pub occurred_at: DateTime<Utc>,
+    /// Its delivery status (`pending`, `processed`, `failed`).
+    pub status: String,
+}
