@@ -13,7 +13,7 @@ use std::sync::atomic::{
 
 /// Live counters of one handler, the source of truth of the ledger. Every movement is also reported
 /// to the handler's [`Hooks`]: the built-in `metrics` observer and the registered observers
-/// (`core/src/observe.rs`).
+/// (`core/src/engine/observe.rs`).
 ///
 /// Every counter only grows, and each is written by one side in the common case: the publisher
 /// ([`Intake`]) or the workers ([`Outcomes`]), on separate cache lines so that the two do not take the

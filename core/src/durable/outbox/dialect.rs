@@ -25,7 +25,7 @@ use std::time::Duration;
 /// A SQL database Herald's outbox, relay, dead letters and inbox run on: implemented for
 /// `sqlx::Sqlite` (feature `sqlite`), `sqlx::Postgres` (feature `postgres`) and `sqlx::MySql`
 /// (feature `mysql`, MySQL 8 and MariaDB 10.6 or newer). Sealed: a new dialect is added inside
-/// herald-core (see `core/src/outbox/dialect.rs`).
+/// herald-core (see `core/src/durable/outbox/dialect.rs`).
 pub trait Dialect: sealed::SqlDialect {}
 
 impl<D: sealed::SqlDialect> Dialect for D {}
