@@ -77,6 +77,58 @@ impl SourceHarness for MemoryHarness {
     }
 }
 
+// --- the SQL outboxes: one harness for every dialect ----------------------------------------------
+
+/// A SQL outbox as a source: published in a transaction of its own, relayed by its relay.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+struct SqlHarness<D: herald::outbox::Dialect> {
+    /// Keeps a SQLite file for as long as the case runs.
+    _dir: Option<tempfile::TempDir>,
+    pool: herald::sqlx::Pool<D>,
+    outbox: herald::outbox::SqlOutbox<D>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl<D: herald::outbox::Dialect> SqlHarness<D> {
+    async fn new(dir: Option<tempfile::TempDir>, pool: herald::sqlx::Pool<D>) -> Self {
+        let outbox = herald::outbox::SqlOutbox::new(pool.clone())
+            .await
+            .expect("migrate");
+        SqlHarness {
+            _dir: dir,
+            pool,
+            outbox,
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl<D: herald::outbox::Dialect> SourceHarness for SqlHarness<D> {
+    fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+        builder.dead_letters(self.outbox.dead_letters())
+    }
+
+    fn relay(&self, herald: &Herald) -> RelayBuilder {
+        self.outbox.relay(herald)
+    }
+
+    async fn publish<M: Message>(
+        &self,
+        message: M,
+        options: PublishOptions,
+    ) -> Result<MessageId, BoxError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(self
+            .outbox
+            .publish_with(&mut conn, message, options)
+            .await?)
+    }
+
+    async fn unfinished(&self) -> Result<u64, BoxError> {
+        Ok(self.outbox.status().await?.pending)
+    }
+}
+
 // --- SQLite --------------------------------------------------------------------------------------
 
 #[cfg(feature = "sqlite")]
@@ -101,45 +153,9 @@ mod sqlite {
         outbox.dead_letters()
     }
 
-    pub(super) struct SqliteHarness {
-        _dir: tempfile::TempDir,
-        pool: herald::sqlx::SqlitePool,
-        outbox: SqliteOutbox,
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> SqliteHarness {
-        let (dir, pool, outbox) = open(case).await;
-        SqliteHarness {
-            _dir: dir,
-            pool,
-            outbox,
-        }
-    }
-
-    impl SourceHarness for SqliteHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder.dead_letters(self.outbox.dead_letters())
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            self.outbox.relay(herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let mut conn = self.pool.acquire().await?;
-            Ok(self
-                .outbox
-                .publish_with(&mut conn, message, options)
-                .await?)
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.outbox.status().await?.pending)
-        }
+    pub(super) async fn make_source(case: &'static str) -> SqlHarness<herald::sqlx::Sqlite> {
+        let (dir, pool, _outbox) = open(case).await;
+        SqlHarness::new(Some(dir), pool).await
     }
 }
 
@@ -192,41 +208,8 @@ mod postgres {
         PgOutbox::new(pool).await.expect("migrate").dead_letters()
     }
 
-    pub(super) struct PgHarness {
-        pool: PgPool,
-        outbox: PgOutbox,
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> PgHarness {
-        let pool = pool_for("source", case).await;
-        let outbox = PgOutbox::new(pool.clone()).await.expect("migrate");
-        PgHarness { pool, outbox }
-    }
-
-    impl SourceHarness for PgHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder.dead_letters(self.outbox.dead_letters())
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            self.outbox.relay(herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let mut conn = self.pool.acquire().await?;
-            Ok(self
-                .outbox
-                .publish_with(&mut conn, message, options)
-                .await?)
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.outbox.status().await?.pending)
-        }
+    pub(super) async fn make_source(case: &'static str) -> SqlHarness<herald::sqlx::Postgres> {
+        SqlHarness::new(None, pool_for("source", case).await).await
     }
 }
 
@@ -283,40 +266,7 @@ mod mysql {
             .dead_letters()
     }
 
-    pub(super) struct MySqlHarness {
-        pool: MySqlPool,
-        outbox: MySqlOutbox,
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> MySqlHarness {
-        let pool = pool_for("source", case).await;
-        let outbox = MySqlOutbox::new(pool.clone()).await.expect("migrate");
-        MySqlHarness { pool, outbox }
-    }
-
-    impl SourceHarness for MySqlHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder.dead_letters(self.outbox.dead_letters())
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            self.outbox.relay(herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let mut conn = self.pool.acquire().await?;
-            Ok(self
-                .outbox
-                .publish_with(&mut conn, message, options)
-                .await?)
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.outbox.status().await?.pending)
-        }
+    pub(super) async fn make_source(case: &'static str) -> SqlHarness<herald::sqlx::MySql> {
+        SqlHarness::new(None, pool_for("source", case).await).await
     }
 }
