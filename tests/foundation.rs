@@ -508,3 +508,56 @@ fn postgres_types_are_send_and_sync() {
     assert_send_sync::<herald::PgDeadLetters>();
     assert_send_sync::<herald::inbox::PgInbox>();
 }
+
+/// `#[async_handler]` and the derives inside a `macro_rules!` (a user generating one handler per
+/// partner, say): the generated code's own locals must resolve whatever hygiene the user's tokens
+/// carry.
+mod from_a_macro_rules {
+    use super::*;
+    use herald::HandlerError;
+
+    macro_rules! counting_handler {
+        ($event:ident, $name:literal, $handler:ident) => {
+            #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+            #[event(name = $name)]
+            pub(crate) struct $event {
+                pub(crate) n: u32,
+            }
+
+            #[async_handler]
+            async fn $handler(
+                event: $event,
+                State(seen): State<Arc<AtomicU32>>,
+            ) -> Result<(), HandlerError> {
+                seen.fetch_add(event.n, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+    }
+
+    counting_handler!(PartnerA, "foundation.macro_rules.partner_a", on_partner_a);
+    counting_handler!(PartnerB, "foundation.macro_rules.partner_b", on_partner_b);
+
+    #[tokio::test]
+    async fn handlers_declared_by_a_macro_rules_run() {
+        let seen = Arc::new(AtomicU32::new(0));
+        let herald = Herald::builder()
+            .handlers_under(module_path!())
+            .state(seen.clone())
+            .build()
+            .expect("valid registry");
+        assert!(herald
+            .publish(PartnerA { n: 2 })
+            .await
+            .expect("accepted")
+            .await
+            .is_success());
+        assert!(herald
+            .publish(PartnerB { n: 40 })
+            .await
+            .expect("accepted")
+            .await
+            .is_success());
+        assert_eq!(seen.load(Ordering::SeqCst), 42);
+    }
+}

@@ -49,17 +49,21 @@ fn call_fn(handler: &Handler) -> TokenStream {
     let message = &handler.message;
     let output = handler.output_tokens();
     let args = arg_names(handler);
+    // The generated locals are interpolated as identifiers of one span wherever they appear: written
+    // inside `quote_spanned!` they would take the user's span instead, and where the user's tokens
+    // come from a `macro_rules!` that span's hygiene would not see the locals declared here.
+    let (inv, output_value) = (format_ident!("inv"), format_ident!("output"));
     let reply = quote_spanned!(message.span()=> <#message as ::herald::__private::Message>::Reply);
-    let extract_message = quote_spanned!(message.span()=> inv.message::<#message>());
+    let extract_message = quote_spanned!(message.span()=> #inv.message::<#message>());
     let extractors = handler.extractors.iter().zip(&args[1..]).map(|(ty, arg)| {
         let extract = quote_spanned! {ty.span()=>
-            <#ty as ::herald::__private::FromInvocation>::from_invocation(&inv)
+            <#ty as ::herald::__private::FromInvocation>::from_invocation(&#inv)
         };
         quote!(let #arg: #ty = #extract?;)
     });
     // Qualified, so that the error names both types: "returns `u32`, but its message expects `Reply`".
     let outcome = quote_spanned! {output.span()=>
-        <#output as ::herald::__private::IntoOutcome<#reply, _>>::into_outcome(output)
+        <#output as ::herald::__private::IntoOutcome<#reply, _>>::into_outcome(#output_value)
     };
     // `let _: <M as Message>::Reply;` comes first so that a type that is not a message is reported
     // through it (no "required by" note) and not through `inv.message`'s bound: the error is then
@@ -68,7 +72,7 @@ fn call_fn(handler: &Handler) -> TokenStream {
         let _: #reply;
         let a0: #message = #extract_message?;
         #(#extractors)*
-        let output: #output = #ident(#(#args),*).await;
+        let #output_value: #output = #ident(#(#args),*).await;
         let reply: #reply = #outcome?;
         ::core::result::Result::Ok(::std::boxed::Box::new(reply) as ::herald::__private::AnyReply)
     };
@@ -76,7 +80,7 @@ fn call_fn(handler: &Handler) -> TokenStream {
     let boxed = quote_spanned!(handler.span()=> ::std::boxed::Box::pin(async move { #body }));
     quote! {
         fn __call(
-            inv: ::herald::__private::Invocation,
+            #inv: ::herald::__private::Invocation,
         ) -> ::herald::__private::BoxFuture<'static, ::herald::__private::CallResult> {
             #boxed
         }
