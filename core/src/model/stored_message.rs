@@ -32,6 +32,11 @@ pub struct Progress {
 }
 
 /// Mark of a handler that failed for good in the stored `handlers_done` encoding.
+// Only the SQL backends read and write the stored encoding.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
 const FAILED_MARK: char = '!';
 
 impl Progress {
@@ -92,6 +97,10 @@ impl Progress {
     }
 
     /// Reads the SQL stores' encoding: handler names, `!`-marked when failed for good.
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
     pub(crate) fn from_stored(done: &[String]) -> Self {
         let mut progress = Progress::new();
         for entry in done {
@@ -104,6 +113,10 @@ impl Progress {
     }
 
     /// Writes the SQL stores' encoding (see [`from_stored`](Self::from_stored)).
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
     pub(crate) fn to_stored(&self) -> Vec<String> {
         self.entries
             .iter()

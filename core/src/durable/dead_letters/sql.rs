@@ -4,8 +4,9 @@
 
 use crate::durable::outbox::dialect::sealed::SqlDialect;
 use crate::durable::outbox::dialect::{Bind, Dialect};
-use crate::durable::outbox::row::{self, OUTBOX_HANDLER};
+use crate::durable::outbox::row;
 use crate::model::dead_letter::{DeadLetter, DeadLetterId, FailureKind};
+use crate::model::stored_message::OUTBOX_HANDLER;
 use crate::ports::dead_letters::{DeadLetterError, DeadLetterStore};
 use async_trait::async_trait;
 use std::fmt;

@@ -52,8 +52,11 @@ pub(crate) mod dialect;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod ops;
 mod relay;
+// The SQL backends' relay side and its adapter to `MessageSource`: nothing else uses them.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod row;
 mod schema;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod source;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;
@@ -65,10 +68,10 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use crate::model::stored_message::OUTBOX_HANDLER;
 /// The ops port's data, re-exported where they were first defined.
 pub use crate::ports::feed::{OutboxStatus, StoredEvent};
 pub use relay::{Relay, RelayBuilder, RelayStats};
-pub use row::OUTBOX_HANDLER;
 pub use schema::{Migration, MIGRATIONS_TABLE};
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -3,7 +3,9 @@
 //! messages after the retention period. The SQL outboxes are sources (`source.rs`); so is any
 //! transport that implements the trait.
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use super::row::Backend;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use super::source::BackendSource;
 use crate::engine::runtime::Herald;
 use crate::ports::{MessageSource, Receipt, Received, Settlement, SourceError};
@@ -46,6 +48,7 @@ impl fmt::Debug for RelayBuilder {
 }
 
 impl RelayBuilder {
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub(crate) fn new(backend: Arc<dyn Backend>, herald: &Herald) -> Self {
         Self::for_source(Arc::new(BackendSource::new(backend)), herald)
     }

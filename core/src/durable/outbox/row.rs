@@ -183,8 +183,6 @@ pub(crate) fn forget(done: &mut Vec<String>, handler: &str) {
     *done = progress.to_stored();
 }
 
-pub use crate::model::stored_message::OUTBOX_HANDLER;
-
 /// JSON array text of handler names, or `None` when empty.
 pub(crate) fn handlers_json(handlers: &[String]) -> Option<String> {
     if handlers.is_empty() {
