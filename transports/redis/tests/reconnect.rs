@@ -29,8 +29,11 @@ async fn raw() -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"))
 }
 
+/// Per message id: the payload and envelope the handler got, and how often it ran.
+type Runs = HashMap<MessageId, (Parcel, herald::Envelope, u32)>;
+
 #[derive(Debug, Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<MessageId, (Parcel, herald::Envelope, u32)>>>);
+struct Seen(Arc<Mutex<Runs>>);
 
 impl Seen {
     fn count(&self) -> usize {

@@ -31,8 +31,11 @@ async fn raw() -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"))
 }
 
+/// Per message id: the payload and envelope the handler got, and how often it ran.
+type Runs = HashMap<MessageId, (Parcel, herald::Envelope, u32)>;
+
 #[derive(Debug, Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<MessageId, (Parcel, herald::Envelope, u32)>>>);
+struct Seen(Arc<Mutex<Runs>>);
 
 impl Seen {
     fn count(&self) -> usize {
@@ -118,7 +121,7 @@ async fn payload_and_headers_arrive_intact() {
     let stats = relay.stop().await;
     assert_eq!(stats.processed, 1);
     let (parcel, envelope, runs) = seen.0.lock().expect("lock")[&id].clone();
-    assert_eq!(runs, 1);
+    assert_eq!((runs, seen.runs()), (1, 1), "handled once, nothing else");
     assert_eq!(parcel.text, "parcel 7: ü \u{0} ✓");
     assert_eq!(envelope.id, id);
     assert_eq!(envelope.idempotency_key.as_deref(), Some("idem-1"));
