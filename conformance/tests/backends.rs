@@ -4,7 +4,8 @@
 //!
 //! The SQL backends run on the machine's real servers: SQLite in a temporary file, PostgreSQL at
 //! `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), one schema per
-//! case. A missing server fails the cases, never skips them.
+//! case; Redis at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case.
+//! A missing server fails the cases, never skips them.
 
 use herald::outbox::{Relay, RelayBuilder};
 use herald::ports::{MessageSink, OutgoingMessage};
@@ -31,6 +32,8 @@ source_suite!(sqlite_outbox, sqlite::make_source);
 source_suite!(postgres_outbox, postgres::make_source);
 #[cfg(feature = "mysql")]
 source_suite!(mysql_outbox, mysql::make_source);
+#[cfg(feature = "redis")]
+source_suite!(redis, redis_streams::make_source);
 
 // --- in memory -----------------------------------------------------------------------------------
 
@@ -74,6 +77,57 @@ impl SourceHarness for MemoryHarness {
 
     async fn unfinished(&self) -> Result<u64, BoxError> {
         Ok(self.broker.pending() as u64)
+    }
+}
+
+// --- Redis Streams -------------------------------------------------------------------------------
+
+/// Redis Streams at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case.
+#[cfg(feature = "redis")]
+mod redis_streams {
+    use super::*;
+    use herald_transport_redis::RedisStreams;
+
+    pub(super) struct RedisHarness {
+        streams: RedisStreams,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> RedisHarness {
+        let url = std::env::var("HERALD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let stream = format!("herald-test:conformance:{case}:{}", MessageId::new());
+        let streams = RedisStreams::connect(&url, stream, "conformance")
+            .await
+            .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"));
+        RedisHarness { streams }
+    }
+
+    impl SourceHarness for RedisHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            Relay::builder(Arc::new(self.streams.clone()), herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let outgoing = OutgoingMessage::new(&message, options)?;
+            let id = outgoing.envelope.id;
+            let confirmations = self.streams.publish(vec![outgoing]).await?;
+            match confirmations.first() {
+                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
+                other => Err(format!("Redis did not confirm: {other:?}").into()),
+            }
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.streams.unfinished().await?)
+        }
     }
 }
 

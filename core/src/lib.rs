@@ -20,6 +20,11 @@ mod engine;
 mod model;
 pub mod ports;
 
+/// The envelope on the wire (`docs/WIRE.md`): encode and decode the JSON every transport carries.
+pub mod wire {
+    pub use crate::model::wire::*;
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use durable::inbox;
 pub use durable::outbox;

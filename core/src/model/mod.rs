@@ -13,3 +13,4 @@ pub(crate) mod options;
 pub(crate) mod outcome;
 pub(crate) mod retry;
 pub(crate) mod stored_message;
+pub(crate) mod wire;
