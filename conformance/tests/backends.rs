@@ -4,7 +4,9 @@
 //!
 //! The SQL backends run on the machine's real servers: SQLite in a temporary file, PostgreSQL at
 //! `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), one schema per
-//! case; Redis at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case.
+//! case; Redis at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case;
+//! RabbitMQ at `HERALD_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), one
+//! queue per case.
 //! A missing server fails the cases, never skips them.
 
 use herald::outbox::{Relay, RelayBuilder};
@@ -34,6 +36,8 @@ source_suite!(postgres_outbox, postgres::make_source);
 source_suite!(mysql_outbox, mysql::make_source);
 #[cfg(feature = "redis")]
 source_suite!(redis, redis_streams::make_source);
+#[cfg(feature = "rabbitmq")]
+source_suite!(rabbitmq, rabbit_queues::make_source);
 
 // --- in memory -----------------------------------------------------------------------------------
 
@@ -322,5 +326,59 @@ mod mysql {
 
     pub(super) async fn make_source(case: &'static str) -> SqlHarness<herald::sqlx::MySql> {
         SqlHarness::new(None, pool_for("source", case).await).await
+    }
+}
+
+// --- RabbitMQ ------------------------------------------------------------------------------------
+
+/// RabbitMQ at `HERALD_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), one
+/// queue per case, which the broker deletes a minute after the case stops using it.
+#[cfg(feature = "rabbitmq")]
+mod rabbit_queues {
+    use super::*;
+    use herald_transport_rabbitmq::RabbitMq;
+
+    pub(super) struct RabbitHarness {
+        rabbit: RabbitMq,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> RabbitHarness {
+        let url = std::env::var("HERALD_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        let queue = format!("herald-test.conformance.{case}.{}", MessageId::new());
+        let rabbit = RabbitMq::builder(url, queue)
+            .expires_after(std::time::Duration::from_secs(60))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"));
+        RabbitHarness { rabbit }
+    }
+
+    impl SourceHarness for RabbitHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            Relay::builder(Arc::new(self.rabbit.clone()), herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let outgoing = OutgoingMessage::new(&message, options)?;
+            let id = outgoing.envelope.id;
+            let confirmations = self.rabbit.publish(vec![outgoing]).await?;
+            match confirmations.first() {
+                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
+                other => Err(format!("RabbitMQ did not confirm: {other:?}").into()),
+            }
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(self.rabbit.unfinished().await?)
+        }
     }
 }

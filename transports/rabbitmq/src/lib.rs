@@ -121,6 +121,7 @@ pub struct RabbitMqBuilder {
     prefetch: u16,
     confirm_timeout: Duration,
     publish_to: Option<(String, String)>,
+    expires_after: Option<Duration>,
 }
 
 impl fmt::Debug for RabbitMqBuilder {
@@ -131,6 +132,7 @@ impl fmt::Debug for RabbitMqBuilder {
             .field("prefetch", &self.prefetch)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("publish_to", &self.publish_to)
+            .field("expires_after", &self.expires_after)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +157,14 @@ impl RabbitMqBuilder {
     /// message no queue takes is a failed confirmation (it is published as mandatory).
     pub fn publish_to(mut self, exchange: impl Into<String>, routing_key: impl Into<String>) -> Self {
         self.publish_to = Some((exchange.into(), routing_key.into()));
+        self
+    }
+
+    /// Lets the broker delete the queue and its delay queue once they go unused for `after`
+    /// (`x-expires`), with their messages: for temporary queues, such as tests'. The delay queue
+    /// has no consumer, so `after` must be longer than any retry delay. Off by default.
+    pub fn expires_after(mut self, after: Duration) -> Self {
+        self.expires_after = Some(after);
         self
     }
 
@@ -296,12 +306,18 @@ impl RabbitMq {
             prefetch: 32,
             confirm_timeout: Duration::from_secs(10),
             publish_to: None,
+            expires_after: None,
         }
     }
 
     /// The queue's name.
     pub fn queue(&self) -> &str {
         &self.shared.config.queue
+    }
+
+    /// How many times the connection was opened again after it dropped.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire).saturating_sub(1)
     }
 
     /// The delay queue's name (`<queue>.herald-delay`).
@@ -406,12 +422,20 @@ impl RabbitMq {
             durable: true,
             ..QueueDeclareOptions::default()
         };
+        let mut arguments = FieldTable::default();
+        if let Some(after) = config.expires_after {
+            let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+            arguments.insert(
+                ShortString::from("x-expires"),
+                AMQPValue::LongLongInt(after),
+            );
+        }
         consume
-            .queue_declare(&config.queue, durable, FieldTable::default())
+            .queue_declare(&config.queue, durable, arguments.clone())
             .await
             .map_err(amqp("declare the queue"))?;
         // Expired retries go back to the queue through the default exchange.
-        let mut delay_arguments = FieldTable::default();
+        let mut delay_arguments = arguments;
         delay_arguments.insert(
             ShortString::from("x-dead-letter-exchange"),
             AMQPValue::LongString(LongString::from("")),
