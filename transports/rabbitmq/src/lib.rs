@@ -155,7 +155,11 @@ impl RabbitMqBuilder {
     /// Publishes to `exchange` with `routing_key` instead of straight to the queue (through the
     /// default exchange). The exchange and its binding to a queue are the application's; a
     /// message no queue takes is a failed confirmation (it is published as mandatory).
-    pub fn publish_to(mut self, exchange: impl Into<String>, routing_key: impl Into<String>) -> Self {
+    pub fn publish_to(
+        mut self,
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+    ) -> Self {
         self.publish_to = Some((exchange.into(), routing_key.into()));
         self
     }
@@ -317,7 +321,10 @@ impl RabbitMq {
 
     /// How many times the connection was opened again after it dropped.
     pub fn reconnects(&self) -> u64 {
-        self.shared.generation.load(Ordering::Acquire).saturating_sub(1)
+        self.shared
+            .generation
+            .load(Ordering::Acquire)
+            .saturating_sub(1)
     }
 
     /// The delay queue's name (`<queue>.herald-delay`).
@@ -587,9 +594,11 @@ impl RabbitMq {
     /// Settles one held delivery.
     async fn settle_one(&self, held: Held, settlement: Settlement) -> Result<(), SourceError> {
         match settlement {
-            Settlement::Done { .. } | Settlement::FailedForGood { .. } => {
-                finish(&held, "settle", held.acker.ack(BasicAckOptions::default()).await)
-            }
+            Settlement::Done { .. } | Settlement::FailedForGood { .. } => finish(
+                &held,
+                "settle",
+                held.acker.ack(BasicAckOptions::default()).await,
+            ),
             Settlement::Retry {
                 progress,
                 delay,
@@ -655,7 +664,11 @@ impl RabbitMq {
 
 /// An ack or nack's outcome: one on a closed channel is not applied (the broker delivers the
 /// message again), which is logged, not an error.
-fn finish(held: &Held, operation: &'static str, outcome: lapin::Result<bool>) -> Result<(), SourceError> {
+fn finish(
+    held: &Held,
+    operation: &'static str,
+    outcome: lapin::Result<bool>,
+) -> Result<(), SourceError> {
     match outcome {
         Ok(true) => Ok(()),
         Ok(false) => {

@@ -41,7 +41,10 @@ type Runs = HashMap<MessageId, (Parcel, herald::Envelope, u32, Instant)>;
 pub const BACKOFF: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone, Default)]
-pub struct Seen(pub Arc<Mutex<Runs>>, pub Arc<Mutex<Vec<(MessageId, u32, Instant)>>>);
+pub struct Seen(
+    pub Arc<Mutex<Runs>>,
+    pub Arc<Mutex<Vec<(MessageId, u32, Instant)>>>,
+);
 
 impl Seen {
     pub fn count(&self) -> usize {
@@ -68,10 +71,11 @@ async fn receive_parcel(
     meta: Meta,
     State(seen): State<Seen>,
 ) -> Result<(), herald::HandlerError> {
-    seen.1
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((meta.id(), meta.attempt(), Instant::now()));
+    seen.1.lock().unwrap_or_else(|e| e.into_inner()).push((
+        meta.id(),
+        meta.attempt(),
+        Instant::now(),
+    ));
     if parcel.fail_first && meta.attempt() == 1 {
         return Err(herald::HandlerError::msg("the first attempt fails"));
     }

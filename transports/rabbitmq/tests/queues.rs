@@ -171,7 +171,11 @@ async fn a_retry_comes_back_after_its_delay_not_before() {
     .await;
     // While it waits, it is in the delay queue, not redelivered.
     tokio::time::sleep(BACKOFF / 2).await;
-    assert_eq!(seen.1.lock().expect("lock").len(), 1, "not redelivered early");
+    assert_eq!(
+        seen.1.lock().expect("lock").len(),
+        1,
+        "not redelivered early"
+    );
     assert!(rabbit.unfinished().await.expect("unfinished") >= 1);
     eventually("the retry succeeded", async || seen.count() == 1).await;
     drained(&rabbit).await;
@@ -179,11 +183,17 @@ async fn a_retry_comes_back_after_its_delay_not_before() {
     assert_eq!((stats.retried, stats.processed), (1, 1), "{stats:?}");
     let attempts = seen.1.lock().expect("lock").clone();
     assert_eq!(
-        attempts.iter().map(|(i, n, _)| (*i, *n)).collect::<Vec<_>>(),
+        attempts
+            .iter()
+            .map(|(i, n, _)| (*i, *n))
+            .collect::<Vec<_>>(),
         vec![(id, 1), (id, 2)],
         "attempt counted up by the re-published copy"
     );
     let waited = attempts[1].2 - attempts[0].2;
-    assert!(waited >= BACKOFF, "redelivered after {waited:?}, before the delay");
+    assert!(
+        waited >= BACKOFF,
+        "redelivered after {waited:?}, before the delay"
+    );
     rabbit.delete_queues().await.expect("delete");
 }

@@ -24,7 +24,12 @@ async fn a_closed_connection_is_survived_and_nothing_is_lost() {
     // Five deliveries held, unacked, when the connection goes.
     let mut taken = Vec::new();
     while taken.len() < 5 {
-        taken.extend(rabbit.receive("before", 5 - taken.len(), Duration::from_secs(30)).await.expect("receive"));
+        taken.extend(
+            rabbit
+                .receive("before", 5 - taken.len(), Duration::from_secs(30))
+                .await
+                .expect("receive"),
+        );
     }
     let receipts: Vec<_> = taken.iter().map(|r| r.receipt).collect();
     let closed = Command::new("rabbitmqctl")
@@ -37,7 +42,11 @@ async fn a_closed_connection_is_survived_and_nothing_is_lost() {
         String::from_utf8_lossy(&closed.stderr)
     );
     eventually("the closed connection noticed", async || {
-        rabbit.keep("before", &receipts, Duration::from_secs(30)).await.expect("keep").is_empty()
+        rabbit
+            .keep("before", &receipts, Duration::from_secs(30))
+            .await
+            .expect("keep")
+            .is_empty()
     })
     .await;
     let relay = Relay::builder(Arc::new(rabbit.clone()), &herald)
@@ -65,13 +74,19 @@ async fn a_closed_connection_is_survived_and_nothing_is_lost() {
     assert!(rabbit.reconnects() >= 1, "a new connection was opened");
     for received in &taken {
         let id: herald::MessageId = received.message.message_id.parse().expect("an id");
-        assert_eq!(seen.0.lock().expect("lock")[&id].2, 1, "a held delivery came back once");
+        assert_eq!(
+            seen.0.lock().expect("lock")[&id].2,
+            1,
+            "a held delivery came back once"
+        );
     }
     let stats = relay.stop().await;
     // At least once: an ack lost with the closed connection is a redelivery (the inbox removes
     // such duplicates), never a loss.
     let duplicates = seen.runs() - MESSAGES;
-    println!("{failed} publishes failed on the closed connection, {duplicates} duplicates, {stats:?}");
+    println!(
+        "{failed} publishes failed on the closed connection, {duplicates} duplicates, {stats:?}"
+    );
     assert!(duplicates <= MESSAGES / 2, "{duplicates} duplicates");
     rabbit.delete_queues().await.expect("delete");
 }
