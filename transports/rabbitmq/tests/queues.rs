@@ -64,6 +64,7 @@ async fn a_publish_is_confirmed_with_its_id_and_persistent() {
     let queue = format!("herald-test.confirm.{}", uuid::Uuid::new_v4());
     let rabbit = RabbitMq::builder(url(), queue)
         .publish_to("", target.clone())
+        .expires_after(Duration::from_secs(60))
         .connect()
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"));
@@ -103,6 +104,7 @@ async fn a_publish_no_queue_takes_is_a_failed_confirmation() {
     let queue = format!("herald-test.unroutable.{}", uuid::Uuid::new_v4());
     let rabbit = RabbitMq::builder(url(), queue)
         .publish_to("amq.direct", format!("nobody-{}", uuid::Uuid::new_v4()))
+        .expires_after(Duration::from_secs(60))
         .connect()
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"));

@@ -20,6 +20,8 @@ pub async fn rabbit(test: &str) -> RabbitMq {
     let queue = format!("herald-test.{test}.{}", uuid::Uuid::new_v4());
     RabbitMq::builder(url(), queue)
         .prefetch(16)
+        // A backstop: a failed test leaves no queue behind for long.
+        .expires_after(Duration::from_secs(60))
         .connect()
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"))
