@@ -7,9 +7,10 @@
 //! - a **lease** is JetStream's `ack_wait` on a delivered message (set when the consumer is
 //!   created, [`NatsJetStreamBuilder::ack_wait`]); `max_ack_pending` bounds how many messages
 //!   the consumer holds unacknowledged, so prefetch is bounded;
-//! - **receive** fetches what is ready at once; when nothing is, it waits for a short pull
-//!   request with idle heartbeats, so a stalled consumer is noticed (the request fails with
-//!   "missed idle heartbeat" and the next `receive` looks the consumer up again);
+//! - **receive** is one pull request for up to `limit` messages that expires on the server
+//!   after [`fetch_wait`](NatsJetStreamBuilder::fetch_wait); a failed pull (a lost connection,
+//!   a consumer the server no longer has) makes the next `receive` look the consumer up again,
+//!   re-creating it if needed (idle heartbeats are not used: see `pull` in the source);
 //! - **keep** sends `+WPI` (in progress), which restarts `ack_wait`; a message whose lease ran
 //!   out before it was kept (the server may have redelivered it) is reported lost;
 //! - **settle**: done or failed for good → a double ack (`+ACK` with the server's reply
@@ -42,6 +43,9 @@
     unreachable_pub,
     rust_2018_idioms
 )]
+
+/// The NATS client this transport is built on (for [`NatsJetStream::context`] and its types).
+pub use async_nats;
 
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use async_trait::async_trait;
@@ -142,10 +146,10 @@ impl NatsJetStreamBuilder {
         self
     }
 
-    /// How long an empty `receive` waits on a pull request for messages (default 500 ms); its
-    /// idle heartbeat is a quarter of it.
+    /// How long a `receive` waits on its pull request when fewer than `limit` messages are
+    /// ready (default 100 ms): the latency of a partial batch.
     pub fn fetch_wait(mut self, wait: Duration) -> Self {
-        self.fetch_wait = wait.max(Duration::from_millis(40));
+        self.fetch_wait = wait.max(Duration::from_millis(10));
         self
     }
 
@@ -238,7 +242,7 @@ struct Shared {
     stream: stream::Stream,
     consumer_config: pull::Config,
     consumer: tokio::sync::RwLock<jetstream::consumer::PullConsumer>,
-    /// Set when a pull failed (missed heartbeats, a lost connection): the next `receive` looks
+    /// Set when a pull failed (a lost connection, a consumer gone): the next `receive` looks
     /// the consumer up again (re-creating it if the server lost it).
     stale: AtomicBool,
     ack_wait: Duration,
@@ -302,7 +306,7 @@ impl NatsJetStream {
             create_stream: true,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1_000,
-            fetch_wait: Duration::from_millis(500),
+            fetch_wait: Duration::from_millis(100),
             publish_timeout: Duration::from_secs(5),
         }
     }
@@ -368,30 +372,22 @@ impl NatsJetStream {
         Ok(())
     }
 
-    /// Pulls up to `limit` messages: what is ready at once, or else what arrives during a short
-    /// pull request with idle heartbeats.
+    /// Pulls up to `limit` messages with one pull request that expires on the server after
+    /// `fetch_wait`. Neither a `no_wait` fetch nor idle heartbeats: against nats-server 2.9
+    /// with async-nats 0.46 both lost deliveries (a message went to a request the client had
+    /// stopped reading and came back only after `ack_wait`). A request that expires on the
+    /// server ends on the server's answer, so none outlives the client's interest.
     async fn pull(&self, limit: usize) -> Result<Vec<jetstream::Message>, SourceError> {
         let consumer = self.shared.consumer.read().await.clone();
-        let ready = consumer
-            .fetch()
+        let wait = self.shared.fetch_wait;
+        let batch = consumer
+            .batch()
             .max_messages(limit)
+            .expires(wait)
             .messages()
             .await
             .map_err(|e| SourceError::backend("receive", e))?;
-        let mut pulled = collect(ready).await?;
-        if pulled.is_empty() {
-            let wait = self.shared.fetch_wait;
-            let batch = consumer
-                .batch()
-                .max_messages(limit)
-                .expires(wait)
-                .heartbeat(wait / 4)
-                .messages()
-                .await
-                .map_err(|e| SourceError::backend("receive", e))?;
-            pulled = collect(batch).await?;
-        }
-        Ok(pulled)
+        collect(batch).await
     }
 
     /// The stored message a delivery holds; one that is not a wire envelope is handed over so
@@ -418,7 +414,7 @@ impl NatsJetStream {
                     headers: malformed_headers(
                         delivery.subject.as_str(),
                         sequence,
-                        &header(MSG_ID_HEADER),
+                        &header(ID_HEADER),
                     ),
                     occurred_at: chrono::Utc::now(),
                     attempt: 1,
@@ -458,7 +454,7 @@ impl NatsJetStream {
     }
 }
 
-/// Every message of a pull; a failed pull (missed heartbeats, a dropped connection) is an error
+/// Every message of a pull; a failed pull (a dropped connection, a consumer gone) is an error
 /// when it brought nothing, and ends the batch early otherwise.
 async fn collect(
     mut batch: jetstream::consumer::pull::Batch,
@@ -490,12 +486,12 @@ fn not_before(delivery: &jetstream::Message) -> Option<u64> {
         .ok()
 }
 
-/// The extra headers of a malformed message: where it was, and the id its producer gave.
-fn malformed_headers(subject: &str, sequence: u64, msg_id: &str) -> String {
+/// The extra headers of a malformed message: where it was, and the `Herald-Id` its producer gave.
+fn malformed_headers(subject: &str, sequence: u64, id: &str) -> String {
     serde_json::json!({ "extra": {
         "nats-subject": subject,
         "nats-stream-sequence": sequence.to_string(),
-        "nats-msg-id": msg_id,
+        "herald-id-header": id,
     } })
     .to_string()
 }
@@ -725,7 +721,7 @@ mod tests {
     fn malformed_headers_are_json_with_escapes() {
         let text = malformed_headers("s.m", 3, "a\"b\\c");
         let value: serde_json::Value = serde_json::from_str(&text).expect("json");
-        assert_eq!(value["extra"]["nats-msg-id"], "a\"b\\c");
+        assert_eq!(value["extra"]["herald-id-header"], "a\"b\\c");
         assert_eq!(value["extra"]["nats-stream-sequence"], "3");
     }
 }
