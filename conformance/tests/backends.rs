@@ -384,7 +384,7 @@ mod nats_jetstream {
         }
 
         async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.nats.unfinished().await?)
+            self.nats.unfinished().await
         }
     }
 }
