@@ -6,7 +6,8 @@
 //! `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), one schema per
 //! case; Redis at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case;
 //! RabbitMQ at `HERALD_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), one
-//! queue per case.
+//! queue per case; NATS JetStream at `HERALD_TEST_NATS_URL` (default `nats://127.0.0.1:4222`), one
+//! stream per case.
 //! A missing server fails the cases, never skips them.
 
 use herald::outbox::{Relay, RelayBuilder};
@@ -38,6 +39,8 @@ source_suite!(mysql_outbox, mysql::make_source);
 source_suite!(redis, redis_streams::make_source);
 #[cfg(feature = "rabbitmq")]
 source_suite!(rabbitmq, rabbit_queues::make_source);
+#[cfg(feature = "nats")]
+source_suite!(nats, nats_jetstream::make_source);
 
 // --- in memory -----------------------------------------------------------------------------------
 
@@ -379,6 +382,68 @@ mod rabbit_queues {
 
         async fn unfinished(&self) -> Result<u64, BoxError> {
             Ok(self.rabbit.unfinished().await?)
+        }
+    }
+}
+
+// --- NATS JetStream ------------------------------------------------------------------------------
+
+/// NATS JetStream at `HERALD_TEST_NATS_URL` (default `nats://127.0.0.1:4222`), one stream per case
+/// (deleted when the harness is dropped).
+#[cfg(feature = "nats")]
+mod nats_jetstream {
+    use super::*;
+    use herald_transport_nats::NatsJetStream;
+
+    pub(super) struct NatsHarness {
+        nats: NatsJetStream,
+    }
+
+    pub(super) async fn make_source(case: &'static str) -> NatsHarness {
+        let url = std::env::var("HERALD_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let stream = format!("herald-test-conformance-{case}-{}", MessageId::new());
+        let nats = NatsJetStream::builder(url, stream, "conformance")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("NATS with JetStream is required for these tests: {e}"));
+        NatsHarness { nats }
+    }
+
+    impl Drop for NatsHarness {
+        fn drop(&mut self) {
+            let nats = self.nats.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { nats.delete_stream().await });
+            }
+        }
+    }
+
+    impl SourceHarness for NatsHarness {
+        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
+            builder
+        }
+
+        fn relay(&self, herald: &Herald) -> RelayBuilder {
+            Relay::builder(Arc::new(self.nats.clone()), herald)
+        }
+
+        async fn publish<M: Message>(
+            &self,
+            message: M,
+            options: PublishOptions,
+        ) -> Result<MessageId, BoxError> {
+            let outgoing = OutgoingMessage::new(&message, options)?;
+            let id = outgoing.envelope.id;
+            let confirmations = self.nats.publish(vec![outgoing]).await?;
+            match confirmations.first() {
+                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
+                other => Err(format!("JetStream did not confirm: {other:?}").into()),
+            }
+        }
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            self.nats.unfinished().await
         }
     }
 }
