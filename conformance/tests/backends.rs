@@ -11,7 +11,7 @@
 //! A missing server fails the cases, never skips them.
 
 use herald::outbox::{Relay, RelayBuilder};
-use herald::ports::{MessageSink, OutgoingMessage};
+use herald::ports::{MessageSink, MessageSource, OutgoingMessage};
 use herald::{Herald, HeraldBuilder, InMemoryDeadLetters, Message, MessageId, PublishOptions};
 use herald_conformance::source::{BoxError, SourceHarness};
 use herald_conformance::{dead_letter_suite, source_suite};
@@ -48,24 +48,35 @@ async fn make_in_memory_dead_letters(_case: &'static str) -> InMemoryDeadLetters
     InMemoryDeadLetters::default()
 }
 
-/// The in-memory transport: published through its sink, relayed from its source.
-struct MemoryHarness {
-    broker: MemoryBroker,
+/// A broker transport as the kit drives it: its own sink and source, how much it still holds, and
+/// what to clean up after a case.
+trait Broker: MessageSink + MessageSource + Clone {
+    /// What the broker says in an error when it did not confirm a publish.
+    const NAME: &'static str;
+
+    /// Messages the broker still holds unfinished (ready, held, or waiting for a retry).
+    fn unfinished(&self) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send;
+
+    /// Called when the case's harness is dropped (for a broker that keeps what a case made).
+    fn clean_up(&self) {}
 }
 
-async fn make_memory_source(_case: &'static str) -> MemoryHarness {
-    MemoryHarness {
-        broker: MemoryBroker::new(),
+/// Any broker transport: published through its sink, relayed from its source.
+struct BrokerHarness<B: Broker>(B);
+
+impl<B: Broker> Drop for BrokerHarness<B> {
+    fn drop(&mut self) {
+        self.0.clean_up();
     }
 }
 
-impl SourceHarness for MemoryHarness {
+impl<B: Broker> SourceHarness for BrokerHarness<B> {
     fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
         builder
     }
 
     fn relay(&self, herald: &Herald) -> RelayBuilder {
-        Relay::builder(Arc::new(self.broker.clone()), herald)
+        Relay::builder(Arc::new(self.0.clone()), herald)
     }
 
     async fn publish<M: Message>(
@@ -75,16 +86,28 @@ impl SourceHarness for MemoryHarness {
     ) -> Result<MessageId, BoxError> {
         let outgoing = OutgoingMessage::new(&message, options)?;
         let id = outgoing.envelope.id;
-        let confirmations = self.broker.publish(vec![outgoing]).await?;
+        let confirmations = self.0.publish(vec![outgoing]).await?;
         match confirmations.first() {
             Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-            other => Err(format!("the broker did not confirm: {other:?}").into()),
+            other => Err(format!("{} did not confirm: {other:?}", B::NAME).into()),
         }
     }
 
     async fn unfinished(&self) -> Result<u64, BoxError> {
-        Ok(self.broker.pending() as u64)
+        self.0.unfinished().await
     }
+}
+
+impl Broker for MemoryBroker {
+    const NAME: &'static str = "the in-memory broker";
+
+    async fn unfinished(&self) -> Result<u64, BoxError> {
+        Ok(self.pending() as u64)
+    }
+}
+
+async fn make_memory_source(_case: &'static str) -> BrokerHarness<MemoryBroker> {
+    BrokerHarness(MemoryBroker::new())
 }
 
 // --- Redis Streams -------------------------------------------------------------------------------
@@ -95,46 +118,22 @@ mod redis_streams {
     use super::*;
     use herald_transport_redis::RedisStreams;
 
-    pub(super) struct RedisHarness {
-        streams: RedisStreams,
+    impl Broker for RedisStreams {
+        const NAME: &'static str = "Redis";
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(RedisStreams::unfinished(self).await?)
+        }
     }
 
-    pub(super) async fn make_source(case: &'static str) -> RedisHarness {
+    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<RedisStreams> {
         let url = std::env::var("HERALD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let stream = format!("herald-test:conformance:{case}:{}", MessageId::new());
         let streams = RedisStreams::connect(&url, stream, "conformance")
             .await
             .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"));
-        RedisHarness { streams }
-    }
-
-    impl SourceHarness for RedisHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            Relay::builder(Arc::new(self.streams.clone()), herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let outgoing = OutgoingMessage::new(&message, options)?;
-            let id = outgoing.envelope.id;
-            let confirmations = self.streams.publish(vec![outgoing]).await?;
-            match confirmations.first() {
-                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-                other => Err(format!("Redis did not confirm: {other:?}").into()),
-            }
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.streams.unfinished().await?)
-        }
+        BrokerHarness(streams)
     }
 }
 
@@ -341,11 +340,15 @@ mod rabbit_queues {
     use super::*;
     use herald_transport_rabbitmq::RabbitMq;
 
-    pub(super) struct RabbitHarness {
-        rabbit: RabbitMq,
+    impl Broker for RabbitMq {
+        const NAME: &'static str = "RabbitMQ";
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(RabbitMq::unfinished(self).await?)
+        }
     }
 
-    pub(super) async fn make_source(case: &'static str) -> RabbitHarness {
+    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<RabbitMq> {
         let url = std::env::var("HERALD_TEST_AMQP_URL")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
         let queue = format!("herald-test.conformance.{case}.{}", MessageId::new());
@@ -354,35 +357,7 @@ mod rabbit_queues {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"));
-        RabbitHarness { rabbit }
-    }
-
-    impl SourceHarness for RabbitHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            Relay::builder(Arc::new(self.rabbit.clone()), herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let outgoing = OutgoingMessage::new(&message, options)?;
-            let id = outgoing.envelope.id;
-            let confirmations = self.rabbit.publish(vec![outgoing]).await?;
-            match confirmations.first() {
-                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-                other => Err(format!("RabbitMQ did not confirm: {other:?}").into()),
-            }
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(self.rabbit.unfinished().await?)
-        }
+        BrokerHarness(rabbit)
     }
 }
 
@@ -395,11 +370,23 @@ mod nats_jetstream {
     use super::*;
     use herald_transport_nats::NatsJetStream;
 
-    pub(super) struct NatsHarness {
-        nats: NatsJetStream,
+    impl Broker for NatsJetStream {
+        const NAME: &'static str = "JetStream";
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            NatsJetStream::unfinished(self).await
+        }
+
+        /// Deletes the case's stream (in the background: the runtime may be ending).
+        fn clean_up(&self) {
+            let nats = self.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { nats.delete_stream().await });
+            }
+        }
     }
 
-    pub(super) async fn make_source(case: &'static str) -> NatsHarness {
+    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<NatsJetStream> {
         let url = std::env::var("HERALD_TEST_NATS_URL")
             .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
         let stream = format!("herald-test-conformance-{case}-{}", MessageId::new());
@@ -407,43 +394,6 @@ mod nats_jetstream {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("NATS with JetStream is required for these tests: {e}"));
-        NatsHarness { nats }
-    }
-
-    impl Drop for NatsHarness {
-        fn drop(&mut self) {
-            let nats = self.nats.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { nats.delete_stream().await });
-            }
-        }
-    }
-
-    impl SourceHarness for NatsHarness {
-        fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-            builder
-        }
-
-        fn relay(&self, herald: &Herald) -> RelayBuilder {
-            Relay::builder(Arc::new(self.nats.clone()), herald)
-        }
-
-        async fn publish<M: Message>(
-            &self,
-            message: M,
-            options: PublishOptions,
-        ) -> Result<MessageId, BoxError> {
-            let outgoing = OutgoingMessage::new(&message, options)?;
-            let id = outgoing.envelope.id;
-            let confirmations = self.nats.publish(vec![outgoing]).await?;
-            match confirmations.first() {
-                Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-                other => Err(format!("JetStream did not confirm: {other:?}").into()),
-            }
-        }
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            self.nats.unfinished().await
-        }
+        BrokerHarness(nats)
     }
 }
