@@ -64,6 +64,7 @@ pub use engine::ingress::StoredError;
 pub use engine::observe::AttemptObserver;
 pub use engine::pool::{Overload, PoolConfig, PoolStats};
 pub use engine::registry::RoutingTable;
+pub use engine::route::{RouteBuilder, ROUTE_PREFIX, ROUTE_RETRY, ROUTE_TIMEOUT};
 pub use engine::runtime::Herald;
 pub use engine::shutdown::ShutdownReport;
 pub use model::envelope::{Envelope, Headers, MessageId, PublishOptions};

@@ -10,6 +10,7 @@ use crate::engine::memory_dead_letters::InMemoryDeadLetters;
 use crate::engine::observe::{AttemptObserver, Hooks, Observers};
 use crate::engine::pool::{Pool, PoolConfig};
 use crate::engine::registry::{self, RoutingTable};
+use crate::engine::route::{Forward, RouteSpec};
 use crate::engine::runtime::{HandlerRuntime, Herald, Inner};
 use crate::engine::worker;
 use crate::model::message::{MessageDescriptor, MessageKind};
@@ -39,6 +40,7 @@ pub struct HeraldBuilder {
     rates: Vec<(String, Rate)>,
     observers: Vec<(&'static str, Box<dyn AttemptObserver>)>,
     metrics: bool,
+    routes: Vec<RouteSpec>,
 }
 
 impl fmt::Debug for HeraldBuilder {
@@ -56,6 +58,7 @@ impl fmt::Debug for HeraldBuilder {
                 &self.observers.iter().map(|o| o.0).collect::<Vec<_>>(),
             )
             .field("metrics", &self.metrics)
+            .field("routes", &self.routes)
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +75,14 @@ impl HeraldBuilder {
             rates: Vec::new(),
             observers: Vec::new(),
             metrics: true,
+            routes: Vec::new(),
         }
+    }
+
+    /// Adds a finished route (see [`RouteBuilder::to`](crate::engine::route::RouteBuilder::to)).
+    pub(crate) fn with_route(mut self, route: RouteSpec) -> Self {
+        self.routes.push(route);
+        self
     }
 
     /// Adds a named pool; handlers choose it with `#[async_handler(pool = "name")]`.
@@ -162,8 +172,31 @@ impl HeraldBuilder {
     /// handler names, a handler naming an unknown pool, state that was never registered, a pool with
     /// zero concurrency or queue, no tokio runtime.
     pub fn build(mut self) -> Result<Herald, BuildError> {
-        let (handlers, messages) = registry::collect(self.prefix.as_deref());
-        let mut problems = self.check(&handlers, &messages);
+        let (mut handlers, mut messages) = registry::collect(self.prefix.as_deref());
+        let mut problems = Vec::new();
+        let mut forwards: HashMap<&'static str, Forward> = HashMap::new();
+        for route in std::mem::take(&mut self.routes) {
+            let missing = route.missing_capabilities();
+            if !missing.is_empty() {
+                problems.push(BuildProblem::general(format!(
+                    "route `{}` ({}:{}) requires {} of its sink `{}`, which does not declare it: choose a sink that has it, or drop the requirement",
+                    route.handler_name(),
+                    route.location.file(),
+                    route.location.line(),
+                    missing.join(" and "),
+                    route.sink.destination()
+                )));
+            }
+            if !messages.iter().any(|m| m.name == route.message) {
+                // A route's message may be declared outside `handlers_under`; its relay still
+                // decodes it.
+                messages.extend(registry::message_named(route.message));
+            }
+            let (descriptor, forward) = route.into_handler();
+            handlers.push(descriptor);
+            forwards.insert(descriptor.name, forward);
+        }
+        problems.extend(self.check(&handlers, &messages));
         let runtime = tokio::runtime::Handle::try_current();
         if runtime.is_err() {
             problems.push(BuildProblem::general(
@@ -205,6 +238,7 @@ impl HeraldBuilder {
                     }),
                     dedupe: desc.options.dedupe.then(|| DedupeWindow::new(window)),
                     lanes: desc.options.ordered.then(KeyLanes::default),
+                    forward: forwards.remove(desc.name),
                 })
             })
             .collect();

@@ -16,6 +16,7 @@ pub mod observe;
 pub(crate) mod pool;
 pub(crate) mod publish;
 pub(crate) mod registry;
+pub(crate) mod route;
 pub(crate) mod runtime;
 pub(crate) mod shutdown;
 pub(crate) mod worker;

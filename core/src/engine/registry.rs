@@ -25,6 +25,13 @@ pub(crate) fn collect(
     (handlers, messages)
 }
 
+/// The registered message named `name`, wherever it is declared.
+pub(crate) fn message_named(name: &str) -> Option<&'static MessageDescriptor> {
+    inventory::iter::<MessageDescriptor>
+        .into_iter()
+        .find(|m| m.name == name)
+}
+
 /// The routing table: message → handlers, with pool and options. `Display` prints it for people.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {

@@ -8,6 +8,7 @@ use crate::engine::dedupe::DedupeWindow;
 use crate::engine::lanes::KeyLanes;
 use crate::engine::pool::{Pool, PoolStats};
 use crate::engine::registry::RoutingTable;
+use crate::engine::route::Forward;
 use crate::model::ledger::LedgerSnapshot;
 use crate::model::message::MessageDescriptor;
 use crate::ports::dead_letters::{DeadLetterError, DeadLetterStore};
@@ -44,6 +45,8 @@ pub(crate) struct HandlerRuntime {
     pub(crate) rate: Option<DefaultDirectRateLimiter>,
     pub(crate) dedupe: Option<DedupeWindow>,
     pub(crate) lanes: Option<KeyLanes>,
+    /// Set for a route: its attempt publishes to a sink instead of calling `desc.call`.
+    pub(crate) forward: Option<Forward>,
 }
 
 impl fmt::Debug for HandlerRuntime {

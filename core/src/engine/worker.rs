@@ -399,12 +399,21 @@ async fn execute(job: Job) {
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
-        let result = call(
-            invocation(guard.job(), attempt),
-            handler.desc.options.timeout,
-            handler.desc.call,
-        )
-        .await;
+        let result = match &handler.forward {
+            None => {
+                call(
+                    invocation(guard.job(), attempt),
+                    handler.desc.options.timeout,
+                    handler.desc.call,
+                )
+                .await
+            }
+            Some(forward) => {
+                let dispatch = &guard.job().dispatch;
+                let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
+                call_future(publish, handler.desc.options.timeout).await
+            }
+        };
         let next = decide(&mut guard, result, attempt, &mut delays);
         if hooks.watching() {
             guard.attempt_ends(hooks, next.outcome());
@@ -594,7 +603,15 @@ async fn call(
     timeout: Option<std::time::Duration>,
     call: crate::contract::handler::HandlerFn,
 ) -> Result<AnyReply, HandlerError> {
-    let attempt = AssertUnwindSafe(call(invocation)).catch_unwind();
+    call_future(call(invocation), timeout).await
+}
+
+/// An attempt's future (a handler's call, a route's publish) under the timeout, panics caught.
+async fn call_future(
+    attempt: futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>>,
+    timeout: Option<std::time::Duration>,
+) -> Result<AnyReply, HandlerError> {
+    let attempt = AssertUnwindSafe(attempt).catch_unwind();
     let caught = match timeout {
         Some(limit) => match tokio::time::timeout(limit, attempt).await {
             Ok(caught) => caught,

@@ -244,6 +244,13 @@ pub trait MessageSink: Send + Sync + fmt::Debug + 'static {
 
     /// What this sink can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// Where it publishes, for people: `rabbitmq:orders`, `nats:orders.placed`. It names routes
+    /// (`route:<message>-><destination>`) and appears in errors and logs, so it never holds a
+    /// password or a token.
+    fn destination(&self) -> String {
+        "sink".to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -187,6 +187,10 @@ impl MessageSink for MemoryBroker {
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
     }
+
+    fn destination(&self) -> String {
+        "memory".to_owned()
+    }
 }
 
 #[async_trait]

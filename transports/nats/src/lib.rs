@@ -545,6 +545,10 @@ impl MessageSink for NatsJetStream {
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
     }
+
+    fn destination(&self) -> String {
+        format!("nats:{}", self.subject())
+    }
 }
 
 #[async_trait]

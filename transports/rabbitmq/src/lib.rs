@@ -711,6 +711,13 @@ impl MessageSink for RabbitMq {
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
     }
+
+    fn destination(&self) -> String {
+        match &self.shared.config.publish_to {
+            Some((exchange, key)) => format!("rabbitmq:{exchange}/{key}"),
+            None => format!("rabbitmq:{}", self.queue()),
+        }
+    }
 }
 
 #[async_trait]

@@ -351,6 +351,10 @@ impl MessageSink for RedisStreams {
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
     }
+
+    fn destination(&self) -> String {
+        format!("redis:{}", self.stream())
+    }
 }
 
 #[async_trait]
