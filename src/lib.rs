@@ -33,6 +33,25 @@
 pub use herald_core::*;
 pub use herald_macros::{async_handler, Command, Event};
 
+/// The transports between processes, one cargo feature each (like sqlx's drivers). A transport is
+/// a [`MessageSink`](crate::ports::MessageSink) that routes forward to
+/// (`Herald::builder().route::<E>().to(sink)`) and a [`MessageSource`](crate::ports::MessageSource)
+/// that a [`Relay`](crate::outbox::Relay) consumes into the handlers.
+pub mod transport {
+    /// The in-memory broker (feature `memory`).
+    #[cfg(feature = "memory")]
+    pub use herald_transport_memory as memory;
+    /// NATS JetStream (feature `nats`).
+    #[cfg(feature = "nats")]
+    pub use herald_transport_nats as nats;
+    /// RabbitMQ (feature `rabbitmq`).
+    #[cfg(feature = "rabbitmq")]
+    pub use herald_transport_rabbitmq as rabbitmq;
+    /// Redis Streams (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub use herald_transport_redis as redis;
+}
+
 /// Items used by the code that Herald's macros generate. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {

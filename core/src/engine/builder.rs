@@ -187,14 +187,16 @@ impl HeraldBuilder {
                     route.sink.destination()
                 )));
             }
-            if !messages.iter().any(|m| m.name == route.message) {
-                // A route's message may be declared outside `handlers_under`; its relay still
-                // decodes it.
-                messages.extend(registry::message_named(route.message));
-            }
             let (descriptor, forward) = route.into_handler();
             handlers.push(descriptor);
             forwards.insert(descriptor.name, forward);
+        }
+        // A handler's message may be declared outside `handlers_under` (a shared `messages`
+        // module); stored and received copies of it must still decode.
+        for handler in &handlers {
+            if !messages.iter().any(|m| m.name == handler.message) {
+                messages.extend(registry::message_named(handler.message));
+            }
         }
         problems.extend(self.check(&handlers, &messages));
         let runtime = tokio::runtime::Handle::try_current();

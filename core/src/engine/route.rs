@@ -93,9 +93,15 @@ impl RouteSpec {
         let has = self.sink.capabilities();
         let wants = self.requires;
         [
-            (wants.per_message_ack && !has.per_message_ack, "per_message_ack"),
+            (
+                wants.per_message_ack && !has.per_message_ack,
+                "per_message_ack",
+            ),
             (wants.native_delay && !has.native_delay, "native_delay"),
-            (wants.ordered_by_key && !has.ordered_by_key, "ordered_by_key"),
+            (
+                wants.ordered_by_key && !has.ordered_by_key,
+                "ordered_by_key",
+            ),
             (wants.persistent && !has.persistent, "persistent"),
         ]
         .into_iter()
@@ -108,9 +114,7 @@ impl RouteSpec {
     /// declared once per `build()`, so this costs a few hundred bytes per runtime built.
     pub(crate) fn into_handler(self) -> (&'static HandlerDescriptor, Forward) {
         let name: &'static str = Box::leak(self.handler_name().into_boxed_str());
-        let pool: Option<&'static str> = self
-            .pool
-            .map(|pool| &*Box::leak(pool.into_boxed_str()));
+        let pool: Option<&'static str> = self.pool.map(|pool| &*Box::leak(pool.into_boxed_str()));
         let descriptor = Box::leak(Box::new(HandlerDescriptor {
             name,
             message: self.message,
