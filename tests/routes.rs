@@ -288,6 +288,34 @@ mod in_process {
     }
 
     #[tokio::test]
+    async fn a_dead_lettered_forward_is_redriven_to_the_broker_once_it_is_back() {
+        let sink = Faulty::refusing(3);
+        let seen = Seen::default();
+        let herald = producer(sink.clone(), quick_retry(3), &seen);
+        let outcome = herald
+            .publish(OrderPlaced {
+                account: "a".into(),
+                order: 11,
+            })
+            .await
+            .expect("admitted")
+            .await;
+        assert!(!outcome.is_success(), "three refusals exhaust three attempts");
+        assert!(sink.confirmed().is_empty());
+        let dead = herald.dead_letters().list(10).await.expect("list");
+        assert_eq!(dead.len(), 1, "{dead:?}");
+
+        // The broker is back (the refusals are used up): re-drive the dead letter.
+        let redriven = herald.redrive(dead[0].id).await.expect("re-driven").await;
+        assert!(redriven.is_success(), "{redriven:?}");
+        let confirmed = sink.confirmed();
+        assert_eq!(confirmed.len(), 1);
+        assert_eq!(confirmed[0].envelope.id, outcome.message_id, "the same message id");
+        assert_eq!(herald.dead_letters().count().await.expect("count"), 0);
+        assert_eq!(seen.all(), vec!["local 11".to_owned()], "the local handler ran once");
+    }
+
+    #[tokio::test]
     async fn a_broker_that_never_answers_times_out_and_the_publish_is_retried() {
         let sink = Faulty::new();
         sink.hang.store(1, Ordering::SeqCst);
