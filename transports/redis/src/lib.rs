@@ -247,6 +247,7 @@ impl fmt::Debug for RedisStreams {
         f.debug_struct("RedisStreams")
             .field("stream", &self.shared.stream)
             .field("group", &self.shared.group)
+            .field("trim_every", &self.shared.trim_every)
             .field("held", &self.shared.held.lock().len())
             .finish_non_exhaustive()
     }
@@ -261,6 +262,10 @@ const DEFAULT_TRIM_EVERY: Duration = Duration::from_secs(1);
 /// How much longer than its `BLOCK` time a waiting `XREAD` may take before its connection is
 /// given up (a server that stopped answering without closing the connection).
 const WAIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest one blocking `XREAD` lasts; a longer wait returns after it (an extra look costs
+/// one `receive`), so a connection that died silently is noticed within a minute.
+const MAX_BLOCK: Duration = Duration::from_secs(60);
 
 /// Deletes the entries every group has finished; returns how many (KEYS: stream; ARGV: the age in
 /// ms below which finished entries are kept, or -1). Stream ids are compared as decimal strings,
@@ -530,7 +535,8 @@ impl RedisStreams {
         let block = match u64::try_from(due_in_ms) {
             Ok(due_in) => timeout.min(Duration::from_millis(due_in)),
             Err(_) => timeout,
-        };
+        }
+        .min(MAX_BLOCK);
         let block_ms = millis(block);
         if block_ms == 0 {
             // `BLOCK 0` would block forever.
@@ -806,10 +812,10 @@ impl MessageSource for RedisStreams {
     }
 
     async fn wait(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = Instant::now();
         if let Err(error) = self.wait_for_entries(timeout).await {
             tracing::debug!(stream = %self.shared.stream, %error, "could not block for new entries; waiting out the poll interval");
-            tokio::time::sleep_until(deadline).await;
+            tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await;
         }
     }
 
