@@ -28,7 +28,9 @@
 //! group you abandoned with `XGROUP DESTROY`). The trim runs after a settlement and on an idle
 //! `receive`, at most once per [`trim_every`](RedisStreamsBuilder::trim_every) (default 1 s), and
 //! on [`trim`](RedisStreams::trim) or a relay's retention sweep (which keeps finished entries
-//! younger than its retention period). Retries wait in the delayed set, which trimming never
+//! younger than its retention period: to keep finished entries for a while, turn the automatic
+//! trim off with [`no_trimming`](RedisStreamsBuilder::no_trimming) and give the relay a
+//! `retention`). Moving a group back with `XGROUP SETID` cannot bring trimmed entries back. Retries wait in the delayed set, which trimming never
 //! touches: a retry is added to it and its original acked in one script, and a due one is added
 //! to the stream and removed from the set in one script. There is deliberately no `MAXLEN`
 //! setting: `MAXLEN` deletes the oldest entries whether or not a group has finished them, so it
