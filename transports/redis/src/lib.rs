@@ -17,6 +17,36 @@
 //! Every check-then-act step (is this entry still mine? then ack) runs as one Lua script, so a
 //! settlement from a relay that lost its lease is ignored.
 //!
+//! **Trimming.** Entries every consumer group of the stream has finished are deleted, so the
+//! stream does not grow forever; nothing another group may still need is. One Lua script (atomic
+//! against concurrent reads and acks) finds, per group, the lowest entry it still needs: its
+//! lowest pending entry (`XPENDING`: leased, released, or read and not yet acked), or else the
+//! first entry after its last-delivered id (entries after it are not yet read by that group). It
+//! then runs `XTRIM <stream> MINID <lowest of those>`, which deletes only entries below it. So an
+//! entry pending in any group, or not yet read by any group, is never deleted, whatever the
+//! groups' speeds; a group that stopped reading keeps everything from where it stopped (remove a
+//! group you abandoned with `XGROUP DESTROY`). The trim runs after a settlement and on an idle
+//! `receive`, at most once per [`trim_every`](RedisStreamsBuilder::trim_every) (default 1 s), and
+//! on [`trim`](RedisStreams::trim) or a relay's retention sweep (which keeps finished entries
+//! younger than its retention period: to keep finished entries for a while, turn the automatic
+//! trim off with [`no_trimming`](RedisStreamsBuilder::no_trimming) and give the relay a
+//! `retention`). Moving a group back with `XGROUP SETID` cannot bring trimmed entries back. Retries wait in the delayed set, which trimming never
+//! touches: a retry is added to it and its original acked in one script, and a due one is added
+//! to the stream and removed from the set in one script. There is deliberately no `MAXLEN`
+//! setting: `MAXLEN` deletes the oldest entries whether or not a group has finished them, so it
+//! would lose messages.
+//!
+//! **Waking.** An idle relay's `wait` wakes as soon as the group has an entry it has not read, or
+//! when the earliest retry in the delayed set is due, instead of sleeping its whole poll
+//! interval. It reads the group's last-delivered id and the delayed set's earliest due time (one
+//! script), then blocks in `XREAD BLOCK … STREAMS <stream> <last-delivered id>`, which returns at
+//! once if an entry arrived in between, or when one is added. `XREAD` reads without a consumer
+//! group, so waiting claims nothing: the woken relay then leases entries with `receive` as usual,
+//! and when several relays wake for one entry, `XREADGROUP` gives it to exactly one of them.
+//! Each waiting relay blocks on a connection of its own (kept in a small pool and reused), never
+//! on the connection `receive` uses. A lease that expires, or an entry another relay released, is
+//! still found at the next poll. If Redis cannot be reached, `wait` sleeps out its timeout.
+//!
 //! ```no_run
 //! # async fn run(herald: herald_core::Herald) -> Result<(), Box<dyn std::error::Error>> {
 //! use herald_core::outbox::Relay;
@@ -41,14 +71,14 @@ use herald_core::ports::{
 };
 use herald_core::wire;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::Script;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The stream entry field holding the wire envelope.
 pub const ENVELOPE_FIELD: &str = "envelope";
@@ -90,12 +120,122 @@ struct Shared {
     stream: String,
     delayed: String,
     group: String,
+    client: redis::Client,
     /// Writes and scripts.
     commands: ConnectionManager,
     /// Reads (`XREADGROUP`, `XAUTOCLAIM`) on their own connection, without a response timeout.
     reads: ConnectionManager,
+    /// Idle connections for `wait`'s blocking `XREAD`, one per waiting relay.
+    waiting: Mutex<Vec<MultiplexedConnection>>,
+    /// How often the stream is trimmed, if at all.
+    trim_every: Option<Duration>,
+    /// When the stream was last trimmed (or the source opened).
+    last_trim: Mutex<Instant>,
     next_receipt: AtomicU64,
     held: Mutex<HashMap<u64, Held>>,
+}
+
+/// Configures a [`RedisStreams`]: made by [`RedisStreams::builder`], opened by
+/// [`connect`](Self::connect).
+#[must_use = "a builder does nothing until `connect()`"]
+#[derive(Clone)]
+pub struct RedisStreamsBuilder {
+    url: String,
+    stream: String,
+    group: String,
+    trim_every: Option<Duration>,
+}
+
+impl fmt::Debug for RedisStreamsBuilder {
+    // The URL is left out: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStreamsBuilder")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("trim_every", &self.trim_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStreamsBuilder {
+    /// How often, at most, the source trims the stream of the entries every consumer group has
+    /// finished (default every second; `Duration::ZERO` trims after every settlement). The
+    /// trim never deletes an entry pending in a group or not yet read by one (see the crate
+    /// docs).
+    pub fn trim_every(mut self, interval: Duration) -> Self {
+        self.trim_every = Some(interval);
+        self
+    }
+
+    /// Never trims the stream on its own: finished entries stay until [`RedisStreams::trim`] or a
+    /// relay's retention sweep removes them, or something outside Herald does.
+    pub fn no_trimming(mut self) -> Self {
+        self.trim_every = None;
+        self
+    }
+
+    /// Connects to Redis and creates the consumer group at the stream's start if it is missing
+    /// (with the stream).
+    ///
+    /// # Errors
+    /// When the URL is not valid, Redis cannot be reached, or the group cannot be created.
+    pub async fn connect(self) -> Result<RedisStreams, RedisTransportError> {
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|source| RedisTransportError::InvalidUrl { source })?;
+        let connect = |operation| move |source| RedisTransportError::Redis { operation, source };
+        let commands = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new().set_number_of_retries(3),
+        )
+        .await
+        .map_err(connect("connect"))?;
+        let reads = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_number_of_retries(3)
+                .set_response_timeout(None),
+        )
+        .await
+        .map_err(connect("connect the reading connection"))?;
+        let RedisStreamsBuilder {
+            stream,
+            group,
+            trim_every,
+            ..
+        } = self;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(&group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut commands.clone())
+            .await;
+        match created {
+            Err(error) if error.code() != Some("BUSYGROUP") => {
+                return Err(RedisTransportError::Redis {
+                    operation: "create the consumer group",
+                    source: error,
+                })
+            }
+            _ => {}
+        }
+        Ok(RedisStreams {
+            shared: Arc::new(Shared {
+                delayed: format!("{stream}:delayed"),
+                stream,
+                group,
+                client,
+                commands,
+                reads,
+                waiting: Mutex::new(Vec::new()),
+                trim_every,
+                last_trim: Mutex::new(Instant::now()),
+                next_receipt: AtomicU64::new(0),
+                held: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
 }
 
 /// What a receipt names: the stream entry and the message read from it.
@@ -109,6 +249,7 @@ impl fmt::Debug for RedisStreams {
         f.debug_struct("RedisStreams")
             .field("stream", &self.shared.stream)
             .field("group", &self.shared.group)
+            .field("trim_every", &self.shared.trim_every)
             .field("held", &self.shared.held.lock().len())
             .finish_non_exhaustive()
     }
@@ -116,6 +257,85 @@ impl fmt::Debug for RedisStreams {
 
 /// How long a released entry looks idle: longer than any lease, so the next `XAUTOCLAIM` takes it.
 const RELEASED_IDLE_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// How often the stream is trimmed unless configured otherwise.
+const DEFAULT_TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// How much longer than its `BLOCK` time a waiting `XREAD` may take before its connection is
+/// given up (a server that stopped answering without closing the connection).
+const WAIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest one blocking `XREAD` lasts; a longer wait returns after it (an extra look costs
+/// one `receive`), so a connection that died silently is noticed within a minute.
+const MAX_BLOCK: Duration = Duration::from_secs(60);
+
+/// Deletes the entries every group has finished; returns how many (KEYS: stream; ARGV: the age in
+/// ms below which finished entries are kept, or -1). Stream ids are compared as decimal strings,
+/// so ids beyond 2^53 are exact too.
+const TRIM: &str = r"
+local function less_number(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function less(a, b)
+  local ams, aseq = string.match(a, '^(%d+)%-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)%-(%d+)$')
+  if ams ~= bms then return less_number(ams, bms) end
+  return less_number(aseq, bseq)
+end
+-- The smallest id after `id`; `id` itself where its sequence is too long to add one exactly in
+-- Lua's numbers (that keeps one finished entry more, never one less).
+local function after(id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  if #seq > 15 then return id end
+  return ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)
+end
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if groups.err or #groups == 0 then return 0 end
+local needed = nil
+for _, g in ipairs(groups) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  -- Entries after the last delivered one are not read by this group yet.
+  local first = after(last)
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  if pending[1] > 0 and less(pending[2], first) then first = pending[2] end
+  if needed == nil or less(first, needed) then needed = first end
+end
+if tonumber(ARGV[1]) >= 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local young = string.format('%.0f', math.max(0, now - tonumber(ARGV[1]))) .. '-0'
+  if less(young, needed) then needed = young end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', needed)
+";
+
+/// Where `wait` starts: the group's last-delivered id, and the ms until the earliest retry is due
+/// (-1 when there is none); nil when the group is missing (KEYS: stream, delayed; ARGV: group).
+const WAIT_FROM: &str = r"
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if groups.err then return nil end
+local last = nil
+for _, g in ipairs(groups) do
+  local name, id
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+if not last then return nil end
+local due = -1
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  due = math.max(0, math.ceil(tonumber(first[2]) - now))
+end
+return {last, due}
+";
 
 /// Moves due messages from the delayed set back to the stream (KEYS: stream, delayed; ARGV: limit).
 const PROMOTE: &str = r"
@@ -180,7 +400,9 @@ impl RedisStreams {
     pub const CAPABILITIES: Capabilities = Capabilities::none().with_per_message_ack();
 
     /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`), for stream `stream`
-    /// read by consumer group `group` (created at the stream's start if missing, with the stream).
+    /// read by consumer group `group` (created at the stream's start if missing, with the stream),
+    /// with the default settings (the stream trimmed every second). The same as
+    /// `RedisStreams::builder(url, stream, group).connect()`.
     ///
     /// # Errors
     /// When the URL is not valid, Redis cannot be reached, or the group cannot be created.
@@ -189,53 +411,34 @@ impl RedisStreams {
         stream: impl Into<String>,
         group: impl Into<String>,
     ) -> Result<Self, RedisTransportError> {
-        let client = redis::Client::open(url)
-            .map_err(|source| RedisTransportError::InvalidUrl { source })?;
-        let connect = |operation| move |source| RedisTransportError::Redis { operation, source };
-        let commands = ConnectionManager::new_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new().set_number_of_retries(3),
-        )
-        .await
-        .map_err(connect("connect"))?;
-        let reads = ConnectionManager::new_with_config(
-            client,
-            ConnectionManagerConfig::new()
-                .set_number_of_retries(3)
-                .set_response_timeout(None),
-        )
-        .await
-        .map_err(connect("connect the reading connection"))?;
-        let stream = stream.into();
-        let group = group.into();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&stream)
-            .arg(&group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut commands.clone())
-            .await;
-        match created {
-            Err(error) if error.code() != Some("BUSYGROUP") => {
-                return Err(RedisTransportError::Redis {
-                    operation: "create the consumer group",
-                    source: error,
-                })
-            }
-            _ => {}
+        Self::builder(url, stream, group).connect().await
+    }
+
+    /// Configures the transport for stream `stream` read by consumer group `group` on the
+    /// Redis server at `url` (`redis://[:password@]host:port[/db]`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_transport_redis::RedisStreams;
+    /// use std::time::Duration;
+    ///
+    /// let streams = RedisStreams::builder("redis://127.0.0.1:6379", "orders", "notifier")
+    ///     .trim_every(Duration::from_secs(10))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(
+        url: impl Into<String>,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+    ) -> RedisStreamsBuilder {
+        RedisStreamsBuilder {
+            url: url.into(),
+            stream: stream.into(),
+            group: group.into(),
+            trim_every: Some(DEFAULT_TRIM_EVERY),
         }
-        Ok(RedisStreams {
-            shared: Arc::new(Shared {
-                delayed: format!("{stream}:delayed"),
-                stream,
-                group,
-                commands,
-                reads,
-                next_receipt: AtomicU64::new(0),
-                held: Mutex::new(HashMap::new()),
-            }),
-        })
     }
 
     /// The stream's key.
@@ -270,6 +473,107 @@ impl RedisStreams {
             .find(|g| g.name == self.shared.group)
             .map_or(0, |g| g.pending + g.lag.unwrap_or(0));
         Ok(in_group as u64 + delayed)
+    }
+
+    /// Deletes the entries every consumer group of the stream has finished, now; returns how
+    /// many. An entry pending in a group, or not yet read by one, is kept, and so is every entry
+    /// after it (see the crate docs). The source also does this on its own every
+    /// [`trim_every`](RedisStreamsBuilder::trim_every).
+    ///
+    /// # Errors
+    /// When Redis fails; nothing is deleted then.
+    pub async fn trim(&self) -> Result<u64, redis::RedisError> {
+        self.trim_keeping(None).await
+    }
+
+    /// Trims, keeping finished entries younger than `young` too.
+    async fn trim_keeping(&self, young: Option<Duration>) -> Result<u64, redis::RedisError> {
+        let young_ms = young.map_or(-1, |age| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        Script::new(TRIM)
+            .key(&self.shared.stream)
+            .arg(young_ms)
+            .invoke_async(&mut self.shared.commands.clone())
+            .await
+    }
+
+    /// Trims if trimming is on and the last trim is `trim_every` ago. A failure is logged: the
+    /// entries are trimmed by a later run.
+    async fn trim_when_due(&self) {
+        let Some(every) = self.shared.trim_every else {
+            return;
+        };
+        {
+            let mut last = self.shared.last_trim.lock();
+            if last.elapsed() < every {
+                return;
+            }
+            *last = Instant::now();
+        }
+        match self.trim().await {
+            Ok(trimmed) => {
+                tracing::trace!(stream = %self.shared.stream, trimmed, "trimmed finished entries");
+            }
+            Err(error) => {
+                tracing::warn!(stream = %self.shared.stream, %error, "could not trim the stream's finished entries; trying again later");
+            }
+        }
+    }
+
+    /// Blocks until the group has an entry it has not read, the earliest retry is due, or
+    /// `timeout` passes, on a connection of its own.
+    async fn wait_for_entries(&self, timeout: Duration) -> Result<(), redis::RedisError> {
+        let shared = &self.shared;
+        let from: Option<(String, i64)> = Script::new(WAIT_FROM)
+            .key(&shared.stream)
+            .key(&shared.delayed)
+            .arg(&shared.group)
+            .invoke_async(&mut shared.commands.clone())
+            .await?;
+        let Some((last_delivered, due_in_ms)) = from else {
+            // The group is gone (deleted by hand): `receive` reports it.
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        };
+        let block = match u64::try_from(due_in_ms) {
+            Ok(due_in) => timeout.min(Duration::from_millis(due_in)),
+            Err(_) => timeout,
+        }
+        .min(MAX_BLOCK);
+        let block_ms = millis(block);
+        if block_ms == 0 {
+            // `BLOCK 0` would block forever.
+            tokio::time::sleep(block).await;
+            return Ok(());
+        }
+        let pooled = shared.waiting.lock().pop();
+        let mut connection = match pooled {
+            Some(connection) => connection,
+            None => {
+                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                shared
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?
+            }
+        };
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&shared.stream)
+            .arg(&last_delivered);
+        let woken = read.query_async::<redis::Value>(&mut connection);
+        match tokio::time::timeout(block + WAIT_GRACE, woken).await {
+            Ok(Ok(_)) => {
+                shared.waiting.lock().push(connection);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
+            // The connection is dropped: it may still hold the blocked read.
+            Err(_) => Ok(()),
+        }
     }
 
     /// The stored message an entry holds; one that is not a wire envelope is handed over so that
@@ -411,6 +715,10 @@ impl MessageSource for RedisStreams {
                 .collect();
             self.hold(entries, &mut received);
         }
+        if received.is_empty() {
+            // Idle: a good moment to trim what other groups finished meanwhile.
+            self.trim_when_due().await;
+        }
         Ok(received)
     }
 
@@ -501,11 +809,24 @@ impl MessageSource for RedisStreams {
                 tracing::warn!(entry = %held.entry, %owner, "settlement for an entry this consumer no longer owns; ignored");
             }
         }
+        self.trim_when_due().await;
         Ok(())
     }
 
     async fn wait(&self, timeout: Duration) {
-        tokio::time::sleep(timeout).await;
+        let started = Instant::now();
+        if let Err(error) = self.wait_for_entries(timeout).await {
+            tracing::debug!(stream = %self.shared.stream, %error, "could not block for new entries; waiting out the poll interval");
+            tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await;
+        }
+    }
+
+    async fn sweep(&self, older_than: Duration, _batch: usize) -> Result<u64, SourceError> {
+        // One exact `XTRIM`: it cannot be split into batches (only an approximate trim takes a
+        // `LIMIT`), and it costs little per entry.
+        self.trim_keeping(Some(older_than))
+            .await
+            .map_err(backend("sweep"))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -522,6 +843,7 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<RedisStreams>();
         assert_send_sync::<RedisTransportError>();
+        assert_send_sync::<RedisStreamsBuilder>();
     }
 
     #[test]

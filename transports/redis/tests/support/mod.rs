@@ -5,7 +5,7 @@
 
 use herald::ports::{MessageSink, OutgoingMessage};
 use herald::{async_handler, Event, Herald, MessageId, Meta, PublishOptions, State};
-use herald_transport_redis::RedisStreams;
+use herald_transport_redis::{RedisStreams, RedisStreamsBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,10 +16,42 @@ pub(crate) fn url() -> String {
 }
 
 pub(crate) async fn streams(test: &str) -> RedisStreams {
+    connect(builder(test)).await
+}
+
+/// A fresh stream's builder, read by group `group`.
+pub(crate) fn builder(test: &str) -> RedisStreamsBuilder {
     let key = format!("herald-test:{test}:{}", uuid::Uuid::new_v4());
-    RedisStreams::connect(&url(), key, "group")
+    RedisStreams::builder(url(), key, "group")
+}
+
+pub(crate) async fn connect(builder: RedisStreamsBuilder) -> RedisStreams {
+    builder
+        .connect()
         .await
         .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"))
+}
+
+/// The ids of the entries in the stream, oldest first.
+pub(crate) async fn entry_ids(stream: &str) -> Vec<String> {
+    let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw().await)
+        .await
+        .expect("xrange");
+    range.ids.into_iter().map(|entry| entry.id).collect()
+}
+
+/// Deletes a test's keys (the stream and its delayed set).
+pub(crate) async fn remove(streams: &RedisStreams) {
+    let _: () = redis::cmd("DEL")
+        .arg(streams.stream())
+        .arg(streams.delayed_key())
+        .query_async(&mut raw().await)
+        .await
+        .expect("del");
 }
 
 pub(crate) async fn raw() -> redis::aio::MultiplexedConnection {
