@@ -52,6 +52,10 @@ pub mod transport {
     pub use herald_transport_redis as redis;
 }
 
+/// Herald over HTTP: Prometheus metrics, the web console and the HTTP event feed (feature `web`).
+#[cfg(feature = "web")]
+pub use herald_web as web;
+
 /// Items used by the code that Herald's macros generate. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
