@@ -390,6 +390,29 @@ impl RabbitMq {
         Ok(())
     }
 
+    /// Closes the connection (AMQP `connection.close`): deliveries not yet acked go back to the
+    /// queue at once. Call it last, after the relay stopped and Herald shut down; a later call on
+    /// this transport (or a clone) opens a new connection. Without it, a process that ends with
+    /// the connection open leaves the broker to notice (lapin logs an I/O error at exit).
+    ///
+    /// # Errors
+    /// When the broker does not confirm the close in time.
+    pub async fn close(&self) -> Result<(), RabbitMqError> {
+        let Some(link) = self.shared.link.lock().await.take() else {
+            return Ok(());
+        };
+        if !link.connection.status().connected() {
+            return Ok(());
+        }
+        match tokio::time::timeout(CLOSE_WAIT, link.connection.close(200, "herald closes")).await {
+            Ok(closed) => closed.map_err(amqp("close the connection")),
+            Err(_) => Err(RabbitMqError::Timeout {
+                operation: "close the connection",
+                timeout: CLOSE_WAIT,
+            }),
+        }
+    }
+
     /// The live link, or a new one when the connection dropped.
     async fn link(&self) -> Result<Arc<Link>, RabbitMqError> {
         let mut slot = self.shared.link.lock().await;
