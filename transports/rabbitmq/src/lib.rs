@@ -122,6 +122,7 @@ pub struct RabbitMqBuilder {
     confirm_timeout: Duration,
     publish_to: Option<(String, String)>,
     expires_after: Option<Duration>,
+    consume: bool,
 }
 
 impl fmt::Debug for RabbitMqBuilder {
@@ -133,6 +134,7 @@ impl fmt::Debug for RabbitMqBuilder {
             .field("confirm_timeout", &self.confirm_timeout)
             .field("publish_to", &self.publish_to)
             .field("expires_after", &self.expires_after)
+            .field("consume", &self.consume)
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +174,18 @@ impl RabbitMqBuilder {
         self
     }
 
-    /// Connects, declares the durable queue and its delay queue, and starts consuming.
+    /// Only publishes: the queues are declared but not consumed, so this process takes no
+    /// delivery from them. Use it for a service that only forwards to the queue (a route's sink):
+    /// a consumer that no relay reads would hold up to `prefetch` deliveries unacked, away from
+    /// the real consumers, until its connection closes. As a source it then receives nothing and
+    /// `receive` says why.
+    pub fn publish_only(mut self) -> Self {
+        self.consume = false;
+        self
+    }
+
+    /// Connects, declares the durable queue and its delay queue, and starts consuming (unless
+    /// [`publish_only`](Self::publish_only)).
     ///
     /// # Errors
     /// When the settings cannot work, the URL is not valid, the broker cannot be reached, or a
@@ -311,6 +324,7 @@ impl RabbitMq {
             confirm_timeout: Duration::from_secs(10),
             publish_to: None,
             expires_after: None,
+            consume: true,
         }
     }
 
@@ -374,6 +388,29 @@ impl RabbitMq {
                 .map_err(amqp("delete the queue"))?;
         }
         Ok(())
+    }
+
+    /// Closes the connection (AMQP `connection.close`): deliveries not yet acked go back to the
+    /// queue at once. Call it last, after the relay stopped and Herald shut down; a later call on
+    /// this transport (or a clone) opens a new connection. Without it, a process that ends with
+    /// the connection open leaves the broker to notice (lapin logs an I/O error at exit).
+    ///
+    /// # Errors
+    /// When the broker does not confirm the close in time.
+    pub async fn close(&self) -> Result<(), RabbitMqError> {
+        let Some(link) = self.shared.link.lock().await.take() else {
+            return Ok(());
+        };
+        if !link.connection.status().connected() {
+            return Ok(());
+        }
+        match tokio::time::timeout(CLOSE_WAIT, link.connection.close(200, "herald closes")).await {
+            Ok(closed) => closed.map_err(amqp("close the connection")),
+            Err(_) => Err(RabbitMqError::Timeout {
+                operation: "close the connection",
+                timeout: CLOSE_WAIT,
+            }),
+        }
     }
 
     /// The live link, or a new one when the connection dropped.
@@ -455,6 +492,24 @@ impl RabbitMq {
             .queue_declare(&self.shared.delay_queue, durable, delay_arguments)
             .await
             .map_err(amqp("declare the delay queue"))?;
+        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicBool::new(true));
+        if !config.consume {
+            // Publish only: no consumer, so no delivery is taken from the queue.
+            drop(sender);
+            return Ok(Link {
+                generation,
+                connection,
+                publish,
+                consume,
+                deliveries: tokio::sync::Mutex::new(receiver),
+                buffered,
+                alive,
+                forwarder: tokio::spawn(async {}),
+            });
+        }
         let mut consumer = consume
             .basic_consume(
                 &config.queue,
@@ -464,10 +519,6 @@ impl RabbitMq {
             )
             .await
             .map_err(amqp("start consuming"))?;
-        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let buffered = Arc::new(AtomicUsize::new(0));
-        let alive = Arc::new(AtomicBool::new(true));
         let arrived = self.shared.arrived.clone();
         let forwarder = tokio::spawn({
             let buffered = buffered.clone();
@@ -730,6 +781,15 @@ impl MessageSource for RabbitMq {
     ) -> Result<Vec<Received>, SourceError> {
         if limit == 0 {
             return Ok(Vec::new());
+        }
+        if !self.shared.config.consume {
+            return Err(SourceError::backend(
+                "receive",
+                format!(
+                    "the RabbitMQ transport of queue `{}` was built `publish_only`; build the consumer's without it",
+                    self.shared.config.queue
+                ),
+            ));
         }
         let link = self
             .link()

@@ -199,3 +199,38 @@ async fn a_retry_comes_back_after_its_delay_not_before() {
     );
     rabbit.delete_queues().await.expect("delete");
 }
+
+/// A producer's sink built `publish_only` takes no delivery from its queue: every message reaches
+/// the consumer at once, none waits unacked on the producer's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_only_sink_leaves_every_delivery_to_the_consumers() {
+    let consumer = rabbit("publish-only").await;
+    let producer = RabbitMq::builder(url(), consumer.queue())
+        .prefetch(16)
+        .expires_after(Duration::from_secs(60))
+        .publish_only()
+        .connect()
+        .await
+        .expect("connect the producer");
+    let seen = Seen::default();
+    let herald = herald(&seen);
+    for n in 0..20 {
+        publish(&producer, parcel(n), PublishOptions::new()).await;
+    }
+    let relay = Relay::builder(Arc::new(consumer.clone()), &herald)
+        .poll_interval(Duration::from_millis(20))
+        .start();
+    eventually(
+        "every message handled while the producer is connected",
+        async || seen.count() == 20,
+    )
+    .await;
+    drained(&consumer).await;
+    relay.stop().await;
+    let refused = herald::ports::MessageSource::receive(&producer, "me", 1, Duration::from_secs(1))
+        .await
+        .map(|received| received.len());
+    let error = refused.expect_err("a publish-only transport receives nothing");
+    assert!(error.to_string().contains("publish_only"), "{error}");
+    consumer.delete_queues().await.expect("delete");
+}
