@@ -25,7 +25,9 @@
     rust_2018_idioms
 )]
 
+pub mod accounting;
 pub mod dead_letters;
+pub mod pubsub;
 pub mod source;
 
 /// Runs one case on a fresh multi-threaded tokio runtime. Used by the suite macros; not public
@@ -110,6 +112,55 @@ macro_rules! source_suite {
                 a_malformed_message_is_dead_lettered_and_the_relay_carries_on,
                 a_mixed_workload_balances_the_ledger,
             ]
+        );
+    };
+}
+
+/// Runs the pub/sub suite ([`pubsub`], Watermill's universal pub/sub tests): a module `$name`
+/// with one test per case, each driving real `Herald`s and relays over a broker transport that
+/// is both sink and source. `$make` is an `async fn(&'static str) -> H` with
+/// `H:` [`pubsub::PubSubHarness`], giving a fresh harness (topics of its own) for the case named
+/// by its argument. A case whose capability the transport does not declare is reported as not
+/// applicable (see [`pubsub`]).
+#[macro_export]
+macro_rules! pubsub_suite {
+    ($name:ident, $make:expr) => {
+        $crate::__suite!(
+            pubsub,
+            $name,
+            $make,
+            [
+                publish_subscribe_keeps_payload_and_headers,
+                concurrent_subscribers_share_one_source,
+                many_topics_at_once,
+                a_nacked_message_is_delivered_again_after_the_backoff,
+                no_next_message_of_a_key_before_the_ack,
+                a_new_subscriber_continues_after_one_closes,
+                closing_subscribers_at_once_while_publishing,
+                handler_errors_do_not_stop_the_rest,
+                messages_of_one_key_arrive_in_order,
+                a_closed_publisher_has_flushed_what_was_confirmed,
+                a_topic_never_reaches_another_topics_subscriber,
+                a_new_subscriber_receives_old_messages,
+                each_consumer_group_gets_every_message,
+            ]
+        );
+    };
+}
+
+/// Runs the broker-restart case of the pub/sub suite
+/// ([`pubsub::the_consumer_resumes_after_two_broker_restarts`]): a module `$name` with one test.
+/// `$make` gives a fresh [`pubsub::RestartHarness`]. Put it in a test binary of its own whose
+/// harness holds one process-wide lock around each restart, since a restart disturbs every other
+/// test using that broker.
+#[macro_export]
+macro_rules! restart_suite {
+    ($name:ident, $make:expr) => {
+        $crate::__suite!(
+            pubsub,
+            $name,
+            $make,
+            [the_consumer_resumes_after_two_broker_restarts]
         );
     };
 }
