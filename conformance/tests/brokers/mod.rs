@@ -21,6 +21,11 @@ pub(crate) trait Broker: MessageSink + MessageSource + Clone {
     /// Messages the broker still holds unfinished (ready, held, or waiting for a retry).
     fn unfinished(&self) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send;
 
+    /// Whether [`clean_up`](Self::clean_up) does anything: the pub/sub harness then keeps a
+    /// clone of every object it opened until the case ends (others are dropped when the case
+    /// drops them, as a push consumer must be, so that it stops holding deliveries).
+    const CLEANS_UP: bool = false;
+
     /// Called when the case's harness is dropped (for a broker that keeps what a case made).
     fn clean_up(&self) {}
 }
@@ -142,6 +147,7 @@ pub(crate) mod nats_jetstream {
 
     impl Broker for NatsJetStream {
         const NAME: &'static str = "JetStream";
+        const CLEANS_UP: bool = true;
 
         async fn unfinished(&self) -> Result<u64, BoxError> {
             NatsJetStream::unfinished(self).await
@@ -225,10 +231,12 @@ impl<B: PubSubBroker> PubSubHarness for BrokerPubSub<B> {
     async fn open(&self, topic: &str, group: &str) -> Result<B, BoxError> {
         let topic = format!("{}-{topic}", self.prefix);
         let broker = B::open(&self.topics, &topic, group).await?;
-        self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(broker.clone());
+        if B::CLEANS_UP {
+            self.opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(broker.clone());
+        }
         Ok(broker)
     }
 
