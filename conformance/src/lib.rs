@@ -1,23 +1,36 @@
 //! The conformance kit for [Herald](https://docs.rs/herald) backends: one suite that every
-//! [`DeadLetterStore`](herald::DeadLetterStore) passes, and one that every
+//! [`DeadLetterStore`](herald::DeadLetterStore) passes, one that every
 //! [`MessageSource`](herald::ports::MessageSource) passes when a real `Herald` and relay drive it,
-//! in the style of apalis's `generic_storage_test!` and Watermill's universal pub/sub tests.
+//! and one that every broker transport (a [`MessageSink`](herald::ports::MessageSink) and a
+//! source at once) passes, in the style of apalis's `generic_storage_test!` and Watermill's
+//! universal pub/sub tests.
 //!
 //! A backend is checked with one line per suite in a test file; each named case becomes a test:
 //!
 //! ```ignore
-//! use herald_conformance::{dead_letter_suite, source_suite};
+//! use herald_conformance::{dead_letter_suite, pubsub_suite, restart_suite, source_suite};
 //!
 //! // A fresh, empty store for the case named by the argument.
 //! async fn make_store(case: &'static str) -> MyDeadLetters { /* ... */ }
 //! // A fresh, empty source (see `source::SourceHarness`) for the case.
 //! async fn make_source(case: &'static str) -> MyHarness { /* ... */ }
+//! // A harness opening topics of the case's own (see `pubsub::PubSubHarness`).
+//! async fn make_pubsub(case: &'static str) -> MyBrokerHarness { /* ... */ }
 //!
 //! dead_letter_suite!(my_backend_dead_letters, make_store);
 //! source_suite!(my_backend, make_source);
+//! pubsub_suite!(my_broker_pubsub, make_pubsub);
+//! // In a test binary of its own: restarts the real broker (`pubsub::RestartHarness`).
+//! restart_suite!(my_broker_restarts, make_pubsub);
 //! ```
 //!
-//! `conformance/tests/` runs both suites against the in-memory transport, SQLite and PostgreSQL.
+//! The pub/sub suite's cases end with an [`accounting::Accounting`] of every id confirmed and
+//! delivered (nothing lost, nothing unexpected, duplicates counted); a case whose capability the
+//! transport does not declare reports itself as not applicable (see [`pubsub`]).
+//!
+//! `conformance/tests/backends.rs` runs the suites against the in-memory transport, SQLite,
+//! PostgreSQL, MySQL, Redis, RabbitMQ and NATS (each behind its feature);
+//! `conformance/tests/restarts.rs` restarts the real Redis, RabbitMQ and NATS servers.
 #![warn(
     missing_docs,
     missing_debug_implementations,
