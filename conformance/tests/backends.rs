@@ -1,6 +1,7 @@
 //! Every backend through the conformance kit. **Adding a backend is one line per suite here** (and
 //! its `make_*` functions below): `dead_letter_suite!(mysql_dead_letters, make_mysql_dead_letters);`
-//! and `source_suite!(mysql, make_mysql_source);`.
+//! and `source_suite!(mysql, make_mysql_source);`; a broker adds `pubsub_suite!` too (its harness,
+//! in `brokers/`, is shared with `restarts.rs`).
 //!
 //! The SQL backends run on the machine's real servers: SQLite in a temporary file, PostgreSQL at
 //! `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`), one schema per
@@ -10,13 +11,17 @@
 //! stream per case.
 //! A missing server fails the cases, never skips them.
 
-use herald::outbox::{Relay, RelayBuilder};
-use herald::ports::{MessageSink, MessageSource, OutgoingMessage};
-use herald::{Herald, HeraldBuilder, InMemoryDeadLetters, Message, MessageId, PublishOptions};
+mod brokers;
+
+use brokers::*;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+use herald::outbox::RelayBuilder;
+use herald::InMemoryDeadLetters;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+use herald::{Herald, HeraldBuilder, Message, MessageId, PublishOptions};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use herald_conformance::source::{BoxError, SourceHarness};
-use herald_conformance::{dead_letter_suite, source_suite};
-use herald_transport_memory::MemoryBroker;
-use std::sync::Arc;
+use herald_conformance::{dead_letter_suite, pubsub_suite, source_suite};
 
 // --- the list ------------------------------------------------------------------------------------
 
@@ -42,99 +47,27 @@ source_suite!(rabbitmq, rabbit_queues::make_source);
 #[cfg(feature = "nats")]
 source_suite!(nats, nats_jetstream::make_source);
 
+pubsub_suite!(memory_pubsub, make_memory_pubsub);
+#[cfg(feature = "redis")]
+pubsub_suite!(
+    redis_pubsub,
+    make_pubsub::<herald_transport_redis::RedisStreams>
+);
+#[cfg(feature = "rabbitmq")]
+pubsub_suite!(
+    rabbitmq_pubsub,
+    make_pubsub::<herald_transport_rabbitmq::RabbitMq>
+);
+#[cfg(feature = "nats")]
+pubsub_suite!(
+    nats_pubsub,
+    make_pubsub::<herald_transport_nats::NatsJetStream>
+);
+
 // --- in memory -----------------------------------------------------------------------------------
 
 async fn make_in_memory_dead_letters(_case: &'static str) -> InMemoryDeadLetters {
     InMemoryDeadLetters::default()
-}
-
-/// A broker transport as the kit drives it: its own sink and source, how much it still holds, and
-/// what to clean up after a case.
-trait Broker: MessageSink + MessageSource + Clone {
-    /// What the broker says in an error when it did not confirm a publish.
-    const NAME: &'static str;
-
-    /// Messages the broker still holds unfinished (ready, held, or waiting for a retry).
-    fn unfinished(&self) -> impl std::future::Future<Output = Result<u64, BoxError>> + Send;
-
-    /// Called when the case's harness is dropped (for a broker that keeps what a case made).
-    fn clean_up(&self) {}
-}
-
-/// Any broker transport: published through its sink, relayed from its source.
-struct BrokerHarness<B: Broker>(B);
-
-impl<B: Broker> Drop for BrokerHarness<B> {
-    fn drop(&mut self) {
-        self.0.clean_up();
-    }
-}
-
-impl<B: Broker> SourceHarness for BrokerHarness<B> {
-    fn configure(&self, builder: HeraldBuilder) -> HeraldBuilder {
-        builder
-    }
-
-    fn relay(&self, herald: &Herald) -> RelayBuilder {
-        Relay::builder(Arc::new(self.0.clone()), herald)
-    }
-
-    async fn publish<M: Message>(
-        &self,
-        message: M,
-        options: PublishOptions,
-    ) -> Result<MessageId, BoxError> {
-        let outgoing = OutgoingMessage::new(&message, options)?;
-        let id = outgoing.envelope.id;
-        let confirmations = self.0.publish(vec![outgoing]).await?;
-        match confirmations.first() {
-            Some(confirmation) if confirmation.is_confirmed() => Ok(id),
-            other => Err(format!("{} did not confirm: {other:?}", B::NAME).into()),
-        }
-    }
-
-    async fn unfinished(&self) -> Result<u64, BoxError> {
-        self.0.unfinished().await
-    }
-}
-
-impl Broker for MemoryBroker {
-    const NAME: &'static str = "the in-memory broker";
-
-    async fn unfinished(&self) -> Result<u64, BoxError> {
-        Ok(self.pending() as u64)
-    }
-}
-
-async fn make_memory_source(_case: &'static str) -> BrokerHarness<MemoryBroker> {
-    BrokerHarness(MemoryBroker::new())
-}
-
-// --- Redis Streams -------------------------------------------------------------------------------
-
-/// Redis Streams at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case.
-#[cfg(feature = "redis")]
-mod redis_streams {
-    use super::*;
-    use herald_transport_redis::RedisStreams;
-
-    impl Broker for RedisStreams {
-        const NAME: &'static str = "Redis";
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(RedisStreams::unfinished(self).await?)
-        }
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<RedisStreams> {
-        let url = std::env::var("HERALD_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let stream = format!("herald-test:conformance:{case}:{}", MessageId::new());
-        let streams = RedisStreams::connect(&url, stream, "conformance")
-            .await
-            .unwrap_or_else(|e| panic!("Redis is required for these tests: {e}"));
-        BrokerHarness(streams)
-    }
 }
 
 // --- the SQL outboxes: one harness for every dialect ----------------------------------------------
@@ -328,72 +261,5 @@ mod mysql {
 
     pub(super) async fn make_source(case: &'static str) -> SqlHarness<herald::sqlx::MySql> {
         SqlHarness::new(None, pool_for("source", case).await).await
-    }
-}
-
-// --- RabbitMQ ------------------------------------------------------------------------------------
-
-/// RabbitMQ at `HERALD_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), one
-/// queue per case, which the broker deletes a minute after the case stops using it.
-#[cfg(feature = "rabbitmq")]
-mod rabbit_queues {
-    use super::*;
-    use herald_transport_rabbitmq::RabbitMq;
-
-    impl Broker for RabbitMq {
-        const NAME: &'static str = "RabbitMQ";
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            Ok(RabbitMq::unfinished(self).await?)
-        }
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<RabbitMq> {
-        let url = std::env::var("HERALD_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-        let queue = format!("herald-test.conformance.{case}.{}", MessageId::new());
-        let rabbit = RabbitMq::builder(url, queue)
-            .expires_after(std::time::Duration::from_secs(60))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests: {e}"));
-        BrokerHarness(rabbit)
-    }
-}
-
-// --- NATS JetStream ------------------------------------------------------------------------------
-
-/// NATS JetStream at `HERALD_TEST_NATS_URL` (default `nats://127.0.0.1:4222`), one stream per case
-/// (deleted when the harness is dropped).
-#[cfg(feature = "nats")]
-mod nats_jetstream {
-    use super::*;
-    use herald_transport_nats::NatsJetStream;
-
-    impl Broker for NatsJetStream {
-        const NAME: &'static str = "JetStream";
-
-        async fn unfinished(&self) -> Result<u64, BoxError> {
-            NatsJetStream::unfinished(self).await
-        }
-
-        /// Deletes the case's stream (in the background: the runtime may be ending).
-        fn clean_up(&self) {
-            let nats = self.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { nats.delete_stream().await });
-            }
-        }
-    }
-
-    pub(super) async fn make_source(case: &'static str) -> BrokerHarness<NatsJetStream> {
-        let url = std::env::var("HERALD_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-        let stream = format!("herald-test-conformance-{case}-{}", MessageId::new());
-        let nats = NatsJetStream::builder(url, stream, "conformance")
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("NATS with JetStream is required for these tests: {e}"));
-        BrokerHarness(nats)
     }
 }

@@ -15,8 +15,9 @@
 //!   out before it was kept (the server may have redelivered it) is reported lost;
 //! - **settle**: done or failed for good → a double ack (`+ACK` with the server's reply
 //!   awaited); release → `-NAK` without delay; retry → a copy with attempt + 1 and the
-//!   handlers that finished is published (PubAck awaited) with a `Herald-Not-Before` header,
-//!   and the original is double-acked. A copy received before its time is given back with a
+//!   handlers that finished is published (PubAck awaited) with a `Herald-Not-Before` header
+//!   and the consumer's name (`Herald-Consumer`: the stream's other durable consumers ack it
+//!   unread, so that one consumer's retry never reaches them), and the original is double-acked. A copy received before its time is given back with a
 //!   delayed `-NAK` for the time left, JetStream's native delay, so no consumer holds it;
 //! - a message that is not a wire envelope is handed to Herald as a malformed message: Herald
 //!   dead-letters it with reason `malformed`, and the settlement acks it.
@@ -62,7 +63,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// JetStream's de-duplication header: the Herald message id (a retry's copy adds `:<attempt>`).
+/// JetStream's de-duplication header: the Herald message id (a retry's copy adds
+/// `:<attempt>:<consumer>`).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 /// The header holding the Herald message id (also inside the envelope), for tools.
 pub const ID_HEADER: &str = "Herald-Id";
@@ -70,6 +72,9 @@ pub const ID_HEADER: &str = "Herald-Id";
 pub const NAME_HEADER: &str = "Herald-Name";
 /// On a retry's copy: when it is due, in milliseconds since the Unix epoch.
 pub const NOT_BEFORE_HEADER: &str = "Herald-Not-Before";
+/// On a retry's copy: the durable consumer it is for. The stream's other consumers ack it unread
+/// (each consumer retries its own copies).
+pub const CONSUMER_HEADER: &str = "Herald-Consumer";
 
 /// Could not connect to NATS or prepare the stream and consumer.
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +354,15 @@ impl NatsJetStream {
         Ok(())
     }
 
+    /// The durable consumer's name.
+    fn consumer_name(&self) -> &str {
+        self.shared
+            .consumer_config
+            .durable_name
+            .as_deref()
+            .unwrap_or_default()
+    }
+
     /// Looks the consumer up again after a failed pull (re-creating it if the server lost it).
     async fn refresh_consumer(&self) -> Result<(), SourceError> {
         if !self.shared.stale.load(Ordering::Acquire) {
@@ -432,12 +446,14 @@ impl NatsJetStream {
         delay: Duration,
     ) -> Result<(), async_nats::Error> {
         let mut headers = async_nats::HeaderMap::new();
-        let dedupe = format!("{}:{}", message.message_id, message.attempt);
+        let consumer = self.consumer_name();
+        let dedupe = format!("{}:{}:{consumer}", message.message_id, message.attempt);
         headers.insert(MSG_ID_HEADER, dedupe.as_str());
         headers.insert(ID_HEADER, message.message_id.as_str());
         headers.insert(NAME_HEADER, message.name.as_str());
         let due = now_millis().saturating_add(millis(delay)).to_string();
         headers.insert(NOT_BEFORE_HEADER, due.as_str());
+        headers.insert(CONSUMER_HEADER, consumer);
         let ack = self
             .shared
             .context
@@ -473,6 +489,11 @@ async fn collect(
         }
     }
     Ok(pulled)
+}
+
+/// Which consumer a retry's copy is for, if it is one.
+fn for_consumer(delivery: &jetstream::Message) -> Option<&str> {
+    Some(delivery.headers.as_ref()?.get(CONSUMER_HEADER)?.as_str())
 }
 
 /// When a retry's copy is due, if it is one.
@@ -573,6 +594,13 @@ impl MessageSource for NatsJetStream {
         let now = now_millis();
         let mut received = Vec::with_capacity(pulled.len());
         for delivery in pulled {
+            if for_consumer(&delivery).is_some_and(|c| c != self.consumer_name()) {
+                // Another consumer's retry copy: not this consumer's message.
+                if let Err(error) = delivery.double_ack().await {
+                    tracing::warn!(%error, "could not ack another consumer's retry copy; it returns after the lease");
+                }
+                continue;
+            }
             if let Some(due) = not_before(&delivery).filter(|due| *due > now) {
                 // A retry's copy before its time: JetStream holds it for the time left.
                 let left = Duration::from_millis(due - now);

@@ -8,8 +8,10 @@
 //!   consumer's, or one released), then new ones (`XREADGROUP … >`);
 //! - **keep** resets the idle time of the entries this consumer still owns (`XCLAIM … JUSTID`);
 //! - **settle**: done or failed for good → `XACK`; retry → the message, attempt + 1 and the
-//!   handlers that finished, goes into a delayed sorted set (`<stream>:delayed`, scored by due
-//!   time) and the original is acked, in one script; `receive` moves due ones back to the stream.
+//!   handlers that finished, goes into the group's delayed sorted set
+//!   (`<stream>:delayed:<group>`, scored by due time) and the original is acked, in one script;
+//!   `receive` moves due ones back to the stream marked with the group (`group` field), and the
+//!   stream's other groups ack such a copy unread, so that one group's retry never reaches them.
 //!   Release → the entry stays pending, marked idle so the next `XAUTOCLAIM` takes it;
 //! - an entry that is not a wire envelope is handed to Herald as a malformed message: Herald
 //!   dead-letters it with reason `malformed`, and the settlement acks it.
@@ -84,6 +86,9 @@ use std::time::{Duration, Instant};
 pub const ENVELOPE_FIELD: &str = "envelope";
 /// The stream entry field holding the message id (also inside the envelope), for tools.
 pub const ID_FIELD: &str = "id";
+/// On a retry's copy: the consumer group it is for. Other groups of the stream ack it unread
+/// (each group retries its own copies).
+pub const GROUP_FIELD: &str = "group";
 
 /// Could not connect to Redis or prepare the stream.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +227,7 @@ impl RedisStreamsBuilder {
         }
         Ok(RedisStreams {
             shared: Arc::new(Shared {
-                delayed: format!("{stream}:delayed"),
+                delayed: format!("{stream}:delayed:{group}"),
                 stream,
                 group,
                 client,
@@ -337,7 +342,8 @@ end
 return {last, due}
 ";
 
-/// Moves due messages from the delayed set back to the stream (KEYS: stream, delayed; ARGV: limit).
+/// Moves due messages from the group's delayed set back to the stream, marked for the group
+/// (KEYS: stream, delayed; ARGV: limit, group).
 const PROMOTE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -346,7 +352,7 @@ for _, envelope in ipairs(due) do
   local ok, decoded = pcall(cjson.decode, envelope)
   local id = ''
   if ok and type(decoded) == 'table' and type(decoded.id) == 'string' then id = decoded.id end
-  redis.call('XADD', KEYS[1], '*', 'id', id, 'envelope', envelope)
+  redis.call('XADD', KEYS[1], '*', 'id', id, 'envelope', envelope, 'group', ARGV[2])
   redis.call('ZREM', KEYS[2], envelope)
 end
 return #due
@@ -446,7 +452,8 @@ impl RedisStreams {
         &self.shared.stream
     }
 
-    /// The sorted set holding retries until they are due (`<stream>:delayed`).
+    /// The sorted set holding this group's retries until they are due
+    /// (`<stream>:delayed:<group>`).
     pub fn delayed_key(&self) -> &str {
         &self.shared.delayed
     }
@@ -602,9 +609,17 @@ impl RedisStreams {
         }
     }
 
-    fn hold(&self, entries: Vec<StreamId>, into: &mut Vec<Received>) {
+    /// Holds `entries` as received, except another group's retry copies, which it returns (to
+    /// be acked unread).
+    fn hold(&self, entries: Vec<StreamId>, into: &mut Vec<Received>) -> Vec<String> {
+        let mut others = Vec::new();
         let mut held = self.shared.held.lock();
         for entry in entries {
+            let group: Option<String> = entry.get(GROUP_FIELD);
+            if group.is_some_and(|group| group != self.shared.group) {
+                others.push(entry.id);
+                continue;
+            }
             let message = Self::read_entry(&entry);
             let receipt = self.shared.next_receipt.fetch_add(1, Ordering::Relaxed);
             held.insert(
@@ -619,6 +634,22 @@ impl RedisStreams {
                 message,
             });
         }
+        others
+    }
+
+    /// Acks other groups' retry copies this group read: they are not its messages.
+    async fn skip(&self, others: Vec<String>) -> Result<(), SourceError> {
+        if others.is_empty() {
+            return Ok(());
+        }
+        let _acked: u64 = redis::cmd("XACK")
+            .arg(&self.shared.stream)
+            .arg(&self.shared.group)
+            .arg(others)
+            .query_async(&mut self.shared.commands.clone())
+            .await
+            .map_err(backend("receive"))?;
+        Ok(())
     }
 }
 
@@ -677,6 +708,7 @@ impl MessageSource for RedisStreams {
             .key(&shared.stream)
             .key(&shared.delayed)
             .arg(limit)
+            .arg(&shared.group)
             .invoke_async(&mut shared.commands.clone())
             .await
             .map_err(backend("receive"))?;
@@ -693,7 +725,7 @@ impl MessageSource for RedisStreams {
             .await
             .map_err(backend("receive"))?;
         let mut received = Vec::new();
-        self.hold(claimed.claimed, &mut received);
+        let mut others = self.hold(claimed.claimed, &mut received);
         let room = limit.saturating_sub(received.len());
         if room > 0 {
             let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -713,8 +745,9 @@ impl MessageSource for RedisStreams {
                 .flat_map(|reply| reply.keys)
                 .flat_map(|key| key.ids)
                 .collect();
-            self.hold(entries, &mut received);
+            others.extend(self.hold(entries, &mut received));
         }
+        self.skip(others).await?;
         if received.is_empty() {
             // Idle: a good moment to trim what other groups finished meanwhile.
             self.trim_when_due().await;
