@@ -56,6 +56,11 @@ pub mod transport {
 #[cfg(feature = "web")]
 pub use herald_web as web;
 
+/// Batch files that prove they are complete: export, verified import, directory and SFTP transfer
+/// (feature `batch`).
+#[cfg(feature = "batch")]
+pub use herald_batch as batch;
+
 /// Items used by the code that Herald's macros generate. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
