@@ -31,7 +31,9 @@ async fn book_once(invoice: Invoice, inbox: SqliteInbox) -> Result<(), HandlerEr
 }
 
 async fn service(dir: &Path) -> (Herald, SqlitePool) {
-    let pool = outbox::sqlite::connect(dir.join("service.db")).await.expect("database");
+    let pool = outbox::sqlite::connect(dir.join("service.db"))
+        .await
+        .expect("database");
     let store = SqliteOutbox::new(pool.clone()).await.expect("migrations");
     sqlx::query("CREATE TABLE IF NOT EXISTS effects (invoice_id INTEGER NOT NULL)")
         .execute(&pool)
@@ -78,7 +80,9 @@ async fn a_good_batch_is_imported_exactly_once_across_a_kill_9() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path();
     std::fs::create_dir_all(dir.join("inbox")).expect("inbox");
-    let exporter = herald_batch::Exporter::builder(dir.join("inbox")).build().expect("exporter");
+    let exporter = herald_batch::Exporter::builder(dir.join("inbox"))
+        .build()
+        .expect("exporter");
     exporter.export("crash", invoices(RECORDS)).expect("export");
     let (herald, pool) = service(dir).await;
 
@@ -95,27 +99,59 @@ async fn a_good_batch_is_imported_exactly_once_across_a_kill_9() {
         if done >= 8 {
             break;
         }
-        assert!(child.try_wait().expect("child").is_none(), "the child ended before it was killed");
-        assert!(started.elapsed() < Duration::from_secs(30), "the child made no progress");
+        assert!(
+            child.try_wait().expect("child").is_none(),
+            "the child ended before it was killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the child made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let before = effects(&pool).await.len() as u64;
-    assert!(before < RECORDS, "the child finished before the kill ({before} records)");
-    assert!(!receipt_exists(&dir.join("inbox"), "crash"), "a receipt before every record was handled");
+    assert!(
+        before < RECORDS,
+        "the child finished before the kill ({before} records)"
+    );
+    assert!(
+        !receipt_exists(&dir.join("inbox"), "crash"),
+        "a receipt before every record was handled"
+    );
 
-    let receipt = imported(importer(&herald, dir).import("crash").await.expect("import again"));
-    assert_eq!((receipt.records, receipt.succeeded, receipt.dead_lettered), (RECORDS, RECORDS, 0));
+    let receipt = imported(
+        importer(&herald, dir)
+            .import("crash")
+            .await
+            .expect("import again"),
+    );
+    assert_eq!(
+        (receipt.records, receipt.succeeded, receipt.dead_lettered),
+        (RECORDS, RECORDS, 0)
+    );
     let expected: Vec<i64> = (1..=RECORDS as i64).collect();
-    assert_eq!(effects(&pool).await, expected, "each record's effect exactly once");
+    assert_eq!(
+        effects(&pool).await,
+        expected,
+        "each record's effect exactly once"
+    );
     let receipts = std::fs::read_dir(dir.join("inbox"))
         .expect("inbox")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".receipt.json")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".receipt.json"))
+        })
         .count();
     assert_eq!(receipts, 1);
     // Nothing of the first run in the dead letters: the duplicates were recognised, not failed.
-    assert!(herald.dead_letters().list(10).await.expect("list").is_empty());
+    assert!(herald
+        .dead_letters()
+        .list(10)
+        .await
+        .expect("list")
+        .is_empty());
     assert_eq!(
         importer(&herald, dir).import("crash").await.expect("third"),
         herald_batch::ImportOutcome::AlreadyImported(receipt)
