@@ -186,7 +186,7 @@ async fn a_bad_value_in_a_textual_file_is_a_dead_lettered_record() {
         bytes: data.len() as u64,
         sha256: sha256(data.as_bytes()),
     };
-    std::fs::write(dirs.inbox.join("by-hand.nv"), &data).expect("data");
+    std::fs::write(dirs.inbox.join("by-hand.nv"), data).expect("data");
     let manifest_json = serde_json::to_vec(&manifest).expect("json");
     std::fs::write(dirs.inbox.join("by-hand.manifest.json"), &manifest_json).expect("manifest");
     let marker = Marker {
