@@ -97,10 +97,12 @@ pub async fn send(batch: &ExportedBatch, remote: &dyn Remote) -> Result<(), Tran
     Ok(())
 }
 
-/// Fetches every batch the remote has a marker for and `inbox` does not: its manifest and data
-/// file first, its marker last, each written under a temporary name, fsynced and renamed. A file
-/// missing on the remote is not fetched; the importer then refuses the batch and reports it.
-/// Returns the ids fetched.
+/// Fetches every batch the remote has a marker for, unless `inbox` has that same marker already or
+/// the remote has the batch's receipt (it was imported): its manifest and data file first, its
+/// marker last, each written under a temporary name, fsynced and renamed. A batch sent again
+/// under its id (a new marker) is fetched again: the old local marker is removed first, so the
+/// importer never pairs it with the new files. A file missing on the remote is not fetched; the
+/// importer then refuses the batch and reports it. Returns the ids fetched.
 ///
 /// # Errors
 /// A failed listing or download; batches fetched before it are whole.
@@ -109,28 +111,59 @@ pub async fn fetch(remote: &dyn Remote, inbox: &Path) -> Result<Vec<BatchId>, Tr
     let mut ids: Vec<BatchId> = names
         .iter()
         .filter_map(|name| BatchId::from_marker_file(name))
-        .filter(|id| !inbox.join(id.marker_file()).exists())
+        .filter(|id| !names.contains(&id.receipt_file()))
         .collect();
     ids.sort();
-    for id in &ids {
-        let manifest_name = id.manifest_file();
-        if names.contains(&manifest_name) {
-            let manifest_path = fetch_file(remote, inbox, &manifest_name).await?;
-            // The data file's name comes from the manifest; an unreadable manifest or a name
-            // that is not this batch's is left for the importer to refuse.
-            let data_file = fs::read(&manifest_path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
-                .map(|manifest| manifest.data_file)
-                .filter(|name| name.starts_with(&format!("{id}.")) && !name.contains(['/', '\\']));
-            if let Some(data_file) = data_file.filter(|name| names.contains(name)) {
-                fetch_file(remote, inbox, &data_file).await?;
-            }
+    let mut fetched = Vec::new();
+    for id in ids {
+        let marker_name = id.marker_file();
+        let local_marker = inbox.join(&marker_name);
+        let marker_temp = inbox.join(temp_name(&marker_name));
+        if let Err(error) = remote.download(&marker_name, &marker_temp).await {
+            let _ = fs::remove_file(&marker_temp);
+            return Err(error);
         }
-        fetch_file(remote, inbox, &id.marker_file()).await?;
+        let unchanged = match (fs::read(&marker_temp), fs::read(&local_marker)) {
+            (Ok(remote_marker), Ok(local)) => remote_marker == local,
+            _ => false,
+        };
+        if unchanged {
+            let _ = fs::remove_file(&marker_temp);
+            continue;
+        }
+        let files = async {
+            if local_marker.exists() {
+                fs::remove_file(&local_marker).map_err(at(&local_marker))?;
+                fsio::sync_dir(inbox)?;
+            }
+            let manifest_name = id.manifest_file();
+            if names.contains(&manifest_name) {
+                let manifest_path = fetch_file(remote, inbox, &manifest_name).await?;
+                // The data file's name comes from the manifest; an unreadable manifest or a name
+                // that is not this batch's is left for the importer to refuse.
+                let data_file = fs::read(&manifest_path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
+                    .map(|manifest| manifest.data_file)
+                    .filter(|name| {
+                        name.starts_with(&format!("{id}.")) && !name.contains(['/', '\\'])
+                    });
+                if let Some(data_file) = data_file.filter(|name| names.contains(name)) {
+                    fetch_file(remote, inbox, &data_file).await?;
+                }
+            }
+            // The marker last.
+            publish(&marker_temp, &local_marker, inbox)
+        }
+        .await;
+        if let Err(error) = files {
+            let _ = fs::remove_file(&marker_temp);
+            return Err(error);
+        }
         tracing::info!(batch_id = %id, remote = %remote.describe(), "batch fetched");
+        fetched.push(id);
     }
-    Ok(ids)
+    Ok(fetched)
 }
 
 /// Sends a batch's receipt from `receipts` back to the remote (the seeds' FIN).
@@ -162,18 +195,20 @@ async fn fetch_file(
 ) -> Result<PathBuf, TransferError> {
     let temp = inbox.join(temp_name(name));
     let result = remote.download(name, &temp).await;
-    let finish = result.and_then(|()| {
-        let file = fs::File::open(&temp).map_err(at(&temp))?;
-        file.sync_all()?;
-        let target = inbox.join(name);
-        fs::rename(&temp, &target).map_err(at(&target))?;
-        fsio::sync_dir(inbox)?;
-        Ok(target)
-    });
+    let target = inbox.join(name);
+    let finish = result.and_then(|()| publish(&temp, &target, inbox));
     if finish.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    finish
+    finish.map(|()| target)
+}
+
+/// Fsyncs a downloaded file, renames it into place and fsyncs the directory.
+fn publish(temp: &Path, target: &Path, inbox: &Path) -> Result<(), TransferError> {
+    fs::File::open(temp).map_err(at(temp))?.sync_all()?;
+    fs::rename(temp, target).map_err(at(target))?;
+    fsio::sync_dir(inbox)?;
+    Ok(())
 }
 
 /// A local or mounted directory as a [`Remote`].

@@ -92,8 +92,11 @@ async fn a_batch_travels_through_a_directory_marker_last_both_ways() {
             "up via-dir.jsonl",
             "up via-dir.manifest.json",
             "up via-dir.done",
+            // The marker is read first (to a temporary name) and put in place last.
+            "down via-dir.done",
             "down via-dir.manifest.json",
             "down via-dir.jsonl",
+            // The second fetch reads the marker, finds it unchanged and fetches nothing.
             "down via-dir.done",
         ]
     );
@@ -108,6 +111,64 @@ async fn a_batch_travels_through_a_directory_marker_last_both_ways() {
         .expect("receipt back");
     assert!(receipt_exists(&shared, "via-dir"));
     assert_eq!(effects.ids(), vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_batch_refused_then_sent_again_is_fetched_again_and_imported() {
+    let dirs = Dirs::new();
+    let shared = dirs.root.path().join("shared");
+    let resend_out = dirs.root.path().join("resend");
+    std::fs::create_dir_all(&shared).expect("shared");
+    std::fs::create_dir_all(&resend_out).expect("resend");
+    let remote = Directory::new(&shared);
+    let effects = Effects::default();
+    let herald = herald(&effects);
+    let importer = dirs.importer(&herald);
+
+    // The KISA send: the data file is there, but empty.
+    let first = dirs
+        .exporter(&dirs.out)
+        .export("daily", invoices(3))
+        .expect("export");
+    std::fs::write(&first.data_path, b"").expect("empty");
+    transfer::send(&first, &remote).await.expect("send");
+    transfer::fetch(&remote, &dirs.inbox).await.expect("fetch");
+    let outcomes = importer.poll().await.expect("poll");
+    assert!(
+        matches!(outcomes[..], [(_, ImportOutcome::Rejected(_))]),
+        "{outcomes:?}"
+    );
+    assert!(effects.ids().is_empty());
+
+    // The partner sends it again under the same id: marker removed first, then the three files.
+    std::fs::remove_file(shared.join("daily.done")).expect("withdraw the marker");
+    let again = dirs
+        .exporter(&resend_out)
+        .export("daily", invoices(3))
+        .expect("export again");
+    transfer::send(&again, &remote).await.expect("send again");
+    assert_eq!(
+        transfer::fetch(&remote, &dirs.inbox)
+            .await
+            .expect("fetch again")
+            .len(),
+        1
+    );
+    let outcomes = importer.poll().await.expect("poll again");
+    let [(_, ImportOutcome::Imported(receipt))] = &outcomes[..] else {
+        panic!("not imported: {outcomes:?}");
+    };
+    assert_eq!((receipt.records, receipt.succeeded), (3, 3));
+    assert_eq!(effects.ids(), vec![1, 2, 3]);
+    // Once its receipt is on the share, the batch is not fetched again.
+    transfer::send_receipt(&remote, importer.receipts(), &again.batch_id)
+        .await
+        .expect("receipt");
+    std::fs::remove_file(dirs.inbox.join("daily.done")).expect("local clean-up");
+    assert!(transfer::fetch(&remote, &dirs.inbox)
+        .await
+        .expect("fetch")
+        .is_empty());
 }
 
 #[tokio::test]
