@@ -359,3 +359,45 @@ pub struct ExportedBatch {
     /// What the manifest says.
     pub manifest: Manifest,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    #[serde(transparent)]
+    struct Row(serde_json::Value);
+
+    impl herald_core::Message for Row {
+        const NAME: &'static str = "t.m";
+        const KIND: herald_core::MessageKind = herald_core::MessageKind::Event;
+        type Reply = ();
+    }
+
+    #[test]
+    fn a_failed_export_leaves_nothing_behind_and_a_sent_batch_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let exporter = Exporter::builder(dir.path())
+            .format(RecordFormat::CSV)
+            .build()
+            .expect("exporter");
+        let mut writer = exporter.writer("b-1", "t.m").expect("writer");
+        writer.push(&serde_json::json!({"a": 1})).expect("first");
+        let error = writer
+            .push(&serde_json::json!({"a": 2, "b": 3}))
+            .expect_err("a new column");
+        assert!(error.to_string().contains("use JSON Lines"), "{error}");
+        drop(writer);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+        let batch = exporter
+            .export("b-1", [Row(serde_json::json!({"a": 1}))])
+            .expect("export");
+        assert_eq!(batch.manifest.records, 1);
+        let again = exporter.export("b-1", std::iter::empty::<Row>());
+        assert!(
+            matches!(again, Err(ExportError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+    }
+}

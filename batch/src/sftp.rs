@@ -144,11 +144,17 @@ impl Sftp {
                     ssh.program.display()
                 ))
             })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
             return Err(TransferError::Connect(
                 "ssh's pipes were not opened".to_owned(),
             ));
         };
+        // ssh's messages, drained as they come (a full pipe would stall ssh), the last few kept
+        // for the error.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let drain = tokio::spawn(drain_stderr(stderr, said.clone()));
         let dir = dir.into();
         let label = format!("sftp:{}:{dir}", ssh.host);
         match SftpSession::new(tokio::io::join(stdout, stdin)).await {
@@ -160,10 +166,12 @@ impl Sftp {
             }),
             Err(error) => {
                 let _ = child.start_kill();
-                let stderr = match child.wait_with_output().await {
-                    Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                    Err(e) => e.to_string(),
-                };
+                let _ = child.wait().await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+                let stderr = said
+                    .lock()
+                    .map(|said| said.trim().to_owned())
+                    .unwrap_or_default();
                 Err(TransferError::Connect(format!(
                     "could not open an SFTP session to `{}` ({error}); ssh said: {stderr}; check the host, the key and known_hosts",
                     ssh.host
@@ -211,6 +219,30 @@ impl Sftp {
             path: self.dir.clone(),
             detail: e.to_string(),
         })
+    }
+}
+
+/// Reads ssh's standard error to its end, keeping the last 4 KiB.
+async fn drain_stderr(
+    mut stderr: tokio::process::ChildStderr,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    while let Ok(n) = stderr.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        if let Ok(mut said) = said.lock() {
+            said.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            if said.len() > 4096 {
+                let cut = said.len() - 4096;
+                let cut = (cut..said.len())
+                    .find(|i| said.is_char_boundary(*i))
+                    .unwrap_or(0);
+                said.drain(..cut);
+            }
+        }
     }
 }
 

@@ -144,10 +144,8 @@ pub async fn fetch(remote: &dyn Remote, inbox: &Path) -> Result<Vec<BatchId>, Tr
                 let data_file = fs::read(&manifest_path)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
-                    .map(|manifest| manifest.data_file)
-                    .filter(|name| {
-                        name.starts_with(&format!("{id}.")) && !name.contains(['/', '\\'])
-                    });
+                    .filter(|m| m.data_file == id.data_file(m.schema.format.extension()))
+                    .map(|manifest| manifest.data_file);
                 if let Some(data_file) = data_file.filter(|name| names.contains(name)) {
                     fetch_file(remote, inbox, &data_file).await?;
                 }

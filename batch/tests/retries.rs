@@ -21,7 +21,7 @@ async fn flaky_booking(
     let mut attempts = attempts.0.lock().expect("attempts");
     let seen = attempts.entry(invoice.id).or_default();
     seen.push(meta.envelope().id.to_string());
-    if invoice.id % 2 == 0 && seen.len() < 3 {
+    if invoice.id.is_multiple_of(2) && seen.len() < 3 {
         return Err(HandlerError::msg("the partner's ledger is busy"));
     }
     Ok(())
@@ -52,7 +52,11 @@ async fn failed_attempts_are_retried_before_the_receipt() {
     let attempts = attempts.0.lock().expect("attempts").clone();
     for id in 1..=4u64 {
         let seen = &attempts[&id];
-        assert_eq!(seen.len(), if id % 2 == 0 { 3 } else { 1 }, "invoice {id}");
+        assert_eq!(
+            seen.len(),
+            if id.is_multiple_of(2) { 3 } else { 1 },
+            "invoice {id}"
+        );
         assert!(
             seen.iter().all(|m| m == &seen[0]),
             "a retry changed the message id"

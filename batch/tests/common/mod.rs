@@ -25,7 +25,7 @@ pub fn invoices(n: u64) -> Vec<Invoice> {
             id,
             customer: format!("customer, \"{id}\""),
             cents: id as i64 * 100 - 7,
-            note: (id % 2 == 0).then(|| format!("line one\nline {id}")),
+            note: id.is_multiple_of(2).then(|| format!("line one\nline {id}")),
         })
         .collect()
 }
