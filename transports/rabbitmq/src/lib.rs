@@ -39,6 +39,10 @@
     rust_2018_idioms
 )]
 
+/// The AMQP client this transport is built on, for tools and benchmarks that talk to the broker
+/// directly (`benches/transports.rs` compares against it).
+pub use lapin;
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use herald_core::ports::{

@@ -34,6 +34,10 @@
     rust_2018_idioms
 )]
 
+/// The Redis client this transport is built on, for tools and benchmarks that talk to the server
+/// directly (`benches/transports.rs` compares against it).
+pub use redis;
+
 use async_trait::async_trait;
 use herald_core::ports::{
     Capabilities, Confirmation, MessageSink, MessageSource, OutgoingMessage, Receipt, Received,
