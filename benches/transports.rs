@@ -660,10 +660,7 @@ mod redis {
             if ids.is_empty() {
                 continue;
             }
-            let _: u64 = connection
-                .xack(stream, "raw", &ids)
-                .await
-                .expect("XACK");
+            let _: u64 = connection.xack(stream, "raw", &ids).await.expect("XACK");
             acked += ids.len() as u64;
         }
         rate(n, started)
