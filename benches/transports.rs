@@ -9,17 +9,18 @@
 //! (`redis://127.0.0.1:6379`). Every measure uses its own queue, stream or key and deletes it.
 //!
 //! - **Outbound** (Herald → broker, confirmed): N events committed in the SQLite outbox (not
-//!   timed), then a relay forwards them through `.route::<E>().to(sink)`; timed until the route
-//!   has N confirmed publishes. Also the in-process path (`herald.publish` through the same
-//!   route). Raw: the client publishes the same N wire envelopes, as durably (persistent + publisher
-//!   confirms; JetStream PubAck with `Nats-Msg-Id`; `XADD` reply), keeping [`WINDOW`] publishes in
-//!   flight: the relay's batch and the route pool's concurrency are [`WINDOW`] too.
+//!   timed), then a relay (batch [`OUTBOX_BATCH`]) forwards them through `.route::<E>().to(sink)`
+//!   on a pool of [`WINDOW`]; timed until the route has N confirmed publishes. Also the
+//!   in-process path (`herald.publish` through the same route). Raw: the client publishes the same
+//!   N wire envelopes, as durably (persistent + publisher confirms; JetStream PubAck with
+//!   `Nats-Msg-Id`; `XADD` reply), keeping [`WINDOW`] publishes in flight, as the route's pool does.
 //! - **Inbound** (broker → no-op handler, acked): N wire envelopes pre-filled (not timed), then a
 //!   relay over the transport's source with batch [`BATCH`]; timed from connecting until every
 //!   message is handled and its settlement written (acked). Raw: the client consumes the same N
-//!   with manual acks: lapin `basic_consume` with the same prefetch ([`PREFETCH`]); a JetStream pull
-//!   consumer fetching [`BATCH`] and double-acking (the ack Herald waits for); `XREADGROUP COUNT`
-//!   [`BATCH`] + one `XACK` per batch.
+//!   with manual acks: lapin `basic_consume` with the same prefetch ([`PREFETCH`]), each ack
+//!   awaited in turn (lapin's own example); a JetStream pull consumer fetching [`BATCH`] and
+//!   double-acking them together (the ack Herald waits for); `XREADGROUP COUNT` [`BATCH`] + one
+//!   `XACK` per batch.
 //!
 //! Herald and the raw client run alternately in each round; the table shows medians and the ratio
 //! of the medians. The machine is shared: compare ratios, not absolute rates.
@@ -36,9 +37,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Publishes in flight (outbound): the relay's batch, the route pool's concurrency and the raw
-/// client's window.
+/// Publishes in flight (outbound): the route pool's concurrency and the raw client's window.
 const WINDOW: usize = 100;
+/// Outbox rows leased per relay batch (outbound): more than [`WINDOW`], so that the SQLite lease
+/// and write-back statements are shared by more rows, while the route's pool still bounds the
+/// publishes awaiting a confirm to [`WINDOW`].
+const OUTBOX_BATCH: usize = 500;
 /// Messages per receive (inbound): the relay's batch, the JetStream fetch, `XREADGROUP COUNT`.
 const BATCH: usize = 100;
 /// RabbitMQ prefetch (inbound), for Herald's consumer and the raw one: two batches, so the broker
@@ -226,7 +230,7 @@ async fn herald_outbound(
     let started = Instant::now();
     let relay = outbox
         .relay(&herald)
-        .batch_size(WINDOW)
+        .batch_size(OUTBOX_BATCH)
         .poll_interval(Duration::from_millis(1))
         .start();
     until("outbox route", confirmed).await;
@@ -776,8 +780,8 @@ async fn main() {
     let only = std::env::var("HERALD_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     println!(
-        "transports: {n} events per measure, median of {rounds} round(s); outbound {WINDOW} in flight, \
-         inbound batch {BATCH} (RabbitMQ prefetch {PREFETCH})"
+        "transports: {n} events per measure, median of {rounds} round(s); outbound {WINDOW} in flight \
+         (outbox relay batch {OUTBOX_BATCH}), inbound batch {BATCH} (RabbitMQ prefetch {PREFETCH})"
     );
     println!("| broker   | direction            |  Herald/s |     raw/s | Herald/raw | per round (Herald / raw) |");
     println!("|----------|----------------------|----------:|----------:|-----:|---|");
