@@ -131,6 +131,7 @@ impl RouteSpec {
         (
             descriptor,
             Forward {
+                destination: self.sink.destination().into(),
                 sink: self.sink,
                 encode: self.encode,
             },
@@ -154,13 +155,15 @@ fn called_as_a_handler(_: Invocation) -> BoxFuture<'static, Result<AnyReply, Han
 /// What a route's attempt does: encode the payload and publish it to the sink.
 pub(crate) struct Forward {
     sink: Arc<dyn MessageSink>,
+    /// The sink's destination, named once for every error message.
+    destination: Arc<str>,
     encode: fn(&Payload) -> Result<String, serde_json::Error>,
 }
 
 impl fmt::Debug for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Forward")
-            .field("destination", &self.sink.destination())
+            .field("destination", &self.destination)
             .finish_non_exhaustive()
     }
 }
@@ -178,13 +181,13 @@ impl Forward {
             payload,
         });
         let sink = self.sink.clone();
+        let destination = self.destination.clone();
         Box::pin(async move {
             let message = message.map_err(|error| {
                 HandlerError::permanent(HandlerError::msg(format!(
                     "the payload does not serialize to JSON: {error}"
                 )))
             })?;
-            let destination = sink.destination();
             let confirmations = sink.publish(vec![message]).await.map_err(|error| {
                 HandlerError::msg(format!("publishing to {destination} failed: {error}"))
             })?;

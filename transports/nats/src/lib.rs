@@ -439,6 +439,46 @@ impl NatsJetStream {
         }
     }
 
+    /// Settles one held message: a double ack, a retry's copy then a double ack, or a `-NAK`.
+    async fn settle_one(
+        &self,
+        held: Held,
+        settlement: Settlement,
+    ) -> Result<(), async_nats::Error> {
+        let outcome = match settlement {
+            Settlement::Done { .. } | Settlement::FailedForGood { .. } => {
+                held.delivery.double_ack().await
+            }
+            Settlement::Retry {
+                progress,
+                delay,
+                replacement_id,
+                ..
+            } => {
+                let mut message = held.message;
+                message.progress = progress;
+                message.attempt = message.attempt.saturating_add(1);
+                if let Some(id) = replacement_id {
+                    message.message_id = id.to_string();
+                }
+                match self.publish_retry(&message, delay).await {
+                    Ok(()) => held.delivery.double_ack().await,
+                    // The copy was not stored: give the original back for its delay instead.
+                    Err(error) => {
+                        tracing::warn!(%error, "could not publish a retry's copy; the original is redelivered after the delay instead");
+                        held.delivery.ack_with(AckKind::Nak(Some(delay))).await
+                    }
+                }
+            }
+            // Release, and any settlement a newer Herald adds: give it back at once.
+            _ => held.delivery.ack_with(AckKind::Nak(None)).await,
+        };
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, "a settlement did not reach JetStream; the message is delivered again after its ack_wait");
+        }
+        outcome
+    }
+
     /// Publishes a retry's copy: attempt + 1, the handlers that finished, due after `delay`.
     async fn publish_retry(
         &self,
@@ -665,51 +705,27 @@ impl MessageSource for NatsJetStream {
         owner: &str,
         settled: Vec<(Receipt, Settlement)>,
     ) -> Result<(), SourceError> {
-        let mut first_error = None;
-        for (receipt, settlement) in settled {
-            let held = {
-                let mut held = self.shared.held.lock();
-                match held.get(&receipt.0) {
-                    Some(entry) if entry.owner == owner => held.remove(&receipt.0),
+        let mine: Vec<(Held, Settlement)> = {
+            let mut held = self.shared.held.lock();
+            settled
+                .into_iter()
+                .filter_map(|(receipt, settlement)| match held.get(&receipt.0) {
+                    Some(entry) if entry.owner == owner => {
+                        held.remove(&receipt.0).map(|h| (h, settlement))
+                    }
                     _ => None,
-                }
-            };
-            let Some(held) = held else {
-                continue;
-            };
-            let outcome = match settlement {
-                Settlement::Done { .. } | Settlement::FailedForGood { .. } => {
-                    held.delivery.double_ack().await
-                }
-                Settlement::Retry {
-                    progress,
-                    delay,
-                    replacement_id,
-                    ..
-                } => {
-                    let mut message = held.message;
-                    message.progress = progress;
-                    message.attempt = message.attempt.saturating_add(1);
-                    if let Some(id) = replacement_id {
-                        message.message_id = id.to_string();
-                    }
-                    match self.publish_retry(&message, delay).await {
-                        Ok(()) => held.delivery.double_ack().await,
-                        // The copy was not stored: give the original back for its delay instead.
-                        Err(error) => {
-                            tracing::warn!(%error, "could not publish a retry's copy; the original is redelivered after the delay instead");
-                            held.delivery.ack_with(AckKind::Nak(Some(delay))).await
-                        }
-                    }
-                }
-                // Release, and any settlement a newer Herald adds: give it back at once.
-                _ => held.delivery.ack_with(AckKind::Nak(None)).await,
-            };
-            if let Err(error) = outcome {
-                tracing::warn!(%error, "a settlement did not reach JetStream; the message is delivered again after its ack_wait");
-                first_error.get_or_insert(error);
-            }
-        }
+                })
+                .collect()
+        };
+        // Every settlement of the batch is sent before any answer is awaited: a double ack is
+        // a round trip, and JetStream answers them in a pipeline (one round trip per batch
+        // instead of one per message).
+        let outcomes = futures_util::future::join_all(
+            mine.into_iter()
+                .map(|(held, settlement)| self.settle_one(held, settlement)),
+        )
+        .await;
+        let first_error = outcomes.into_iter().find_map(Result::err);
         match first_error {
             Some(error) => Err(SourceError::backend("settle", error)),
             None => Ok(()),

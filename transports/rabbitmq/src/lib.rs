@@ -39,6 +39,10 @@
     rust_2018_idioms
 )]
 
+/// The AMQP client this transport is built on, for tools and benchmarks that talk to the broker
+/// directly (`benches/transports.rs` compares against it).
+pub use lapin;
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use herald_core::ports::{
@@ -879,24 +883,33 @@ impl MessageSource for RabbitMq {
         owner: &str,
         settled: Vec<(Receipt, Settlement)>,
     ) -> Result<(), SourceError> {
-        let mut first_error = None;
-        for (receipt, settlement) in settled {
-            let held = {
-                let mut held = self.shared.held.lock();
-                match held.get(&receipt.0) {
-                    Some(h) if h.owner == owner => held.remove(&receipt.0),
-                    _ => None,
-                }
-            };
-            let Some(held) = held else {
-                tracing::warn!(%receipt, %owner, "settlement for a delivery this consumer no longer holds; ignored");
-                continue;
-            };
-            if let Err(error) = self.settle_one(held, settlement).await {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let mine: Vec<(Held, Settlement)> = {
+            let mut held = self.shared.held.lock();
+            settled
+                .into_iter()
+                .filter_map(|(receipt, settlement)| {
+                    let taken = match held.get(&receipt.0) {
+                        Some(h) if h.owner == owner => held.remove(&receipt.0),
+                        _ => None,
+                    };
+                    if taken.is_none() {
+                        tracing::warn!(%receipt, %owner, "settlement for a delivery this consumer no longer holds; ignored");
+                    }
+                    taken.map(|h| (h, settlement))
+                })
+                .collect()
+        };
+        // The batch's acks go out together instead of one after the other: each is its own frame
+        // on the channel either way, and a retry's confirmed copy does not hold up the others.
+        let outcomes = futures_util::future::join_all(
+            mine.into_iter()
+                .map(|(held, settlement)| self.settle_one(held, settlement)),
+        )
+        .await;
+        outcomes
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
     }
 
     async fn wait(&self, timeout: Duration) {

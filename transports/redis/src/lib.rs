@@ -66,6 +66,10 @@
     rust_2018_idioms
 )]
 
+/// The Redis client this transport is built on, for tools and benchmarks that talk to the server
+/// directly (`benches/transports.rs` compares against it).
+pub use redis;
+
 use async_trait::async_trait;
 use herald_core::ports::{
     Capabilities, Confirmation, MessageSink, MessageSource, OutgoingMessage, Receipt, Received,
@@ -372,22 +376,35 @@ end
 return kept
 ";
 
-/// Settles one entry if `owner` still owns it; returns 1, or 0 when ignored (KEYS: stream,
-/// delayed; ARGV: group, owner, id, action, delay ms, envelope).
+/// Settles a batch: each entry `owner` still owns is acked, retried or released; returns the
+/// entries ignored because `owner` no longer owns them (KEYS: stream, delayed; ARGV: group,
+/// owner, then per entry: id, action, delay ms, envelope). One script per batch, so a batch
+/// costs one round trip, not one per message.
 const SETTLE: &str = r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not (p[1] and p[1][2] == ARGV[2]) then return 0 end
-if ARGV[4] == 'retry' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[6])
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-elseif ARGV[4] == 'release' then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[5], 'JUSTID')
-else
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+local ignored = {}
+local now = nil
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    local action = ARGV[i + 1]
+    if action == 'retry' then
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
+      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[i + 2]), ARGV[i + 3])
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    elseif action == 'release' then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'IDLE', ARGV[i + 2], 'JUSTID')
+    else
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+    end
+  else
+    ignored[#ignored + 1] = id
+  end
 end
-return 1
+return ignored
 ";
 
 fn backend(operation: &'static str) -> impl FnOnce(redis::RedisError) -> SourceError {
@@ -704,26 +721,28 @@ impl MessageSource for RedisStreams {
             return Ok(Vec::new());
         }
         let shared = &self.shared;
-        let _promoted: u64 = Script::new(PROMOTE)
-            .key(&shared.stream)
-            .key(&shared.delayed)
-            .arg(limit)
-            .arg(&shared.group)
-            .invoke_async(&mut shared.commands.clone())
-            .await
-            .map_err(backend("receive"))?;
+        let promote = Script::new(PROMOTE);
+        let mut commands = shared.commands.clone();
         let mut reads = shared.reads.clone();
-        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        // Due retries are moved back and idle entries claimed at once, on the two connections:
+        // one round trip instead of two before the read of new entries.
+        let mut promotion = promote.key(&shared.stream);
+        promotion.key(&shared.delayed).arg(limit).arg(&shared.group);
+        let mut autoclaim = redis::cmd("XAUTOCLAIM");
+        autoclaim
             .arg(&shared.stream)
             .arg(&shared.group)
             .arg(owner)
             .arg(millis(lease))
             .arg("0-0")
             .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut reads)
-            .await
-            .map_err(backend("receive"))?;
+            .arg(limit);
+        let (promoted, claimed) = tokio::join!(
+            promotion.invoke_async::<u64>(&mut commands),
+            autoclaim.query_async::<StreamAutoClaimReply>(&mut reads)
+        );
+        promoted.map_err(backend("receive"))?;
+        let claimed = claimed.map_err(backend("receive"))?;
         let mut received = Vec::new();
         let mut others = self.hold(claimed.claimed, &mut received);
         let room = limit.saturating_sub(received.len());
@@ -800,11 +819,25 @@ impl MessageSource for RedisStreams {
         owner: &str,
         settled: Vec<(Receipt, Settlement)>,
     ) -> Result<(), SourceError> {
+        let mine: Vec<(Held, Settlement)> = {
+            let mut held = self.shared.held.lock();
+            settled
+                .into_iter()
+                .filter_map(|(receipt, settlement)| {
+                    held.remove(&receipt.0).map(|h| (h, settlement))
+                })
+                .collect()
+        };
+        if mine.is_empty() {
+            return Ok(());
+        }
         let script = Script::new(SETTLE);
-        for (receipt, settlement) in settled {
-            let Some(held) = self.shared.held.lock().remove(&receipt.0) else {
-                continue;
-            };
+        let mut invocation = script.key(&self.shared.stream);
+        invocation
+            .key(&self.shared.delayed)
+            .arg(&self.shared.group)
+            .arg(owner);
+        for (held, settlement) in mine {
             let (action, delay_ms, envelope) = match settlement {
                 Settlement::Done { .. } | Settlement::FailedForGood { .. } => {
                     ("ack", 0, Vec::new())
@@ -826,21 +859,18 @@ impl MessageSource for RedisStreams {
                 // Release, and any settlement a newer Herald adds: leave it for a re-claim.
                 _ => ("release", RELEASED_IDLE_MS, Vec::new()),
             };
-            let applied: u64 = script
-                .key(&self.shared.stream)
-                .key(&self.shared.delayed)
-                .arg(&self.shared.group)
-                .arg(owner)
-                .arg(&held.entry)
+            invocation
+                .arg(held.entry)
                 .arg(action)
                 .arg(delay_ms)
-                .arg(envelope)
-                .invoke_async(&mut self.shared.commands.clone())
-                .await
-                .map_err(backend("settle"))?;
-            if applied == 0 {
-                tracing::warn!(entry = %held.entry, %owner, "settlement for an entry this consumer no longer owns; ignored");
-            }
+                .arg(envelope);
+        }
+        let ignored: Vec<String> = invocation
+            .invoke_async(&mut self.shared.commands.clone())
+            .await
+            .map_err(backend("settle"))?;
+        for entry in ignored {
+            tracing::warn!(%entry, %owner, "settlement for an entry this consumer no longer owns; ignored");
         }
         self.trim_when_due().await;
         Ok(())
