@@ -70,7 +70,7 @@ pub enum RejectReason {
         data_file: String,
     },
     /// The data file is empty, the manifest counts records.
-    #[error("the data file `{data_file}` is empty but the manifest says {records} records: the file was named before it was written; ask for the batch again (an empty batch must say 0 records)")]
+    #[error("the data file `{data_file}` is empty but the manifest's record count is {records}: the file was named before it was written; ask for the batch again (an empty batch must say 0 records)")]
     EmptyData {
         /// The data file's name.
         data_file: String,

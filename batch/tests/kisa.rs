@@ -110,7 +110,7 @@ async fn a_named_but_empty_file_is_refused() {
     );
     assert!(reason
         .to_string()
-        .contains("empty but the manifest says 3 records"));
+        .contains("empty but the manifest's record count is 3"));
 }
 
 #[tokio::test]
