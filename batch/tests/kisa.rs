@@ -348,3 +348,44 @@ async fn an_unknown_message_type_is_refused() {
     assert!(!receipt_exists(&dirs.inbox, "stranger"));
     assert_eq!(dead_letters(&herald).await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_importer_waits_for_the_marker() {
+    let dirs = Dirs::new();
+    let effects = Effects::default();
+    let herald = herald(&effects);
+    let batch = dirs
+        .exporter(&dirs.inbox)
+        .export("later", invoices(2))
+        .expect("export");
+    // The data file and manifest are there; the marker is held back.
+    let held = dirs.root.path().join("held.done");
+    fs::rename(&batch.marker_path, &held).expect("hold the marker");
+    let importer = dirs.importer(&herald);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let poller = tokio::spawn(async move {
+        importer
+            .run_until(std::time::Duration::from_millis(10), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert!(
+        effects.ids().is_empty(),
+        "a record was handled before the marker"
+    );
+    assert!(!receipt_exists(&dirs.inbox, "later"));
+    fs::rename(&held, &batch.marker_path).expect("the marker arrives");
+    let started = std::time::Instant::now();
+    while !receipt_exists(&dirs.inbox, "later") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never imported"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(effects.ids(), vec![1, 2]);
+    stop.send(()).expect("stop");
+    poller.await.expect("poller");
+}
