@@ -11,10 +11,12 @@ use crate::engine::pool::Pool;
 use crate::engine::publish::{Attempts, Job};
 use crate::engine::runtime::HandlerRuntime;
 use crate::model::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
+use crate::model::envelope::Envelope;
 use crate::model::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
 use crate::model::options::OnFailure;
 use crate::model::outcome::HandlerStatus;
 use crate::model::retry;
+use crate::ports::trace;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -23,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// A pool worker: takes jobs until the queue closes.
 pub(crate) async fn run_worker(pool: Arc<Pool>) {
@@ -399,6 +402,7 @@ async fn execute(job: Job) {
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
+        let span = attempt_span(&handler, &guard.job().dispatch.envelope, attempt);
         let result = match &handler.forward {
             None => {
                 call(
@@ -406,15 +410,23 @@ async fn execute(job: Job) {
                     handler.desc.options.timeout,
                     handler.desc.call,
                 )
+                .instrument(span.clone())
                 .await
             }
             Some(forward) => {
                 let dispatch = &guard.job().dispatch;
-                let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
-                call_future(publish, handler.desc.options.timeout).await
+                // Inside the span: the copy sent on carries the send span as its trace parent.
+                let publish =
+                    span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload));
+                call_future(publish, handler.desc.options.timeout)
+                    .instrument(span.clone())
+                    .await
             }
         };
         let next = decide(&mut guard, result, attempt, &mut delays);
+        if !span.is_disabled() {
+            record_outcome(&span, &next);
+        }
         if hooks.watching() {
             guard.attempt_ends(hooks, next.outcome());
         }
@@ -429,6 +441,60 @@ async fn execute(job: Job) {
                 return dispose(guard, error).await;
             }
         }
+    }
+}
+
+/// The span of one attempt, after the OpenTelemetry messaging conventions: a handler's attempt
+/// is a `process` span (kind consumer), a route's is a `send` span (kind producer) to its
+/// destination. Its parent is the trace context the message carries, when a propagator is
+/// installed ([`crate::ports::trace`]); field values are only computed when the span is enabled.
+#[inline]
+fn attempt_span(handler: &HandlerRuntime, envelope: &Envelope, attempt: u32) -> tracing::Span {
+    let span = match &handler.forward {
+        None => tracing::info_span!(
+            "herald.process",
+            otel.name = %format_args!("process {}", envelope.name),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "herald",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %envelope.name,
+            messaging.message.id = %envelope.id,
+            messaging.message.conversation_id = %envelope.correlation_id(),
+            herald.handler = handler.desc.name,
+            herald.attempt = attempt,
+            error.type = tracing::field::Empty,
+        ),
+        Some(forward) => {
+            tracing::info_span!(
+                "herald.send",
+                otel.name = %format_args!("send {}", forward.destination()),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "herald",
+                messaging.operation.type = "send",
+                messaging.operation.name = "send",
+                messaging.destination.name = %forward.destination(),
+                messaging.message.id = %envelope.id,
+                messaging.message.conversation_id = %envelope.correlation_id(),
+                herald.handler = handler.desc.name,
+                herald.attempt = attempt,
+                error.type = tracing::field::Empty,
+            )
+        }
+    };
+    trace::continue_trace(&span, &envelope.headers);
+    span
+}
+
+/// Marks a failed attempt's span as an error, with the failure kind as `error.type`.
+#[cold]
+#[inline(never)]
+fn record_outcome(span: &tracing::Span, next: &Next) {
+    if let Some(error) = next.outcome().error() {
+        span.record("otel.status_code", "error");
+        span.record("error.type", FailureKind::of(error).as_str());
     }
 }
 
