@@ -125,22 +125,51 @@ async fn metrics_are_scraped_over_http_after_a_workload() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     // Successes and a retry.
-    assert!(herald.publish(Ping {}).await.expect("admitted").await.is_success());
+    assert!(herald
+        .publish(Ping {})
+        .await
+        .expect("admitted")
+        .await
+        .is_success());
     // A dead letter after two attempts.
-    assert!(!herald.publish(Doom {}).await.expect("admitted").await.is_success());
+    assert!(!herald
+        .publish(Doom {})
+        .await
+        .expect("admitted")
+        .await
+        .is_success());
     // A duplicate.
     for _ in 0..2 {
         let options = PublishOptions::new().idempotency_key("once-1");
-        drop(herald.publish_with(Once {}, options).await.expect("admitted").await);
+        drop(
+            herald
+                .publish_with(Once {}, options)
+                .await
+                .expect("admitted")
+                .await,
+        );
     }
     // A route: the first publish is confirmed, the second refused (the broker is full) and
     // dead-lettered after its single attempt.
-    assert!(herald.publish(Shipped {}).await.expect("admitted").await.is_success());
-    assert!(!herald.publish(Shipped {}).await.expect("admitted").await.is_success());
+    assert!(herald
+        .publish(Shipped {})
+        .await
+        .expect("admitted")
+        .await
+        .is_success());
+    assert!(!herald
+        .publish(Shipped {})
+        .await
+        .expect("admitted")
+        .await
+        .is_success());
 
     // `tight` (Reject): one running, one queued, the third rejected.
     let running = herald.try_publish(Slow {}).expect("runs");
-    eventually("the first slow job runs", || herald.ledger().handlers[h("slow").as_str()].in_flight == 1).await;
+    eventually("the first slow job runs", || {
+        herald.ledger().handlers[h("slow").as_str()].in_flight == 1
+    })
+    .await;
     let queued = herald.try_publish(Slow {}).expect("queued");
     match herald.try_publish(Slow {}) {
         Err(PublishError::Rejected { pool, .. }) => assert_eq!(pool, "tight"),
@@ -148,9 +177,14 @@ async fn metrics_are_scraped_over_http_after_a_workload() {
     }
     // `lossy` (DropNewest): one running, one queued, the third dropped to the dead letters.
     let lossy_running = herald.try_publish(Lossy {}).expect("runs");
-    eventually("the first lossy job runs", || herald.ledger().handlers[h("lossy").as_str()].in_flight == 1).await;
+    eventually("the first lossy job runs", || {
+        herald.ledger().handlers[h("lossy").as_str()].in_flight == 1
+    })
+    .await;
     let lossy_queued = herald.try_publish(Lossy {}).expect("queued");
-    let dropped = herald.try_publish(Lossy {}).expect("accepted, then dropped");
+    let dropped = herald
+        .try_publish(Lossy {})
+        .expect("accepted, then dropped");
     assert!(!dropped.await.is_success());
 
     // An outbox row nobody relays.
@@ -169,17 +203,32 @@ async fn metrics_are_scraped_over_http_after_a_workload() {
     assert_eq!(at("herald_pool_concurrency", &[("pool", "tight")]), 1.0);
     assert_eq!(at("herald_pool_queue_depth", &[("pool", "lossy")]), 1.0);
     assert_eq!(at("herald_queued", &[("handler", h("slow").as_str())]), 1.0);
-    assert_eq!(at("herald_in_flight", &[("handler", h("slow").as_str())]), 1.0);
     assert_eq!(
-        at("herald_pool_rejections_total", &[("pool", "tight"), ("policy", "reject")]),
+        at("herald_in_flight", &[("handler", h("slow").as_str())]),
+        1.0
+    );
+    assert_eq!(
+        at(
+            "herald_pool_rejections_total",
+            &[("pool", "tight"), ("policy", "reject")]
+        ),
         1.0
     );
     // The outbox and the broker's consumer lag.
     assert_eq!(at("herald_outbox_pending", &[("outbox", "app")]), 1.0);
-    let age = at("herald_outbox_oldest_pending_age_seconds", &[("outbox", "app")]);
-    assert!((0.5..60.0).contains(&age), "oldest pending age {age}\n{text}");
+    let age = at(
+        "herald_outbox_oldest_pending_age_seconds",
+        &[("outbox", "app")],
+    );
+    assert!(
+        (0.5..60.0).contains(&age),
+        "oldest pending age {age}\n{text}"
+    );
     assert_eq!(
-        at("herald_consumer_lag_messages", &[("subscription", "memory"), ("partition", "")]),
+        at(
+            "herald_consumer_lag_messages",
+            &[("subscription", "memory"), ("partition", "")]
+        ),
         1.0
     );
 
@@ -192,43 +241,86 @@ async fn metrics_are_scraped_over_http_after_a_workload() {
     let series = Series::parse(&text);
     let at = |name: &str, labels: &[(&str, &str)]| series.value(name, labels, &text);
     let messages = |handler: &str, outcome: &str| {
-        at("herald_messages_total", &[("handler", handler), ("outcome", outcome)])
+        at(
+            "herald_messages_total",
+            &[("handler", handler), ("outcome", outcome)],
+        )
     };
     // The ledger mirror, per handler.
     assert_eq!(messages(&h("ping_ok"), "accepted"), 1.0);
     assert_eq!(messages(&h("ping_ok"), "succeeded"), 1.0);
     assert_eq!(messages(&h("ping_flaky"), "succeeded"), 1.0);
-    assert_eq!(at("herald_failed_attempts_total", &[("handler", h("ping_flaky").as_str())]), 1.0);
-    assert_eq!(at("herald_retries_total", &[("handler", h("ping_flaky").as_str())]), 1.0);
+    assert_eq!(
+        at(
+            "herald_failed_attempts_total",
+            &[("handler", h("ping_flaky").as_str())]
+        ),
+        1.0
+    );
+    assert_eq!(
+        at(
+            "herald_retries_total",
+            &[("handler", h("ping_flaky").as_str())]
+        ),
+        1.0
+    );
     assert_eq!(messages(&h("doomed"), "dead_lettered"), 1.0);
-    assert_eq!(at("herald_failed_attempts_total", &[("handler", h("doomed").as_str())]), 2.0);
-    assert_eq!(at("herald_retries_total", &[("handler", h("doomed").as_str())]), 1.0);
+    assert_eq!(
+        at(
+            "herald_failed_attempts_total",
+            &[("handler", h("doomed").as_str())]
+        ),
+        2.0
+    );
+    assert_eq!(
+        at("herald_retries_total", &[("handler", h("doomed").as_str())]),
+        1.0
+    );
     assert_eq!(messages(&h("slow"), "accepted"), 2.0);
     assert_eq!(messages(&h("slow"), "rejected"), 1.0);
     assert_eq!(messages(&h("lossy"), "dropped"), 1.0);
     assert_eq!(messages(&h("once"), "succeeded"), 1.0);
     assert_eq!(messages(&h("once"), "deduplicated"), 1.0);
-    assert_eq!(at("herald_in_flight", &[("handler", h("slow").as_str())]), 0.0);
+    assert_eq!(
+        at("herald_in_flight", &[("handler", h("slow").as_str())]),
+        0.0
+    );
     assert_eq!(at("herald_queued", &[("handler", h("slow").as_str())]), 0.0);
     // Attempt durations: a histogram per handler and outcome.
     assert_eq!(
-        at("herald_attempt_duration_seconds_count", &[("handler", h("doomed").as_str()), ("outcome", "failed")]),
+        at(
+            "herald_attempt_duration_seconds_count",
+            &[("handler", h("doomed").as_str()), ("outcome", "failed")]
+        ),
         2.0
     );
     assert_eq!(
-        at("herald_attempt_duration_seconds_count", &[("handler", h("ping_flaky").as_str()), ("outcome", "succeeded")]),
+        at(
+            "herald_attempt_duration_seconds_count",
+            &[
+                ("handler", h("ping_flaky").as_str()),
+                ("outcome", "succeeded")
+            ]
+        ),
         1.0
     );
     assert_eq!(
         at(
             "herald_attempt_duration_seconds_bucket",
-            &[("handler", h("ping_ok").as_str()), ("outcome", "succeeded"), ("le", "+Inf")]
+            &[
+                ("handler", h("ping_ok").as_str()),
+                ("outcome", "succeeded"),
+                ("le", "+Inf")
+            ]
         ),
         1.0
     );
     // Dead letters by handler, reason and kind.
     let dead = |handler: &str, reason: &str, kind: &str| {
-        at("herald_dead_letters_total", &[("handler", handler), ("reason", reason), ("kind", kind)])
+        at(
+            "herald_dead_letters_total",
+            &[("handler", handler), ("reason", reason), ("kind", kind)],
+        )
     };
     assert_eq!(dead(&h("doomed"), "failed", "error"), 1.0);
     assert_eq!(dead(&h("lossy"), "overflow", "none"), 1.0);
@@ -236,19 +328,31 @@ async fn metrics_are_scraped_over_http_after_a_workload() {
     assert_eq!(at("herald_dead_letters_stored", &[]), 3.0);
     // The route's publishes: outcomes and confirm latency per destination.
     let publish = |outcome: &str| {
-        at("herald_transport_publish_total", &[("destination", "memory"), ("outcome", outcome)])
+        at(
+            "herald_transport_publish_total",
+            &[("destination", "memory"), ("outcome", outcome)],
+        )
     };
     assert_eq!(publish("confirmed"), 1.0);
     assert_eq!(publish("failed"), 1.0);
     assert_eq!(
-        at("herald_transport_confirm_duration_seconds_count", &[("destination", "memory")]),
+        at(
+            "herald_transport_confirm_duration_seconds_count",
+            &[("destination", "memory")]
+        ),
         1.0
     );
     assert_eq!(messages(ROUTE, "succeeded"), 1.0);
     assert_eq!(messages(ROUTE, "dead_lettered"), 1.0);
     // No sampling failed, and every series says what it is.
-    assert!(!text.contains("herald_metrics_sample_errors_total"), "{text}");
-    assert!(text.contains("# TYPE herald_attempt_duration_seconds histogram"), "{text}");
+    assert!(
+        !text.contains("herald_metrics_sample_errors_total"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE herald_attempt_duration_seconds histogram"),
+        "{text}"
+    );
     assert!(text.contains("# HELP herald_outbox_pending "), "{text}");
     // Bounded labels: no message id anywhere.
     assert!(!text.contains("message_id"), "{text}");
@@ -265,8 +369,13 @@ async fn a_failing_source_is_counted_and_the_rest_still_renders() {
     struct Down;
     #[async_trait::async_trait]
     impl herald::ports::lag::ConsumerLag for Down {
-        async fn lag(&self) -> Result<Vec<herald::ports::lag::LagReading>, herald::ports::SourceError> {
-            Err(herald::ports::SourceError::backend("lag", "the broker is down"))
+        async fn lag(
+            &self,
+        ) -> Result<Vec<herald::ports::lag::LagReading>, herald::ports::SourceError> {
+            Err(herald::ports::SourceError::backend(
+                "lag",
+                "the broker is down",
+            ))
         }
     }
     let metrics = HeraldMetrics::new();
@@ -277,26 +386,39 @@ async fn a_failing_source_is_counted_and_the_rest_still_renders() {
     let text = metrics.render().await;
     let series = Series::parse(&text);
     assert_eq!(
-        series.value("herald_metrics_sample_errors_total", &[("source", "consumer_lag")], &text),
+        series.value(
+            "herald_metrics_sample_errors_total",
+            &[("source", "consumer_lag")],
+            &text
+        ),
         1.0
     );
-    assert_eq!(series.value("herald_pool_queue_depth", &[("pool", "default")], &text), 0.0);
+    assert_eq!(
+        series.value("herald_pool_queue_depth", &[("pool", "default")], &text),
+        0.0
+    );
     drop(herald);
 }
 
 /// `GET /metrics` over a plain HTTP/1.1 connection.
 async fn scrape(address: std::net::SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .expect("request");
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response");
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     // Small bodies come whole; a chunked one would start with its size line.
@@ -310,7 +432,10 @@ struct Series(Vec<(String, BTreeMap<String, String>, f64)>);
 impl Series {
     fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("a sample line");
             let value: f64 = match value {
                 "+Inf" => f64::INFINITY,
@@ -346,7 +471,11 @@ impl Series {
             })
             .map(|(_, _, value)| *value)
             .collect();
-        assert_eq!(found.len(), 1, "one sample of {name}{labels:?}, found {found:?} in\n{text}");
+        assert_eq!(
+            found.len(),
+            1,
+            "one sample of {name}{labels:?}, found {found:?} in\n{text}"
+        );
         found[0]
     }
 }
