@@ -21,8 +21,10 @@ struct OrderPlaced {
 }
 
 /// What the consumer's handler saw: the trace id of its own span and the `traceparent` header.
+type Sighting = (TraceId, Option<String>);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(TraceId, Option<String>)>>>);
+struct Seen(Arc<Mutex<Vec<Sighting>>>);
 
 mod consumer {
     use super::*;
