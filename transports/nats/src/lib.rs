@@ -552,7 +552,8 @@ impl MessageSink for NatsJetStream {
 }
 
 /// The consumer's lag for metrics and consoles: one reading, subscription `nats:<stream>`,
-/// with the stream's messages its durable consumer has not finished ([`unfinished`](NatsJetStream::unfinished)).
+/// with the stream's messages its durable consumer has not finished
+/// ([`unfinished`](NatsJetStream::unfinished)).
 #[async_trait]
 impl herald_core::ports::lag::ConsumerLag for NatsJetStream {
     async fn lag(&self) -> Result<Vec<herald_core::ports::lag::LagReading>, SourceError> {
