@@ -26,6 +26,29 @@ type Sighting = (TraceId, Option<String>);
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Vec<Sighting>>>);
 
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+#[event(name = "trace.pinged")]
+struct Pinged {}
+
+/// What the in-process handler saw.
+#[derive(Clone, Default)]
+struct Pings(Arc<Mutex<Vec<Sighting>>>);
+
+mod local {
+    use super::*;
+
+    #[async_handler]
+    async fn on_pinged(_: Pinged, State(pings): State<Pings>, meta: herald::Meta) {
+        let trace_id = tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .trace_id();
+        let traceparent = meta.headers().extra.get("traceparent").cloned();
+        pings.0.lock().expect("lock").push((trace_id, traceparent));
+    }
+}
+
 mod consumer {
     use super::*;
 
@@ -120,6 +143,37 @@ async fn the_trace_id_survives_outbox_relay_broker_and_handler() {
         "{traceparent} is in trace {request_trace}"
     );
 
+    // In process: `publish` inside a span, then with a `traceparent` the caller set itself.
+    let pings = Pings::default();
+    let local = Herald::builder()
+        .handlers_under(format!("{}::local", module_path!()))
+        .state(pings.clone())
+        .build()
+        .expect("local");
+    let job = tracing::info_span!("job");
+    let job_trace = job.context().span().span_context().trace_id();
+    let delivery = local.publish(Pinged {}).instrument(job.clone()).await;
+    assert!(delivery.expect("admitted").await.is_success());
+    drop(job);
+    let explicit = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let options = herald::PublishOptions::new().header("traceparent", explicit);
+    let delivery = local.publish_with(Pinged {}, options).await;
+    assert!(delivery.expect("admitted").await.is_success());
+    {
+        let pings = pings.0.lock().expect("lock");
+        assert_eq!(
+            pings[0].0, job_trace,
+            "the handler continues the publisher's trace"
+        );
+        assert_eq!(pings[1].0.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            pings[1].1.as_deref(),
+            Some(explicit),
+            "an explicit context is kept"
+        );
+    }
+    provider.force_flush().expect("flush");
+
     let spans = exporter.get_finished_spans().expect("spans");
     let named = |name: &str| -> &SpanData {
         spans
@@ -169,6 +223,25 @@ async fn the_trace_id_survives_outbox_relay_broker_and_handler() {
         Some("create".into())
     );
     assert!(attribute(process, "messaging.message.id").is_some());
+    // In process: the handler's `process` span is a child of the `publish` span, itself a child
+    // of the publisher's span.
+    let job = named("job");
+    let publish = spans
+        .iter()
+        .find(|s| s.name == "publish trace.pinged" && s.span_context.trace_id() == job_trace)
+        .expect("a publish span in the job's trace");
+    assert_eq!(publish.span_kind, SpanKind::Producer);
+    assert_eq!(publish.parent_span_id, job.span_context.span_id());
+    let pinged = spans
+        .iter()
+        .find(|s| s.name == "process trace.pinged" && s.span_context.trace_id() == job_trace)
+        .expect("a process span in the job's trace");
+    assert_eq!(pinged.parent_span_id, publish.span_context.span_id());
+    let continued = spans
+        .iter()
+        .find(|s| s.name == "process trace.pinged" && s.span_context.trace_id() != job_trace)
+        .expect("the second handler's span");
+    assert_eq!(continued.parent_span_id.to_string(), "00f067aa0ba902b7");
     // Both relays' batches are `receive` spans of kind consumer, in traces of their own.
     assert!(receive.len() >= 2, "{:#?}", names(&spans));
     for batch in receive {
