@@ -56,9 +56,10 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Histogram, Unit,
 };
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusRecorder};
+/// The exporter's builder and handle, for [`HeraldMetrics::from_builder`] and
+/// [`HeraldMetrics::handle`] without a dependency of your own.
+pub use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;

@@ -353,7 +353,7 @@ impl Herald {
         envelope.idempotency_key = options.idempotency_key;
         envelope.headers = options.headers;
         let span = publish_span(&envelope);
-        span.in_scope(|| trace::capture(&mut envelope.headers));
+        trace::capture_in(span.as_ref(), &mut envelope.headers);
         let dispatch = Arc::new(Dispatch {
             envelope,
             payload: Payload::new(message),
@@ -512,8 +512,20 @@ impl Herald {
 /// The `publish` span of one message (kind producer), entered while its trace context is captured,
 /// so that every handler's `process` span is its child. It starts once the message has room: a
 /// rejected publish makes no span.
+///
+/// `None` unless a subscriber wants it, checked with `span_enabled!` first, as for the worker's
+/// attempt span (see `worker.rs`).
 #[inline]
-fn publish_span(envelope: &Envelope) -> tracing::Span {
+fn publish_span(envelope: &Envelope) -> Option<tracing::Span> {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    Some(publish_span_enabled(envelope))
+}
+
+#[cold]
+#[inline(never)]
+fn publish_span_enabled(envelope: &Envelope) -> tracing::Span {
     tracing::info_span!(
         "herald.publish",
         otel.name = %format_args!("publish {}", envelope.name),

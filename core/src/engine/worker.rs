@@ -402,31 +402,25 @@ async fn execute(job: Job) {
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
-        let span = attempt_span(&handler, &guard.job().dispatch.envelope, attempt);
-        let result = match &handler.forward {
-            None => {
-                call(
-                    invocation(guard.job(), attempt),
-                    handler.desc.options.timeout,
-                    handler.desc.call,
-                )
-                .instrument(span.clone())
-                .await
-            }
-            Some(forward) => {
-                let dispatch = &guard.job().dispatch;
-                // Inside the span: the copy sent on carries the send span as its trace parent.
-                let publish =
-                    span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload));
-                call_future(publish, handler.desc.options.timeout)
-                    .instrument(span.clone())
+        let result = match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
+            None => match &handler.forward {
+                None => {
+                    call(
+                        invocation(guard.job(), attempt),
+                        handler.desc.options.timeout,
+                        handler.desc.call,
+                    )
                     .await
-            }
+                }
+                Some(forward) => {
+                    let dispatch = &guard.job().dispatch;
+                    let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
+                    call_future(publish, handler.desc.options.timeout).await
+                }
+            },
+            Some(span) => traced(guard.job(), attempt, span).await,
         };
         let next = decide(&mut guard, result, attempt, &mut delays);
-        if !span.is_disabled() {
-            record_outcome(&span, &next);
-        }
         if hooks.watching() {
             guard.attempt_ends(hooks, next.outcome());
         }
@@ -447,9 +441,31 @@ async fn execute(job: Job) {
 /// The span of one attempt, after the OpenTelemetry messaging conventions: a handler's attempt
 /// is a `process` span (kind consumer), a route's is a `send` span (kind producer) to its
 /// destination. Its parent is the trace context the message carries, when a propagator is
-/// installed ([`crate::ports::trace`]); field values are only computed when the span is enabled.
+/// installed ([`crate::ports::trace`]).
+///
+/// `None` unless a subscriber wants it, checked with `span_enabled!` (a cached atomic load):
+/// otherwise the span macro's fallback to the `log` crate (`tracing`'s `log` feature, which sqlx
+/// turns on) would still build and record a span per attempt, and a span held across the
+/// attempt's `.await` would grow every job's future.
 #[inline]
-fn attempt_span(handler: &HandlerRuntime, envelope: &Envelope, attempt: u32) -> tracing::Span {
+fn attempt_span(
+    handler: &HandlerRuntime,
+    envelope: &Envelope,
+    attempt: u32,
+) -> Option<tracing::Span> {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    Some(attempt_span_enabled(handler, envelope, attempt))
+}
+
+#[cold]
+#[inline(never)]
+fn attempt_span_enabled(
+    handler: &HandlerRuntime,
+    envelope: &Envelope,
+    attempt: u32,
+) -> tracing::Span {
     let span = match &handler.forward {
         None => tracing::info_span!(
             "herald.process",
@@ -488,14 +504,38 @@ fn attempt_span(handler: &HandlerRuntime, envelope: &Envelope, attempt: u32) -> 
     span
 }
 
-/// Marks a failed attempt's span as an error, with the failure kind as `error.type`.
+/// Step 3 inside the attempt's span (boxed: only traced attempts pay for it, and the job's future
+/// does not grow). A route publishes inside the span, so the copy it sends carries the `send`
+/// span as the trace parent of the consumer's. A failure marks the span as an error, with the
+/// failure kind as `error.type`.
 #[cold]
 #[inline(never)]
-fn record_outcome(span: &tracing::Span, next: &Next) {
-    if let Some(error) = next.outcome().error() {
-        span.record("otel.status_code", "error");
-        span.record("error.type", FailureKind::of(error).as_str());
-    }
+fn traced(
+    job: &Job,
+    attempt: u32,
+    span: tracing::Span,
+) -> futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>> {
+    use futures_util::future::Either;
+    let handler = &job.handler;
+    let timeout = handler.desc.options.timeout;
+    let attempt = match &handler.forward {
+        None => Either::Left(call(invocation(job, attempt), timeout, handler.desc.call)),
+        Some(forward) => {
+            let dispatch = &job.dispatch;
+            let publish = span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload));
+            Either::Right(call_future(publish, timeout))
+        }
+    };
+    Box::pin(async move {
+        let result = attempt.instrument(span.clone()).await;
+        if let Err(error) = &result {
+            if error.kind() != HandlerErrorKind::Duplicate {
+                span.record("otel.status_code", "error");
+                span.record("error.type", FailureKind::of(error).as_str());
+            }
+        }
+        result
+    })
 }
 
 /// What [`claim_dedupe`] decided.

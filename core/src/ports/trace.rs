@@ -121,8 +121,19 @@ pub(crate) fn capture(headers: &mut Headers) {
     }
 }
 
-/// As [`capture`], replacing a context already there: a hop (a route's publish) that continues a
-/// trace hands its own span on as the parent of the next.
+/// As [`capture`], inside `span` when there is one.
+#[inline]
+pub(crate) fn capture_in(span: Option<&tracing::Span>, headers: &mut Headers) {
+    if let Some(propagator) = propagator() {
+        match span {
+            Some(span) => span.in_scope(|| capture_with(propagator, headers, false)),
+            None => capture_with(propagator, headers, false),
+        }
+    }
+}
+
+/// As [`capture`] from inside the span, replacing a context already there: a hop (a route's
+/// publish) that continues a trace hands its own span on as the parent of the next.
 #[inline]
 pub(crate) fn capture_replacing(headers: &mut Headers) {
     if let Some(propagator) = propagator() {

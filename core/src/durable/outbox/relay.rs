@@ -334,6 +334,10 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
 /// attempts inside it are children of the trace context the message carries, not of this span,
 /// so the trace of a message runs from its publisher to its handlers.
 fn batch_span(config: &RelayBuilder, count: usize) -> tracing::Span {
+    // Without a subscriber that wants it, no span (not even `tracing`'s `log` fallback).
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "herald.relay.batch",
         otel.name = "receive",

@@ -542,6 +542,10 @@ pub(crate) async fn connect_pool<D: sqlx::Database>(
 /// The span of an outbox write (OpenTelemetry messaging `create`, kind producer): the trace
 /// context stored with the rows is this span's, so the relay's attempts are its children.
 fn outbox_span(name: &'static str, count: usize) -> tracing::Span {
+    // Without a subscriber that wants it, no span (not even `tracing`'s `log` fallback).
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "herald.outbox.publish",
         otel.name = %format_args!("create {name}"),
