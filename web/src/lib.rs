@@ -19,3 +19,5 @@ pub mod access;
 pub mod console;
 pub mod feed;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;

@@ -252,8 +252,14 @@ impl HeraldBuilder {
                 .or_default()
                 .push(handler.clone());
         }
+        let mut table = RoutingTable::new(&handlers, &messages);
+        for handler in &runtimes {
+            if let Some(forward) = &handler.forward {
+                table.set_destination(handler.desc.name, forward.destination());
+            }
+        }
         let inner = Inner {
-            table: RoutingTable::new(&handlers, &messages),
+            table,
             handlers: runtimes,
             routes,
             pools: pools.into_values().collect(),

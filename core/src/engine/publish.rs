@@ -12,6 +12,7 @@ use crate::model::envelope::{Envelope, PublishOptions};
 use crate::model::error::PublishError;
 use crate::model::message::{Command, Event, Message, Payload};
 use crate::model::outcome::HandlerStatus;
+use crate::ports::trace;
 use futures_util::FutureExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -351,6 +352,8 @@ impl Herald {
         envelope.key = message.key();
         envelope.idempotency_key = options.idempotency_key;
         envelope.headers = options.headers;
+        let span = publish_span(&envelope);
+        trace::capture_in(span.as_ref(), &mut envelope.headers);
         let dispatch = Arc::new(Dispatch {
             envelope,
             payload: Payload::new(message),
@@ -504,6 +507,36 @@ impl Herald {
         job.settle(HandlerStatus::Dropped, None);
         self.inner.store_dead_letter_later(entry);
     }
+}
+
+/// The `publish` span of one message (kind producer), entered while its trace context is captured,
+/// so that every handler's `process` span is its child. It starts once the message has room: a
+/// rejected publish makes no span.
+///
+/// `None` unless a subscriber wants it, checked with `span_enabled!` first, as for the worker's
+/// attempt span (see `worker.rs`).
+#[inline]
+fn publish_span(envelope: &Envelope) -> Option<tracing::Span> {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    Some(publish_span_enabled(envelope))
+}
+
+#[cold]
+#[inline(never)]
+fn publish_span_enabled(envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "herald.publish",
+        otel.name = %format_args!("publish {}", envelope.name),
+        otel.kind = "producer",
+        messaging.system = "herald",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %envelope.name,
+        messaging.message.id = %envelope.id,
+        messaging.message.conversation_id = %envelope.correlation_id(),
+    )
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ struct RouteEntry {
     pool: String,
     options: String,
     location: String,
+    /// A route's sink (`MessageSink::destination`); `None` for a handler.
+    destination: Option<String>,
 }
 
 impl RoutingTable {
@@ -74,6 +76,7 @@ impl RoutingTable {
                 pool: handler.pool.unwrap_or("default").to_owned(),
                 options: describe_options(handler),
                 location: handler.location(),
+                destination: None,
             });
         }
         RoutingTable { routes }
@@ -85,6 +88,37 @@ impl RoutingTable {
             .get(message)
             .map(|r| r.handlers.iter().map(|h| h.handler).collect())
             .unwrap_or_default()
+    }
+
+    /// Records the destination of the route named `handler`.
+    pub(crate) fn set_destination(&mut self, handler: &str, destination: String) {
+        if let Some(entry) = self
+            .routes
+            .values_mut()
+            .flat_map(|route| route.handlers.iter_mut())
+            .find(|entry| entry.handler == handler)
+        {
+            entry.destination = Some(destination);
+        }
+    }
+
+    /// Every handler (routes included) with the pool it runs on, by message name.
+    pub fn handler_pools(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.routes
+            .values()
+            .flat_map(|route| route.handlers.iter())
+            .map(|entry| (entry.handler, entry.pool.as_str()))
+    }
+
+    /// The destination a route forwards to (its sink's
+    /// [`destination`](crate::ports::MessageSink::destination)), or `None` when `handler` is not a
+    /// route.
+    pub fn destination_of(&self, handler: &str) -> Option<&str> {
+        self.routes
+            .values()
+            .flat_map(|route| route.handlers.iter())
+            .find(|entry| entry.handler == handler)
+            .and_then(|entry| entry.destination.as_deref())
     }
 
     /// Message names, sorted.

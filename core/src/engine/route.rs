@@ -24,6 +24,7 @@ use crate::model::error::HandlerError;
 use crate::model::message::{Event, MessageKind, Payload};
 use crate::model::options::{Backoff, HandlerOptions, OnFailure, RetryPolicy};
 use crate::model::stored_message::OutgoingMessage;
+use crate::ports::trace;
 use crate::ports::transport::{Capabilities, Confirmation, MessageSink};
 use futures_util::future::BoxFuture;
 use std::fmt;
@@ -169,6 +170,11 @@ impl fmt::Debug for Forward {
 }
 
 impl Forward {
+    /// Where the route publishes to.
+    pub(crate) fn destination(&self) -> String {
+        self.sink.destination()
+    }
+
     /// One attempt: the message is published and confirmed, or the attempt failed (retryable,
     /// except a payload that does not serialize, which no retry can fix).
     pub(crate) fn publish(
@@ -176,9 +182,11 @@ impl Forward {
         envelope: &Envelope,
         payload: &Payload,
     ) -> BoxFuture<'static, Result<AnyReply, HandlerError>> {
-        let message = (self.encode)(payload).map(|payload| OutgoingMessage {
-            envelope: envelope.clone(),
-            payload,
+        let message = (self.encode)(payload).map(|payload| {
+            let mut envelope = envelope.clone();
+            // Called inside the attempt's `send` span: it becomes the parent of the consumer's.
+            trace::capture_replacing(&mut envelope.headers);
+            OutgoingMessage { envelope, payload }
         });
         let sink = self.sink.clone();
         let destination = self.destination.clone();

@@ -11,10 +11,12 @@ use crate::engine::pool::Pool;
 use crate::engine::publish::{Attempts, Job};
 use crate::engine::runtime::HandlerRuntime;
 use crate::model::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
+use crate::model::envelope::Envelope;
 use crate::model::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
 use crate::model::options::OnFailure;
 use crate::model::outcome::HandlerStatus;
 use crate::model::retry;
+use crate::ports::trace;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -23,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// A pool worker: takes jobs until the queue closes.
 pub(crate) async fn run_worker(pool: Arc<Pool>) {
@@ -399,20 +402,23 @@ async fn execute(job: Job) {
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
-        let result = match &handler.forward {
-            None => {
-                call(
-                    invocation(guard.job(), attempt),
-                    handler.desc.options.timeout,
-                    handler.desc.call,
-                )
-                .await
-            }
-            Some(forward) => {
-                let dispatch = &guard.job().dispatch;
-                let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
-                call_future(publish, handler.desc.options.timeout).await
-            }
+        let result = match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
+            None => match &handler.forward {
+                None => {
+                    call(
+                        invocation(guard.job(), attempt),
+                        handler.desc.options.timeout,
+                        handler.desc.call,
+                    )
+                    .await
+                }
+                Some(forward) => {
+                    let dispatch = &guard.job().dispatch;
+                    let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
+                    call_future(publish, handler.desc.options.timeout).await
+                }
+            },
+            Some(span) => traced(guard.job(), attempt, span).await,
         };
         let next = decide(&mut guard, result, attempt, &mut delays);
         if hooks.watching() {
@@ -430,6 +436,106 @@ async fn execute(job: Job) {
             }
         }
     }
+}
+
+/// The span of one attempt, after the OpenTelemetry messaging conventions: a handler's attempt
+/// is a `process` span (kind consumer), a route's is a `send` span (kind producer) to its
+/// destination. Its parent is the trace context the message carries, when a propagator is
+/// installed ([`crate::ports::trace`]).
+///
+/// `None` unless a subscriber wants it, checked with `span_enabled!` (a cached atomic load):
+/// otherwise the span macro's fallback to the `log` crate (`tracing`'s `log` feature, which sqlx
+/// turns on) would still build and record a span per attempt, and a span held across the
+/// attempt's `.await` would grow every job's future.
+#[inline]
+fn attempt_span(
+    handler: &HandlerRuntime,
+    envelope: &Envelope,
+    attempt: u32,
+) -> Option<tracing::Span> {
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    Some(attempt_span_enabled(handler, envelope, attempt))
+}
+
+#[cold]
+#[inline(never)]
+fn attempt_span_enabled(
+    handler: &HandlerRuntime,
+    envelope: &Envelope,
+    attempt: u32,
+) -> tracing::Span {
+    let span = match &handler.forward {
+        None => tracing::info_span!(
+            "herald.process",
+            otel.name = %format_args!("process {}", envelope.name),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "herald",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %envelope.name,
+            messaging.message.id = %envelope.id,
+            messaging.message.conversation_id = %envelope.correlation_id(),
+            herald.handler = handler.desc.name,
+            herald.attempt = attempt,
+            error.type = tracing::field::Empty,
+        ),
+        Some(forward) => {
+            tracing::info_span!(
+                "herald.send",
+                otel.name = %format_args!("send {}", forward.destination()),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "herald",
+                messaging.operation.type = "send",
+                messaging.operation.name = "send",
+                messaging.destination.name = %forward.destination(),
+                messaging.message.id = %envelope.id,
+                messaging.message.conversation_id = %envelope.correlation_id(),
+                herald.handler = handler.desc.name,
+                herald.attempt = attempt,
+                error.type = tracing::field::Empty,
+            )
+        }
+    };
+    trace::continue_trace(&span, &envelope.headers);
+    span
+}
+
+/// Step 3 inside the attempt's span (boxed: only traced attempts pay for it, and the job's future
+/// does not grow). A route publishes inside the span, so the copy it sends carries the `send`
+/// span as the trace parent of the consumer's. A failure marks the span as an error, with the
+/// failure kind as `error.type`.
+#[cold]
+#[inline(never)]
+fn traced(
+    job: &Job,
+    attempt: u32,
+    span: tracing::Span,
+) -> futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>> {
+    use futures_util::future::Either;
+    let handler = &job.handler;
+    let timeout = handler.desc.options.timeout;
+    let attempt = match &handler.forward {
+        None => Either::Left(call(invocation(job, attempt), timeout, handler.desc.call)),
+        Some(forward) => {
+            let dispatch = &job.dispatch;
+            let publish = span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload));
+            Either::Right(call_future(publish, timeout))
+        }
+    };
+    Box::pin(async move {
+        let result = attempt.instrument(span.clone()).await;
+        if let Err(error) = &result {
+            if error.kind() != HandlerErrorKind::Duplicate {
+                span.record("otel.status_code", "error");
+                span.record("error.type", FailureKind::of(error).as_str());
+            }
+        }
+        result
+    })
 }
 
 /// What [`claim_dedupe`] decided.

@@ -35,6 +35,7 @@
 )]
 
 use async_trait::async_trait;
+use herald_core::ports::lag::{ConsumerLag, LagReading};
 use herald_core::ports::{
     Capabilities, Confirmation, MessageSink, MessageSource, OutgoingMessage, Receipt, Received,
     Settlement, SinkError, SourceError, StoredMessage,
@@ -190,6 +191,15 @@ impl MessageSink for MemoryBroker {
 
     fn destination(&self) -> String {
         "memory".to_owned()
+    }
+}
+
+/// The broker's lag: one reading, subscription `memory`, with the messages not settled as done or
+/// failed for good yet ([`pending`](MemoryBroker::pending)).
+#[async_trait]
+impl ConsumerLag for MemoryBroker {
+    async fn lag(&self) -> Result<Vec<LagReading>, SourceError> {
+        Ok(vec![LagReading::new("memory", self.pending() as u64)])
     }
 }
 

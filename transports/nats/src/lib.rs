@@ -612,6 +612,23 @@ impl MessageSink for NatsJetStream {
     }
 }
 
+/// The consumer's lag for metrics and consoles: one reading, subscription `nats:<stream>`,
+/// with the stream's messages its durable consumer has not finished
+/// ([`unfinished`](NatsJetStream::unfinished)).
+#[async_trait]
+impl herald_core::ports::lag::ConsumerLag for NatsJetStream {
+    async fn lag(&self) -> Result<Vec<herald_core::ports::lag::LagReading>, SourceError> {
+        let unfinished = self
+            .unfinished()
+            .await
+            .map_err(|error| SourceError::backend("lag", error))?;
+        Ok(vec![herald_core::ports::lag::LagReading::new(
+            format!("nats:{}", self.stream()),
+            unfinished,
+        )])
+    }
+}
+
 #[async_trait]
 impl MessageSource for NatsJetStream {
     async fn receive(

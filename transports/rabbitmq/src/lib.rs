@@ -775,6 +775,22 @@ impl MessageSink for RabbitMq {
     }
 }
 
+/// The consumer's lag for metrics and consoles: one reading, subscription `rabbitmq:<queue>`,
+/// with its queue and delay queue: ready, buffered or held ([`unfinished`](RabbitMq::unfinished)).
+#[async_trait]
+impl herald_core::ports::lag::ConsumerLag for RabbitMq {
+    async fn lag(&self) -> Result<Vec<herald_core::ports::lag::LagReading>, SourceError> {
+        let unfinished = self
+            .unfinished()
+            .await
+            .map_err(|error| SourceError::backend("lag", error))?;
+        Ok(vec![herald_core::ports::lag::LagReading::new(
+            format!("rabbitmq:{}", self.queue()),
+            unfinished,
+        )])
+    }
+}
+
 #[async_trait]
 impl MessageSource for RabbitMq {
     async fn receive(

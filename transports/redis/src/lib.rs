@@ -709,6 +709,23 @@ impl MessageSink for RedisStreams {
     }
 }
 
+/// The consumer's lag for metrics and consoles: one reading, subscription `redis:<stream>`,
+/// with the stream's entries its group has not finished, retries waiting included
+/// ([`unfinished`](RedisStreams::unfinished)).
+#[async_trait]
+impl herald_core::ports::lag::ConsumerLag for RedisStreams {
+    async fn lag(&self) -> Result<Vec<herald_core::ports::lag::LagReading>, SourceError> {
+        let unfinished = self
+            .unfinished()
+            .await
+            .map_err(|error| SourceError::backend("lag", error))?;
+        Ok(vec![herald_core::ports::lag::LagReading::new(
+            format!("redis:{}", self.stream()),
+            unfinished,
+        )])
+    }
+}
+
 #[async_trait]
 impl MessageSource for RedisStreams {
     async fn receive(

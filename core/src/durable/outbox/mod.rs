@@ -332,6 +332,9 @@ impl NewRow {
         envelope.key = message.key();
         envelope.idempotency_key = options.idempotency_key;
         envelope.headers = options.headers;
+        // The trace context of the current span (the caller's, or the outbox's `create` span),
+        // stored in the row's headers so the relay's consumers continue the trace, hours later.
+        crate::ports::trace::capture(&mut envelope.headers);
         let headers = row::headers_json(&envelope)?;
         Ok(NewRow {
             envelope,

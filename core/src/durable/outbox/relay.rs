@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Configures a [`Relay`]; made by `SqliteOutbox::relay` / `PgOutbox::relay`, or for any
 /// [`MessageSource`] by [`Relay::builder`].
@@ -281,7 +282,10 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        let outcomes = deliver_batch(&config, received, &stats).await;
+        let span = batch_span(&config, received.len());
+        let outcomes = deliver_batch(&config, received, &stats)
+            .instrument(span)
+            .await;
         for (_, settlement) in &outcomes {
             let counter = match settlement {
                 Settlement::Done { .. } => &stats.processed,
@@ -324,6 +328,26 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
         finish_write_back(last, &stats, &config.owner).await;
     }
     tracing::debug!(owner = %config.owner, "relay stopped");
+}
+
+/// The span of one relay batch (OpenTelemetry messaging `receive`, kind consumer). Each message's
+/// attempts inside it are children of the trace context the message carries, not of this span,
+/// so the trace of a message runs from its publisher to its handlers.
+fn batch_span(config: &RelayBuilder, count: usize) -> tracing::Span {
+    // Without a subscriber that wants it, no span (not even `tracing`'s `log` fallback).
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "herald.relay.batch",
+        otel.name = "receive",
+        otel.kind = "consumer",
+        messaging.system = "herald",
+        messaging.operation.type = "receive",
+        messaging.operation.name = "relay",
+        messaging.consumer.group.name = %config.owner,
+        messaging.batch.message_count = count,
+    )
 }
 
 /// Delivers a leased batch, renewing the leases of the rows still running every third of the

@@ -19,6 +19,7 @@ use chrono::Utc;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The transactional outbox on the SQL database `D` (`sqlx::Sqlite`, `sqlx::Postgres`,
 /// `sqlx::MySql`). Cheap to clone. Usually named by its alias: [`SqliteOutbox`](super::SqliteOutbox),
@@ -216,11 +217,19 @@ impl<D: Dialect> SqlOutbox<D> {
         C: OutboxConnection<D>,
         M: Message,
     {
-        let row = match NewRow::new(&message, options, self.max_payload_bytes) {
+        let span = outbox_span(M::NAME, 1);
+        let row = match span.in_scope(|| NewRow::new(&message, options, self.max_payload_bytes)) {
             Ok(row) => row,
             Err(refused) => return Err(refused.returning(message)),
         };
-        match D::insert(conn.connection(), &row.envelope, &row.payload, None).await {
+        span.record(
+            "messaging.message.id",
+            tracing::field::display(row.envelope.id),
+        );
+        match D::insert(conn.connection(), &row.envelope, &row.payload, None)
+            .instrument(span)
+            .await
+        {
             Ok(_) => Ok(row.envelope.id),
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
         }
@@ -249,11 +258,15 @@ impl<D: Dialect> SqlOutbox<D> {
         I: IntoIterator<Item = M>,
     {
         let messages: Vec<M> = messages.into_iter().collect();
-        let rows = match NewRow::batch(&messages, self.max_payload_bytes) {
+        let span = outbox_span(M::NAME, messages.len());
+        let rows = match span.in_scope(|| NewRow::batch(&messages, self.max_payload_bytes)) {
             Ok(rows) => rows,
             Err(refused) => return Err(refused.returning(messages)),
         };
-        if let Err(source) = D::insert_all(conn.connection(), &rows).await {
+        if let Err(source) = D::insert_all(conn.connection(), &rows)
+            .instrument(span)
+            .await
+        {
             return Err(OutboxPublishError::Failed {
                 message: messages,
                 source,
@@ -525,4 +538,23 @@ pub(crate) async fn connect_pool<D: sqlx::Database>(
     // Best effort: the connection has done its job (proving the server is there).
     let _ = first.close().await;
     Ok(pool.connect_with(options).await?)
+}
+/// The span of an outbox write (OpenTelemetry messaging `create`, kind producer): the trace
+/// context stored with the rows is this span's, so the relay's attempts are its children.
+fn outbox_span(name: &'static str, count: usize) -> tracing::Span {
+    // Without a subscriber that wants it, no span (not even `tracing`'s `log` fallback).
+    if !tracing::span_enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "herald.outbox.publish",
+        otel.name = %format_args!("create {name}"),
+        otel.kind = "producer",
+        messaging.system = "herald",
+        messaging.operation.type = "create",
+        messaging.operation.name = "outbox",
+        messaging.destination.name = name,
+        messaging.batch.message_count = count,
+        messaging.message.id = tracing::field::Empty,
+    )
 }
