@@ -18,6 +18,7 @@ pub(crate) fn page(title: &str, shared: Option<&Shared>, content: Markup) -> Mar
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
                 title { (title) " · Herald" }
                 link rel="stylesheet" href="/assets/console.css";
+                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
                 script src="/assets/htmx.min.js" defer {}
             }
             body {

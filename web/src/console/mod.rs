@@ -33,6 +33,7 @@ use std::sync::Arc;
 /// htmx, vendored from the npm package `htmx.org` (BSD Zero Clause licence, `web/assets/`).
 const HTMX: &str = include_str!("../../assets/htmx.min.js");
 const CSS: &str = include_str!("../../assets/console.css");
+const ICON: &str = include_str!("../../assets/favicon.svg");
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let guarded = Router::new()
@@ -50,6 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/assets/htmx.min.js", get(htmx))
         .route("/assets/console.css", get(css))
+        .route("/assets/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
         .layer(middleware::from_fn(security_headers))
         .with_state(shared)
 }
@@ -103,6 +106,10 @@ async fn htmx() -> Response {
 
 async fn css() -> Response {
     asset(CSS, "text/css; charset=utf-8")
+}
+
+async fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
