@@ -105,7 +105,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = pool.acquire().await?;
     for n in 1..=3 {
         outbox
-            .publish(&mut *conn, OrderPlaced { order: format!("A-{n}") })
+            .publish(
+                &mut *conn,
+                OrderPlaced {
+                    order: format!("A-{n}"),
+                },
+            )
             .await?;
     }
     outbox
@@ -128,7 +133,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     partner.up.store(true, Ordering::SeqCst);
-    println!("the invoice is in the dead letters; the partner is back: re-drive it from the console");
+    println!(
+        "the invoice is in the dead letters; the partner is back: re-drive it from the console"
+    );
 
     let mut web = HeraldWeb::builder(Arc::new(outbox.clone())).herald(herald.clone());
     if let Some(token) = token {

@@ -300,7 +300,10 @@ mod in_process {
             .await
             .expect("admitted")
             .await;
-        assert!(!outcome.is_success(), "three refusals exhaust three attempts");
+        assert!(
+            !outcome.is_success(),
+            "three refusals exhaust three attempts"
+        );
         assert!(sink.confirmed().is_empty());
         let dead = herald.dead_letters().list(10).await.expect("list");
         assert_eq!(dead.len(), 1, "{dead:?}");
@@ -310,9 +313,16 @@ mod in_process {
         assert!(redriven.is_success(), "{redriven:?}");
         let confirmed = sink.confirmed();
         assert_eq!(confirmed.len(), 1);
-        assert_eq!(confirmed[0].envelope.id, outcome.message_id, "the same message id");
+        assert_eq!(
+            confirmed[0].envelope.id, outcome.message_id,
+            "the same message id"
+        );
         assert_eq!(herald.dead_letters().count().await.expect("count"), 0);
-        assert_eq!(seen.all(), vec!["local 11".to_owned()], "the local handler ran once");
+        assert_eq!(
+            seen.all(),
+            vec!["local 11".to_owned()],
+            "the local handler ran once"
+        );
     }
 
     #[tokio::test]
