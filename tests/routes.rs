@@ -701,7 +701,7 @@ mod build_checks {
             .build()
             .expect("valid");
         for n in 0..100 {
-            let _ = herald.publish(Checked { n }).await.expect("admitted");
+            drop(herald.publish(Checked { n }).await.expect("admitted"));
         }
         herald.shutdown(Duration::from_secs(5)).await;
         assert_eq!(broker.stats().published, 100);

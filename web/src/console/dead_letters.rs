@@ -1,7 +1,7 @@
 //! The dead-letters pages: list with filters, one entry in full, re-drive and purge.
 
 use super::layout::{age, csrf_input, json, notice, page, time, visible};
-use super::{mutation, store_error, FormData};
+use super::{mutation, store_error, Failure, FormData};
 use crate::Shared;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -137,7 +137,7 @@ impl Filter {
 }
 
 /// The oldest [`SCAN_LIMIT`] dead letters, and how many are stored.
-async fn scan(shared: &Shared) -> Result<(Vec<DeadLetter>, u64), Response> {
+async fn scan(shared: &Shared) -> Result<(Vec<DeadLetter>, u64), Failure> {
     let store = shared.ops.dead_letters();
     let letters = store.list(SCAN_LIMIT).await.map_err(store_error)?;
     let count = store.count().await.map_err(store_error)?;
@@ -158,7 +158,7 @@ pub(super) async fn list(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
     let problems = filter.problems();
     let (letters, count) = match scan(&shared).await {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(failure) => return failure.into_response(),
     };
     let now = Utc::now();
     let handlers: BTreeSet<&str> = letters.iter().map(|l| l.handler.as_str()).collect();
@@ -268,7 +268,7 @@ pub(super) async fn detail(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     let letter = match shared.ops.dead_letters().get(DeadLetterId(id)).await {
         Ok(Some(letter)) => letter,
         Ok(None) => return not_found(),
-        Err(error) => return store_error(error),
+        Err(error) => return store_error(error).into_response(),
     };
     let envelope = &letter.envelope;
     let content = html! {
@@ -311,14 +311,14 @@ pub(super) async fn detail(State(shared): State<Arc<Shared>>, Path(id): Path<Str
 }
 
 /// The ids an action is about: one (`one`), the ticked ones (`id`), or all matching the filter.
-async fn targets(shared: &Shared, form: &FormData) -> Result<Vec<DeadLetterId>, Response> {
+async fn targets(shared: &Shared, form: &FormData) -> Result<Vec<DeadLetterId>, Failure> {
     if let Some(one) = form.get("one") {
         return Ok(one.parse().map(DeadLetterId).into_iter().collect());
     }
     if form.get("scope") == Some("matching") {
         let filter = Filter::from_form(form);
         if let Some(problem) = filter.problems().into_iter().next() {
-            return Err(super::refusal(StatusCode::BAD_REQUEST, &problem));
+            return Err(Failure::Refused(StatusCode::BAD_REQUEST, problem));
         }
         let (letters, _) = scan(shared).await?;
         let now = Utc::now();
@@ -354,11 +354,11 @@ pub(super) async fn redrive(
 ) -> Response {
     let form = match mutation(&shared, &headers, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let ids = match targets(&shared, &form).await {
         Ok(ids) => ids,
-        Err(response) => return response,
+        Err(failure) => return failure.into_response(),
     };
     if ids.is_empty() {
         return super::refusal(
@@ -375,7 +375,7 @@ pub(super) async fn redrive(
                 rows.push(row);
             }
             Ok(None) => missing += 1,
-            Err(error) => return store_error(error),
+            Err(error) => return store_error(error).into_response(),
         }
     }
     tracing::info!(moved, missing, "console: dead letters re-driven");
@@ -396,12 +396,12 @@ pub(super) async fn purge(
 ) -> Response {
     let form = match mutation(&shared, &headers, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let filter = Filter::from_form(&form);
     let ids = match targets(&shared, &form).await {
         Ok(ids) => ids,
-        Err(response) => return response,
+        Err(failure) => return failure.into_response(),
     };
     if ids.is_empty() {
         return super::refusal(
@@ -435,7 +435,7 @@ pub(super) async fn purge(
         match store.purge(Some(id)).await {
             Ok(0) => missing += 1,
             Ok(n) => purged += n,
-            Err(error) => return store_error(error),
+            Err(error) => return store_error(error).into_response(),
         }
     }
     tracing::info!(purged, missing, "console: dead letters purged");

@@ -42,7 +42,7 @@ pub(super) async fn show(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
             .await
         {
             Ok(batch) => batch,
-            Err(error) => return store_error(error),
+            Err(error) => return store_error(error).into_response(),
         };
         match row {
             Some(row) if !batch.is_empty() && scanned < FIND_SCAN => {

@@ -148,16 +148,35 @@ impl FormData {
     }
 }
 
+/// Why a page is not served: a refusal in words, or a store failure (details in the log only).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Refused(StatusCode, String),
+    Store,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Refused(status, message) => refusal(status, &message),
+            Failure::Store => refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The store could not be read or written; the server's log has the details.",
+            ),
+        }
+    }
+}
+
 /// A mutation's form, once its CSRF token, its origin and the read-only mode are checked.
 pub(crate) fn mutation(
     shared: &Shared,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<FormData, Response> {
+) -> Result<FormData, Failure> {
     if shared.access.read_only {
-        return Err(refusal(
+        return Err(Failure::Refused(
             StatusCode::FORBIDDEN,
-            "This console is read-only: re-drive and purge are turned off.",
+            "This console is read-only: re-drive and purge are turned off.".to_owned(),
         ));
     }
     let form = FormData::parse(body);
@@ -166,9 +185,9 @@ pub(crate) fn mutation(
             .get(CSRF_FIELD)
             .is_some_and(|token| shared.keys.csrf_ok(token))
     {
-        return Err(refusal(
+        return Err(Failure::Refused(
             StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale (the server restarted?): reload the page and try again.",
+            "The form's CSRF token is missing or stale (the server restarted?): reload the page and try again.".to_owned(),
         ));
     }
     Ok(form)
@@ -188,10 +207,7 @@ pub(crate) fn refusal(status: StatusCode, message: &str) -> Response {
 }
 
 /// An error of the store, shown without its details (they go to the log).
-pub(crate) fn store_error(error: impl std::fmt::Display) -> Response {
+pub(crate) fn store_error(error: impl std::fmt::Display) -> Failure {
     tracing::warn!(%error, "console: the store failed");
-    refusal(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The store could not be read or written; the server's log has the details.",
-    )
+    Failure::Store
 }

@@ -27,7 +27,7 @@ pub(super) fn cards(status: &OutboxStatus) -> Markup {
     }
 }
 
-pub(super) async fn page_content(shared: &Shared) -> Result<Markup, Response> {
+pub(super) async fn page_content(shared: &Shared) -> Result<Markup, super::Failure> {
     let status = shared.ops.status().await.map_err(store_error)?;
     Ok(html! {
         (cards(&status))
@@ -58,6 +58,6 @@ pub(super) async fn show(State(shared): State<Arc<Shared>>) -> Response {
             .into_string(),
         )
         .into_response(),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// Consumers further behind than this are shown as "1000+".
 const LAG_CAP: usize = 1000;
 
-async fn live(shared: &Shared) -> Result<Markup, Response> {
+async fn live(shared: &Shared) -> Result<Markup, super::Failure> {
     let status = shared.ops.status().await.map_err(store_error)?;
     let letters = shared
         .ops
@@ -141,6 +141,6 @@ pub(super) async fn show(State(shared): State<Arc<Shared>>) -> Response {
             .into_string(),
         )
         .into_response(),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
