@@ -316,10 +316,14 @@ async fn hostile_queries_and_tokens_never_break_the_feed() {
         let mut query = String::new();
         for _ in 0..(rng.next() % 4) {
             if !query.is_empty() {
-                query.push(if rng.next() % 10 == 0 { ';' } else { '&' });
+                query.push(if rng.next().is_multiple_of(10) {
+                    ';'
+                } else {
+                    '&'
+                });
             }
             query.push_str(rng.pick(&names));
-            if rng.next() % 8 != 0 {
+            if !rng.next().is_multiple_of(8) {
                 query.push('=');
                 query.push_str(rng.pick(&values));
             }
