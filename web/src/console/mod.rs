@@ -9,7 +9,7 @@
 //! | log in with the access token | `GET`/`POST /login`, `POST /logout` |
 //!
 //! Every mutation is a `POST` carrying the CSRF token; read-only mode hides and refuses them (see
-//! [`access`](crate::access)). Every value shown is HTML-escaped by maud, and control characters
+//! [`access`]). Every value shown is HTML-escaped by maud, and control characters
 //! (NUL included) are shown as `\u{..}` escapes.
 
 mod dead_letters;
