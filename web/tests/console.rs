@@ -437,3 +437,35 @@ async fn the_outbox_page_and_the_feed_browser() {
     assert_eq!(hostile.status, 200);
     assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
 }
+
+#[tokio::test]
+async fn invalid_utf8_written_by_hand_is_shown_lossily() {
+    let store = store().await;
+    let id = store
+        .dead_letter("app::a", FailureKind::Error, serde_json::json!(1), "e")
+        .await;
+    // Another tool wrote bytes that are not UTF-8 into the error and the handler name.
+    herald::sqlx::query(
+        "UPDATE herald_dead_letters SET last_error = CAST(X'626164FF0A3C623E' AS TEXT), handler = CAST(X'6170703A3AC3' AS TEXT) WHERE id = ?1",
+    )
+    .bind(id.0)
+    .execute(store.outbox.pool())
+    .await
+    .expect("corrupt the row");
+    let router = router(&store);
+    for uri in [
+        "/".to_owned(),
+        "/dead-letters".to_owned(),
+        format!("/dead-letters/{id}"),
+    ] {
+        let page = get(&router, &uri).await;
+        assert_eq!(page.status, 200, "{uri}: {}", page.body);
+        assert!(page.body.contains("app::\u{FFFD}"), "{uri}: {}", page.body);
+    }
+    let detail = get(&router, &format!("/dead-letters/{id}")).await;
+    assert!(
+        detail.body.contains("bad\u{FFFD}\n&lt;b&gt;"),
+        "{}",
+        detail.body
+    );
+}
