@@ -165,10 +165,8 @@ impl HeraldWebBuilder {
 
     /// Trusts a header that a reverse proxy sets after authenticating the user (for example
     /// `X-Forwarded-User`): a request carrying it, non-empty, may use the console. Only safe when
-    /// nothing but the proxy can reach this server.
-    ///
-    /// # Errors
-    /// Reported by [`build`](Self::build) when `name` is not a valid header name.
+    /// nothing but the proxy can reach this server. An invalid header name is reported by
+    /// [`build`](Self::build).
     pub fn proxy_header(mut self, name: &str) -> Self {
         self.access.proxy_header = Some(name.to_ascii_lowercase());
         self
