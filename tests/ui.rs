@@ -23,7 +23,10 @@ fn ui() {
         .collect();
     cases.sort();
     for case in cases {
-        let name = case.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let name = case
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         if cfg!(feature = "web") && FEATURE_DEPENDENT.contains(&name) {
             t.compile_fail(format!("tests/ui/fail-web/{name}.rs"));
         } else {
