@@ -271,7 +271,7 @@ mod order {
 
     #[async_handler]
     async fn apply(event: BalanceChanged, State(tracker): State<Tracker>) {
-        if event.seq % 4 == 0 {
+        if event.seq.is_multiple_of(4) {
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         tracker

@@ -673,7 +673,7 @@ mod order {
     #[async_handler]
     async fn apply(event: AccountChanged, State(seen): State<Seen>) {
         // Uneven work so that a relay that ignored keys would reorder.
-        if event.seq % 3 == 0 {
+        if event.seq.is_multiple_of(3) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         seen.push(format!("{}:{}", event.account, event.seq));

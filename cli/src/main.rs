@@ -5,19 +5,30 @@
 //! herald --database-url postgres://localhost/app dead-letters list
 //! herald --database-url mysql://app@localhost/app outbox status
 //! herald --database-url postgres://localhost/app dead-letters redrive 42
-//! herald --database-url sqlite:app.db events tail --after 100
+//! herald --database-url sqlite:app.db events tail --after 100 --follow
+//! herald --database-url sqlite:app.db dead-letters redrive --handler app::send_mail
+//! herald --database-url postgres://localhost/app serve --bind 127.0.0.1:8080 --read-only
 //! ```
 //!
 //! `dead-letters redrive` needs no handler code: it moves the dead letter back into the outbox,
 //! due now and for its handler only, and the application's running relay delivers it.
+//! `serve` runs the web console and the HTTP event feed (crate `herald-web`) on that database.
+//! Every command that prints takes `--json`; long operations show a progress bar on a terminal.
 
 use clap::{Parser, Subcommand};
 use herald_core::feed::OutboxOps;
 use herald_core::outbox::{self, MySqlOutbox, OutboxError, PgOutbox, SqliteOutbox};
 use herald_core::sqlx;
 use herald_core::{DeadLetter, DeadLetterId};
+use herald_web::access::Secret;
+use herald_web::positions::FilePositionStore;
+use herald_web::HeraldWeb;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +65,39 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The web console and the HTTP event feed on this database (loopback unless told otherwise).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs `--token` or `--proxy-header`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// The console's access token (prefer the environment variable: arguments show in `ps`).
+    #[arg(long, env = "HERALD_WEB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Trust this header, set by an authenticating reverse proxy (e.g. `X-Forwarded-User`).
+    #[arg(long)]
+    proxy_header: Option<String>,
+    /// Refuse re-drive, purge and stored positions; hide their buttons.
+    #[arg(long)]
+    read_only: bool,
+    /// A feed consumer and its bearer token, `NAME=TOKEN` (repeat, or comma-separate in the
+    /// environment variable).
+    #[arg(
+        long = "feed-consumer",
+        env = "HERALD_FEED_CONSUMERS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    feed_consumers: Vec<String>,
+    /// Keep consumers' stored positions in this JSON file (default: in memory).
+    #[arg(long)]
+    positions: Option<std::path::PathBuf>,
+    /// The longest feed long-poll, in seconds.
+    #[arg(long, default_value_t = 30)]
+    max_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,20 +119,74 @@ enum DeadLetterCommand {
         /// Its id.
         id: i64,
     },
-    /// Puts it back into the outbox for its handler; the running relay delivers it.
+    /// Puts dead letters back into the outbox for their handler; the running relay delivers them.
     Redrive {
-        /// Its id.
-        id: i64,
+        /// Their ids.
+        #[arg(required_unless_present_any = ["all", "handler", "kind"], conflicts_with_all = ["all", "handler", "kind"])]
+        ids: Vec<i64>,
+        #[command(flatten)]
+        selection: Selection,
     },
-    /// Deletes one dead letter, or all with `--all`.
+    /// Deletes dead letters: by id, all matching `--handler`/`--kind`, or all with `--all`.
     Purge {
         /// Its id.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "handler", "kind"], conflicts_with_all = ["all", "handler", "kind"])]
         id: Option<i64>,
-        /// Delete every dead letter.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        selection: Selection,
     },
+}
+
+/// Many dead letters at once.
+#[derive(Debug, clap::Args)]
+struct Selection {
+    /// Every dead letter.
+    #[arg(long, conflicts_with_all = ["handler", "kind"])]
+    all: bool,
+    /// Those of this handler.
+    #[arg(long)]
+    handler: Option<String>,
+    /// Those of this failure kind (`error`, `permanent_error`, `panic`, `timeout`, ..., or `none`).
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+/// The most dead letters one command selects.
+const SELECT_LIMIT: usize = 10_000_000;
+
+impl Selection {
+    fn is_set(&self) -> bool {
+        self.all || self.handler.is_some() || self.kind.is_some()
+    }
+
+    async fn ids(&self, db: &dyn OutboxOps) -> Result<Vec<DeadLetterId>, Failure> {
+        let letters = db.dead_letters().list(SELECT_LIMIT).await?;
+        Ok(letters
+            .iter()
+            .filter(|l| self.handler.as_deref().is_none_or(|h| l.handler == h))
+            .filter(|l| {
+                self.kind
+                    .as_deref()
+                    .is_none_or(|k| l.failure.map_or("none", |f| f.as_str()) == k)
+            })
+            .map(|l| l.id)
+            .collect())
+    }
+}
+
+/// A progress bar on stderr, only on a terminal and never with `--json`.
+fn progress(len: u64, json: bool, message: &'static str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +196,15 @@ enum EventsCommand {
         /// The last position you have read (0: from the start).
         #[arg(long, default_value_t = 0)]
         after: i64,
-        /// At most this many.
+        /// At most this many per read.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Keep reading: catch up (with a progress bar on a terminal), then wait for new events.
+        #[arg(long)]
+        follow: bool,
+        /// How often `--follow` looks for new events, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
     },
 }
 
@@ -289,49 +393,235 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     Some(letter) => println!("{}", serde_json::to_string_pretty(&letter)?),
                     None => return Err(Failure(format!("no dead letter with id {id}"))),
                 },
-                DeadLetterCommand::Redrive { id } => match db.redrive(DeadLetterId(id)).await? {
-                    Some(row) => println!(
-                        "dead letter {id} is back in the outbox (row {row}); the running relay delivers it"
-                    ),
-                    None => return Err(Failure(format!("no dead letter with id {id}"))),
-                },
-                DeadLetterCommand::Purge { id, all } => {
-                    let target = if all { None } else { id.map(DeadLetterId) };
-                    let removed = store.purge(target).await?;
-                    if removed == 0 && target.is_some() {
+                DeadLetterCommand::Redrive { ids, selection } => {
+                    let ids: Vec<DeadLetterId> = if selection.is_set() {
+                        selection.ids(&*db).await?
+                    } else {
+                        ids.into_iter().map(DeadLetterId).collect()
+                    };
+                    let bar = progress(ids.len() as u64, cli.json, "re-driving");
+                    let (mut moved, mut missing) = (Vec::new(), Vec::new());
+                    for id in &ids {
+                        match db.redrive(*id).await? {
+                            Some(row) => moved.push((*id, row)),
+                            None => missing.push(*id),
+                        }
+                        bar.inc(1);
+                    }
+                    bar.finish_and_clear();
+                    if cli.json {
+                        let redriven: Vec<_> = moved
+                            .iter()
+                            .map(|(id, row)| serde_json::json!({ "id": id, "outbox_row": row }))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &serde_json::json!({ "redriven": redriven, "missing": missing })
+                            )?
+                        );
+                    } else {
+                        for (id, row) in &moved {
+                            println!(
+                                "dead letter {id} is back in the outbox (row {row}); the running relay delivers it"
+                            );
+                        }
+                        if moved.len() > 1 || selection.is_set() {
+                            println!("re-drove {} dead letter(s)", moved.len());
+                        }
+                    }
+                    if !missing.is_empty() && !selection.is_set() {
+                        let shown: Vec<String> = missing.iter().map(ToString::to_string).collect();
                         return Err(Failure(format!(
                             "no dead letter with id {}",
-                            id.unwrap_or_default()
+                            shown.join(", ")
                         )));
                     }
-                    println!("purged {removed} dead letter(s)");
+                }
+                DeadLetterCommand::Purge { id, selection } => {
+                    let removed = if selection.all {
+                        store.purge(None).await?
+                    } else if selection.is_set() {
+                        let ids = selection.ids(&*db).await?;
+                        let bar = progress(ids.len() as u64, cli.json, "purging");
+                        let mut removed = 0;
+                        for id in ids {
+                            removed += store.purge(Some(id)).await?;
+                            bar.inc(1);
+                        }
+                        bar.finish_and_clear();
+                        removed
+                    } else {
+                        let id = id.unwrap_or_default();
+                        let removed = store.purge(Some(DeadLetterId(id))).await?;
+                        if removed == 0 {
+                            return Err(Failure(format!("no dead letter with id {id}")));
+                        }
+                        removed
+                    };
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "purged": removed }));
+                    } else {
+                        println!("purged {removed} dead letter(s)");
+                    }
                 }
             }
         }
         Command::Events {
-            command: EventsCommand::Tail { after, limit },
-        } => {
-            let events = db.events_after(after, limit).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&events)?);
-            } else {
-                for event in &events {
-                    println!(
-                        "{:>8}  {}  {:<10}  {}  {}",
-                        event.position,
-                        event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f"),
-                        event.status,
-                        event.message_type,
-                        event.payload
+            command:
+                EventsCommand::Tail {
+                    after,
+                    limit,
+                    follow,
+                    poll_ms,
+                },
+        } => tail(&*db, after, limit, follow, poll_ms, cli.json).await?,
+        Command::Serve(args) => serve(db, args, cli.json).await?,
+    }
+    Ok(())
+}
+
+fn print_event(event: &herald_core::feed::StoredEvent, json: bool) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string(event)?);
+    } else {
+        println!(
+            "{:>8}  {}  {:<10}  {}  {}",
+            event.position,
+            event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            event.status,
+            event.message_type,
+            event.payload
+        );
+    }
+    Ok(())
+}
+
+/// `events tail`: one read, or with `--follow` a catch-up (progress on a terminal) and then a
+/// wait for new events, until Ctrl-C. With `--json`, one read prints a JSON array and `--follow`
+/// prints one JSON object per line.
+async fn tail(
+    db: &dyn OutboxOps,
+    after: i64,
+    limit: usize,
+    follow: bool,
+    poll_ms: u64,
+    json: bool,
+) -> Result<(), Failure> {
+    if !follow {
+        let events = db.events_after(after, limit).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&events)?);
+        } else {
+            for event in &events {
+                print_event(event, false)?;
+            }
+            match events.last() {
+                Some(last) => eprintln!("next: --after {}", last.position),
+                None => eprintln!("no events after {after}"),
+            }
+        }
+        return Ok(());
+    }
+    let limit = limit.max(1);
+    let mut position = after;
+    let bar = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} catching up: {pos} events read, at position {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar
+    };
+    let mut caught_up = false;
+    loop {
+        let events = tokio::select! {
+            read = db.events_after(position, limit) => read?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        for event in &events {
+            bar.suspend(|| print_event(event, json))?;
+            position = event.position;
+        }
+        bar.inc(events.len() as u64);
+        bar.set_message(position.to_string());
+        if events.len() < limit {
+            if !caught_up {
+                caught_up = true;
+                bar.finish_and_clear();
+                if !json {
+                    eprintln!(
+                        "caught up at position {position}; waiting for new events (Ctrl-C to stop)"
                     );
                 }
-                match events.last() {
-                    Some(last) => eprintln!("next: --after {}", last.position),
-                    None => eprintln!("no events after {after}"),
-                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(poll_ms.max(10))) => {}
+                _ = tokio::signal::ctrl_c() => break,
             }
         }
     }
+    bar.finish_and_clear();
+    if !json {
+        eprintln!("next: --after {position}");
+    }
+    Ok(())
+}
+
+/// `serve`: the console and the feed of `herald-web` on this database.
+async fn serve(db: Box<dyn OutboxOps>, args: ServeArgs, json: bool) -> Result<(), Failure> {
+    let mut web = HeraldWeb::builder(Arc::from(db))
+        .read_only(args.read_only)
+        .max_wait(Duration::from_secs(args.max_wait));
+    if let Some(token) = args.token {
+        web = web.access_token(Secret::new(token));
+    }
+    if let Some(header) = &args.proxy_header {
+        web = web.proxy_header(header);
+    }
+    for consumer in &args.feed_consumers {
+        let Some((name, token)) = consumer.split_once('=') else {
+            // Never echo the value: it holds a token.
+            return Err(Failure(
+                "--feed-consumer takes NAME=TOKEN (one value has no `=`)".to_owned(),
+            ));
+        };
+        web = web.feed_consumer(name.trim(), Secret::new(token.trim()));
+    }
+    if let Some(path) = &args.positions {
+        let store = FilePositionStore::open(path).await?;
+        web = web.positions(Arc::new(store));
+    }
+    // The Prometheus `/metrics` router (herald_web::metrics) joins here with `web.merge(..)`
+    // once it exists; `herald serve` has no runtime of its own, so it would export the
+    // store's gauges only.
+    let web = web.build()?;
+    web.check_bind(args.bind)?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| Failure(format!("cannot listen on {}: {e}", args.bind)))?;
+    let addr = listener.local_addr()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "listening": format!("http://{addr}/"), "read_only": args.read_only })
+        );
+    } else {
+        println!(
+            "herald console and event feed on http://{addr}/{}",
+            if args.read_only { " (read-only)" } else { "" }
+        );
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    herald_web::serve_on(web, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 

@@ -237,3 +237,253 @@ fn a_mysql_password_is_never_printed() {
         assert!(err.contains(":***@"), "{err}");
     }
 }
+
+async fn sqlite_with_dead_letters(
+    dir: &std::path::Path,
+    letters: &[(&str, FailureKind)],
+) -> String {
+    let path = dir.join("app.db");
+    let pool = herald_core::outbox::sqlite::connect(&path)
+        .await
+        .expect("open");
+    let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+    let now = chrono::Utc::now();
+    for (handler, kind) in letters {
+        outbox
+            .dead_letters()
+            .put(DeadLetter {
+                id: DeadLetterId(0),
+                envelope: Envelope::new("cli.order_placed"),
+                payload: serde_json::json!({ "order": "A-1" }),
+                handler: (*handler).into(),
+                reason: DeadLetterReason::Failed,
+                failure: Some(*kind),
+                attempts: 1,
+                first_error: Some("boom".into()),
+                last_error: Some("boom".into()),
+                first_failed_at: Some(now),
+                last_failed_at: Some(now),
+                dead_lettered_at: now,
+            })
+            .await
+            .expect("put");
+    }
+    pool.close().await;
+    format!("sqlite:{}", path.display())
+}
+
+#[tokio::test]
+async fn redrive_and_purge_many_with_json_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_with_dead_letters(
+        dir.path(),
+        &[
+            ("app::a", FailureKind::Error),
+            ("app::a", FailureKind::Timeout),
+            ("app::b", FailureKind::Error),
+            ("app::b", FailureKind::Panic),
+        ],
+    )
+    .await;
+    let (ok, out, err) = herald(
+        &url,
+        &["--json", "dead-letters", "redrive", "--handler", "app::a"],
+    );
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        answer["redriven"].as_array().expect("array").len(),
+        2,
+        "{out}"
+    );
+    assert!(answer["redriven"][0]["outbox_row"].is_i64(), "{out}");
+    // No progress bar off a terminal.
+    assert!(!err.contains("re-driving"), "{err}");
+    let (ok, out, _) = herald(
+        &url,
+        &["--json", "dead-letters", "purge", "--kind", "panic"],
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("JSON")["purged"],
+        1
+    );
+    let (ok, out, _) = herald(&url, &["--json", "dead-letters", "list"]);
+    let left: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(ok && left.as_array().expect("array").len() == 1, "{out}");
+    let (ok, out, _) = herald(&url, &["--json", "outbox", "status"]);
+    assert!(ok && out.contains("\"pending\": 2"), "{out}");
+    // Several ids, one of them gone: the others are re-driven, the missing one is an error.
+    let id = left[0]["id"].to_string();
+    let (ok, out, err) = herald(&url, &["dead-letters", "redrive", &id, "999"]);
+    assert!(
+        !ok && out.contains("back in the outbox") && err.contains("no dead letter with id 999"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = herald(&url, &["dead-letters", "redrive", "1", "--all"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}
+
+/// Starts `herald serve`, returns the child and the URL it printed.
+fn start_serve(url: &str, args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--database-url")
+        .arg(url)
+        .arg("serve")
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn herald serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the first line");
+    (child, line)
+}
+
+/// A plain HTTP/1.1 request: status line and body.
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+}
+
+#[tokio::test]
+async fn serve_shows_the_console_and_the_feed_on_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url =
+        sqlite_with_dead_letters(dir.path(), &[("app::send_mail", FailureKind::Timeout)]).await;
+    let (ok, _, _) = herald(&url, &["dead-letters", "redrive", "--all"]);
+    assert!(ok);
+    let token = "feed-token-xyz";
+    let (mut child, line) = start_serve(
+        &url,
+        &["--bind", "127.0.0.1:0", "--json", "--read-only"],
+        &[("HERALD_FEED_CONSUMERS", &format!("billing={token}"))],
+    );
+    let started: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(started["read_only"], true);
+    let listening = started["listening"].as_str().expect("url").to_owned();
+    let addr = listening
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+
+    let page = http(
+        &addr,
+        "GET /outbox HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("read-only"),
+        "{page}"
+    );
+    let refused = http(
+        &addr,
+        "GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let feed = http(
+        &addr,
+        &format!("GET /events?after=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        feed.starts_with("HTTP/1.1 200") && feed.contains("cli.order_placed"),
+        "{feed}"
+    );
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains(token) && !line.contains(token),
+        "the token leaked: {stderr}{line}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_with_dead_letters(dir.path(), &[]).await;
+    let (ok, _, err) = herald(&url, &["serve", "--bind", "0.0.0.0:0"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0")
+            && err.contains("--token")
+            && err.contains("127.0.0.1"),
+        "{err}"
+    );
+
+    let secret = "console-s3cret";
+    let (mut child, line) = start_serve(
+        &url,
+        &["--bind", "0.0.0.0:0"],
+        &[("HERALD_WEB_TOKEN", secret)],
+    );
+    assert!(
+        line.contains("herald console and event feed on http://0.0.0.0:"),
+        "{line}"
+    );
+    let port = line
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let page = http(
+        &format!("127.0.0.1:{port}"),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        page.starts_with("HTTP/1.1 303") && page.contains("location: /login"),
+        "{page}"
+    );
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    assert!(!line.contains(secret) && !String::from_utf8_lossy(&output.stderr).contains(secret));
+}
+
+#[tokio::test]
+async fn events_tail_follow_prints_new_events_as_json_lines() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_with_dead_letters(
+        dir.path(),
+        &[
+            ("app::a", FailureKind::Error),
+            ("app::b", FailureKind::Error),
+        ],
+    )
+    .await;
+    let (ok, _, _) = herald(&url, &["dead-letters", "redrive", "--all"]);
+    assert!(ok);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--database-url",
+            &url,
+            "--json",
+            "events",
+            "tail",
+            "--follow",
+            "--limit",
+            "1",
+            "--poll-ms",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("JSON");
+    let second: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("JSON");
+    assert!(first["position"].as_i64() < second["position"].as_i64());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -105,7 +105,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Invalid> {
         let scale = 10u128
             .checked_pow(fraction.len() as u32)
             .ok_or_else(not_a_number)?;
-        if digits * unit_nanos % scale != 0 {
+        if !(digits * unit_nanos).is_multiple_of(scale) {
             return Err(Invalid::new(format!(
                 "`{text}` is more precise than a nanosecond"
             )));
@@ -210,11 +210,11 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), Invalid> {
 /// `::herald::__private::Duration::from_millis(100)`, in the largest unit that is exact.
 pub(crate) fn to_tokens(duration: Duration) -> TokenStream {
     let nanos = duration.as_nanos() as u64;
-    let (constructor, amount) = if nanos % 1_000_000_000 == 0 {
+    let (constructor, amount) = if nanos.is_multiple_of(1_000_000_000) {
         ("from_secs", nanos / 1_000_000_000)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         ("from_millis", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         ("from_micros", nanos / 1_000)
     } else {
         ("from_nanos", nanos)

@@ -196,7 +196,15 @@ impl_dialect!(Sqlite {
     }
 
     fn get_text(row: &Self::Row, column: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::Row::try_get(row, column)
+        // SQLite does not check that TEXT is UTF-8: bytes another tool wrote are read lossily
+        // (U+FFFD), so one such row does not make every list that holds it fail.
+        match sqlx::Row::try_get::<Option<String>, _>(row, column) {
+            Err(sqlx::Error::ColumnDecode { .. }) => Ok(sqlx::Row::try_get::<Option<Vec<u8>>, _>(
+                row, column,
+            )?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())),
+            read => read,
+        }
     }
 
     fn get_time(row: &Self::Row, column: &str) -> Result<Option<DateTime<Utc>>, OutboxError> {
