@@ -478,6 +478,43 @@ mod outbox_rows {
         (pool, outbox)
     }
 
+    /// The service under test: the archiving handler beside a route to `sink`, dead letters in
+    /// the same SQLite file as the outbox.
+    fn build(pool: &SqlitePool, sink: Arc<Faulty>, retry: RetryPolicy, seen: &Seen) -> Herald {
+        Herald::builder()
+            .handlers_under(module_path!())
+            .state(seen.clone())
+            .dead_letters(herald::SqliteDeadLetters::new(pool.clone()))
+            .route::<InvoiceSent>()
+            .retry(retry)
+            .to(sink)
+            .build()
+            .expect("valid registry")
+    }
+
+    /// Commits one `InvoiceSent` in a transaction of its own.
+    async fn commit(pool: &SqlitePool, outbox: &SqliteOutbox, customer: &str, invoice: u32) {
+        let mut tx = pool.begin().await.expect("begin");
+        outbox
+            .publish(
+                &mut *tx,
+                InvoiceSent {
+                    customer: customer.into(),
+                    invoice,
+                },
+            )
+            .await
+            .expect("publish");
+        tx.commit().await.expect("commit");
+    }
+
+    fn relay(outbox: &SqliteOutbox, herald: &Herald) -> herald::outbox::Relay {
+        outbox
+            .relay(herald)
+            .poll_interval(Duration::from_millis(5))
+            .start()
+    }
+
     async fn statuses(pool: &SqlitePool) -> Vec<String> {
         herald::sqlx::query_scalar("SELECT status FROM herald_outbox ORDER BY id")
             .fetch_all(pool)
@@ -491,38 +528,16 @@ mod outbox_rows {
         let (pool, outbox) = open(&dir).await;
         let sink = Faulty::refusing(2);
         let seen = Seen::default();
-        let herald = Herald::builder()
-            .handlers_under(module_path!())
-            .state(seen.clone())
-            .dead_letters(herald::SqliteDeadLetters::new(pool.clone()))
-            .route::<InvoiceSent>()
-            .retry(quick_retry(5))
-            .to(sink.clone())
-            .build()
-            .expect("valid registry");
+        let herald = build(&pool, sink.clone(), quick_retry(5), &seen);
 
-        let mut tx = pool.begin().await.expect("begin");
-        outbox
-            .publish(
-                &mut *tx,
-                InvoiceSent {
-                    customer: "c1".into(),
-                    invoice: 1,
-                },
-            )
-            .await
-            .expect("publish");
-        tx.commit().await.expect("commit");
+        commit(&pool, &outbox, "c1", 1).await;
         assert_eq!(
             sink.attempts.load(Ordering::SeqCst),
             0,
             "nothing before the relay"
         );
 
-        let relay = outbox
-            .relay(&herald)
-            .poll_interval(Duration::from_millis(5))
-            .start();
+        let relay = relay(&outbox, &herald);
         eventually("the broker confirmed it", async || {
             sink.confirmed().len() == 1
         })
@@ -553,33 +568,11 @@ mod outbox_rows {
         let (pool, outbox) = open(&dir).await;
         let sink = Faulty::refusing(3);
         let seen = Seen::default();
-        let herald = Herald::builder()
-            .handlers_under(module_path!())
-            .state(seen.clone())
-            .dead_letters(herald::SqliteDeadLetters::new(pool.clone()))
-            .route::<InvoiceSent>()
-            .retry(quick_retry(10))
-            .to(sink.clone())
-            .build()
-            .expect("valid registry");
+        let herald = build(&pool, sink.clone(), quick_retry(10), &seen);
         for invoice in 1..=10 {
-            let mut tx = pool.begin().await.expect("begin");
-            outbox
-                .publish(
-                    &mut *tx,
-                    InvoiceSent {
-                        customer: "same".into(),
-                        invoice,
-                    },
-                )
-                .await
-                .expect("publish");
-            tx.commit().await.expect("commit");
+            commit(&pool, &outbox, "same", invoice).await;
         }
-        let relay = outbox
-            .relay(&herald)
-            .poll_interval(Duration::from_millis(5))
-            .start();
+        let relay = relay(&outbox, &herald);
         eventually("every row is processed", async || {
             statuses(&pool).await.iter().all(|s| s == "processed")
         })
@@ -607,31 +600,9 @@ mod outbox_rows {
         let (pool, outbox) = open(&dir).await;
         let sink = Faulty::refusing(u32::MAX);
         let seen = Seen::default();
-        let herald = Herald::builder()
-            .handlers_under(module_path!())
-            .state(seen.clone())
-            .dead_letters(herald::SqliteDeadLetters::new(pool.clone()))
-            .route::<InvoiceSent>()
-            .retry(quick_retry(3))
-            .to(sink.clone())
-            .build()
-            .expect("valid registry");
-        let mut tx = pool.begin().await.expect("begin");
-        outbox
-            .publish(
-                &mut *tx,
-                InvoiceSent {
-                    customer: "c".into(),
-                    invoice: 5,
-                },
-            )
-            .await
-            .expect("publish");
-        tx.commit().await.expect("commit");
-        let relay = outbox
-            .relay(&herald)
-            .poll_interval(Duration::from_millis(5))
-            .start();
+        let herald = build(&pool, sink.clone(), quick_retry(3), &seen);
+        commit(&pool, &outbox, "c", 5).await;
+        let relay = relay(&outbox, &herald);
         eventually("the row failed", async || {
             statuses(&pool).await == ["failed"]
         })
