@@ -38,6 +38,9 @@ pub use herald_macros::{async_handler, Command, Event};
 /// (`Herald::builder().route::<E>().to(sink)`) and a [`MessageSource`](crate::ports::MessageSource)
 /// that a [`Relay`](crate::outbox::Relay) consumes into the handlers.
 pub mod transport {
+    /// Apache Kafka (feature `kafka`).
+    #[cfg(feature = "kafka")]
+    pub use herald_transport_kafka as kafka;
     /// The in-memory broker (feature `memory`).
     #[cfg(feature = "memory")]
     pub use herald_transport_memory as memory;

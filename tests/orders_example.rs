@@ -4,7 +4,8 @@
 //! and restarted, the order service killed with SIGKILL while committed orders were still waiting
 //! in its outbox and restarted. In the end every order has exactly one e-mail row and exactly one
 //! points grant, the balances add up, nothing is pending or dead-lettered, and both services stop
-//! cleanly on SIGTERM.
+//! cleanly on SIGTERM. With the `kafka` feature the same run goes over Kafka
+//! (`--transport kafka`, the broker at `HERALD_TEST_KAFKA_BROKERS`, default `127.0.0.1:9092`).
 //!
 //! The binaries are the examples `orders-service` and `notifications-service`, which `cargo test`
 //! builds into `target/debug/examples/` when the features are on.
@@ -80,8 +81,7 @@ impl Service {
         match line.recv_timeout(Duration::from_secs(20)) {
             Ok(line) => (service, line),
             Err(_) => panic!(
-                "{name} did not start (is RabbitMQ up at {}?); its log:\n{}",
-                amqp_url(),
+                "{name} did not start (is its broker up?); its log:\n{}",
                 service.log_text()
             ),
         }
@@ -216,15 +216,54 @@ async fn count(pool: &SqlitePool, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_services() {
-    let started = Instant::now();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let queue = format!(
+/// The broker both services use, as the test sees it: to check it is up, to read what is left
+/// for the consumer, and to clean up.
+enum BrokerUnderTest {
+    RabbitMq(RabbitMq),
+    #[cfg(feature = "kafka")]
+    Kafka(herald::transport::kafka::Kafka),
+}
+
+impl BrokerUnderTest {
+    /// Messages the notification service has not finished (queue depth, or the group's lag).
+    async fn unfinished(&self) -> u64 {
+        match self {
+            BrokerUnderTest::RabbitMq(rabbit) => rabbit.unfinished().await.expect("queue depth"),
+            #[cfg(feature = "kafka")]
+            BrokerUnderTest::Kafka(kafka) => kafka.unfinished().await.expect("the group's lag"),
+        }
+    }
+
+    async fn clean_up(self) {
+        match self {
+            BrokerUnderTest::RabbitMq(rabbit) => {
+                rabbit
+                    .delete_queues()
+                    .await
+                    .expect("delete the test's queues");
+                let _ = rabbit.close().await;
+            }
+            #[cfg(feature = "kafka")]
+            BrokerUnderTest::Kafka(kafka) => {
+                kafka.delete_topic().await.expect("delete the test's topic");
+            }
+        }
+    }
+}
+
+fn unique_name(started: Instant) -> String {
+    format!(
         "herald-test.orders.{}.{}",
         std::process::id(),
         started.elapsed().as_nanos()
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rabbitmq_every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_services(
+) {
+    let started = Instant::now();
+    let queue = unique_name(started);
     let url = amqp_url();
     // Fails loudly, with the fix, when the broker is down; also deletes the queues at the end.
     let admin = RabbitMq::builder(&url, &queue)
@@ -235,14 +274,9 @@ async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_s
         .unwrap_or_else(|e| {
             panic!("RabbitMQ is required at {url} (set HERALD_TEST_AMQP_URL): {e}")
         });
-
-    let orders_db = dir.path().join("orders.db");
-    let notifications_db = dir.path().join("notifications.db");
-    let (orders_db_arg, notifications_db_arg) = (
-        orders_db.to_str().expect("UTF-8 path").to_owned(),
-        notifications_db.to_str().expect("UTF-8 path").to_owned(),
-    );
     let broker = [
+        "--transport",
+        "rabbitmq",
         "--amqp-url",
         &url,
         "--queue",
@@ -250,6 +284,53 @@ async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_s
         "--queue-expires-secs",
         QUEUE_EXPIRES_SECS,
     ];
+    orders_survive_kill_9(started, &broker, BrokerUnderTest::RabbitMq(admin)).await;
+}
+
+/// The same run over Kafka (`--transport kafka`) at `HERALD_TEST_KAFKA_BROKERS` (default
+/// `127.0.0.1:9092`, tansu in CI): the killed consumer's partitions come back to its successor in
+/// the group, which reads again from the last committed offset.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kafka_every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_services(
+) {
+    use herald::transport::kafka::Kafka;
+    let started = Instant::now();
+    let topic = unique_name(started);
+    let brokers = std::env::var("HERALD_TEST_KAFKA_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    // Reads the group's lag at the end (it never subscribes); creating the topic fails loudly
+    // when the broker is down.
+    let admin = Kafka::builder(&brokers, &topic, "notifications-service")
+        .create_topic(3, 1)
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("a Kafka broker is required at {brokers} (set HERALD_TEST_KAFKA_BROKERS): {e}")
+        });
+    let broker = [
+        "--transport",
+        "kafka",
+        "--kafka-brokers",
+        &brokers,
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--queue",
+        &topic,
+    ];
+    orders_survive_kill_9(started, &broker, BrokerUnderTest::Kafka(admin)).await;
+}
+
+/// 200 orders; the notification service killed mid-stream and restarted, the order service killed
+/// with committed rows in its outbox and restarted; every effect exactly once.
+async fn orders_survive_kill_9(started: Instant, broker: &[&str], admin: BrokerUnderTest) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let orders_db = dir.path().join("orders.db");
+    let notifications_db = dir.path().join("notifications.db");
+    let (orders_db_arg, notifications_db_arg) = (
+        orders_db.to_str().expect("UTF-8 path").to_owned(),
+        notifications_db.to_str().expect("UTF-8 path").to_owned(),
+    );
     let start_orders = |run: u32| {
         let mut args = vec![
             "--port",
@@ -259,7 +340,7 @@ async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_s
             "--relay-lease-secs",
             "2",
         ];
-        args.extend(broker);
+        args.extend_from_slice(broker);
         let (service, line) = Service::start("orders-service", dir.path(), run, &args);
         let addr: SocketAddr = line
             .rsplit("http://")
@@ -270,7 +351,7 @@ async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_s
     };
     let start_notifications = |run: u32| {
         let mut args = vec!["--database", &notifications_db_arg, "--prefetch", "32"];
-        args.extend(broker);
+        args.extend_from_slice(broker);
         Service::start("notifications-service", dir.path(), run, &args).0
     };
 
@@ -424,17 +505,8 @@ async fn every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_s
         count(&orders_pool, "SELECT COUNT(*) FROM herald_dead_letters").await,
         0
     );
-    assert_eq!(
-        admin.unfinished().await.expect("queue depth"),
-        0,
-        "nothing left in the queues"
-    );
-
-    admin
-        .delete_queues()
-        .await
-        .expect("delete the test's queues");
-    let _ = admin.close().await;
+    assert_eq!(admin.unfinished().await, 0, "nothing left for the consumer");
+    admin.clean_up().await;
     notifications_pool.close().await;
     orders_pool.close().await;
     eprintln!(

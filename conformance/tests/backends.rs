@@ -8,7 +8,8 @@
 //! case; Redis at `HERALD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), one stream per case;
 //! RabbitMQ at `HERALD_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`), one
 //! queue per case; NATS JetStream at `HERALD_TEST_NATS_URL` (default `nats://127.0.0.1:4222`), one
-//! stream per case.
+//! stream per case; Kafka at `HERALD_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`, tansu in CI)
+//! and on librdkafka's in-process `MockCluster`, one topic per case.
 //! A missing server fails the cases, never skips them.
 
 mod brokers;
@@ -46,6 +47,10 @@ source_suite!(redis, redis_streams::make_source);
 source_suite!(rabbitmq, rabbit_queues::make_source);
 #[cfg(feature = "nats")]
 source_suite!(nats, nats_jetstream::make_source);
+#[cfg(feature = "kafka")]
+source_suite!(kafka, kafka_topics::make_source);
+#[cfg(feature = "kafka")]
+source_suite!(kafka_mock, kafka_topics::make_mock_source);
 
 pubsub_suite!(memory_pubsub, make_memory_pubsub);
 #[cfg(feature = "redis")]
@@ -63,6 +68,10 @@ pubsub_suite!(
     nats_pubsub,
     make_pubsub::<herald_transport_nats::NatsJetStream>
 );
+#[cfg(feature = "kafka")]
+pubsub_suite!(kafka_pubsub, make_pubsub::<herald_transport_kafka::Kafka>);
+#[cfg(feature = "kafka")]
+pubsub_suite!(kafka_mock_pubsub, make_mock_kafka_pubsub);
 
 // --- in memory -----------------------------------------------------------------------------------
 

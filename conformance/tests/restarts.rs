@@ -43,6 +43,8 @@ restart_suite!(
 );
 #[cfg(feature = "nats")]
 restart_suite!(nats_restarts, make::<herald_transport_nats::NatsJetStream>);
+#[cfg(feature = "kafka")]
+restart_suite!(kafka_restarts, make::<herald_transport_kafka::Kafka>);
 
 /// Held by each case from start to end: one restart case at a time in this process.
 static ONE_AT_A_TIME: LazyLock<Arc<tokio::sync::Mutex<()>>> = LazyLock::new(Arc::default);
@@ -88,6 +90,13 @@ impl BrokerProcess for herald_transport_rabbitmq::RabbitMq {
 #[cfg(feature = "nats")]
 impl BrokerProcess for herald_transport_nats::NatsJetStream {
     const PROCESS: Result<fn() -> Result<(), BoxError>, &'static str> = Ok(restart_nats);
+}
+
+#[cfg(feature = "kafka")]
+impl BrokerProcess for herald_transport_kafka::Kafka {
+    const PROCESS: Result<fn() -> Result<(), BoxError>, &'static str> = Err(
+        "tansu as .ci/run builds and runs it (`--features dynostore`, `memory://` storage) loses every topic, message and committed offset when it stops; a restart case needs tansu built with `--features dynostore,postgres` and run on the loopback PostgreSQL",
+    );
 }
 
 // --- restarting the real brokers -----------------------------------------------------------------

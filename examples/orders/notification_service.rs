@@ -3,7 +3,7 @@
 //!
 //! The flow of one delivery:
 //! 1. The RabbitMQ transport consumes the durable queue with manual acks (at most `--prefetch`
-//!    unacked at once); a relay (`Relay::builder(Arc::new(rabbit), &herald)`) hands each delivery
+//!    unacked at once); a relay (`Relay::builder(broker.source(), &herald)`) hands each delivery
 //!    to Herald, which runs both handlers below.
 //! 2. Each handler opens its transaction with the durable inbox (`inbox.begin()`), which records
 //!    "handler H processed message M" in `herald_inbox` inside that transaction; the handler writes
@@ -12,6 +12,11 @@
 //! 3. When both handlers are done, the delivery is acked. A handler that fails is retried through
 //!    the transport's delay queue (the handler that succeeded is not run again), and after its
 //!    last attempt the message goes to the dead letters in this service's database.
+//!
+//! With `--transport kafka` the same flow runs on a Kafka topic read by the consumer group
+//! `notifications-service`: "acked" means the partition's done watermark passed the message and was
+//! committed, and a retry holds the customer's lane in this process (Kafka has no per-message
+//! nack). A kill -9 makes the group's next member read again from the last committed offset.
 //!
 //! A kill -9 between a commit and the ack makes RabbitMQ deliver the message again after the
 //! restart: the inbox finds the handler's row, the handler is skipped (`Deduplicated`), and the
@@ -23,6 +28,8 @@
 //!
 //! ```sh
 //! cargo run --features rabbitmq --example notifications-service -- --database notifications.db
+//! # or over Kafka, beside `orders-service --transport kafka`:
+//! cargo run --features rabbitmq,kafka --example notifications-service -- --transport kafka --database notifications.db
 //! sqlite3 notifications.db 'SELECT * FROM emails; SELECT * FROM points;'
 //! ```
 //!
@@ -40,7 +47,6 @@ use herald::sqlx;
 use herald::{async_handler, HandlerError, Herald};
 use messages::OrderPlaced;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Consumes `OrderPlaced` from RabbitMQ: one e-mail and one points grant per order.
@@ -151,11 +157,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .state(pool.clone()) // for the inbox
         .dead_letters(store.dead_letters())
         .build()?;
-    let rabbit = args
+    let broker = args
         .broker
-        .connect(args.broker.builder().prefetch(args.prefetch.max(1)))
+        .connect(broker::Role::Consumer {
+            group: "notifications-service",
+            prefetch: args.prefetch,
+        })
         .await?;
-    let relay = Relay::builder(Arc::new(rabbit.clone()), &herald)
+    let relay = Relay::builder(broker.source(), &herald)
         .batch_size(usize::from(args.prefetch.max(1)))
         .poll_interval(Duration::from_millis(20))
         .start();
@@ -169,9 +178,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("{signal}: stopping");
     let stats = relay.stop().await;
     herald.shutdown(Duration::from_secs(5)).await;
-    if let Err(error) = rabbit.close().await {
-        tracing::warn!(%error, "the RabbitMQ connection did not close cleanly");
-    }
+    broker.close().await;
     tracing::info!(
         handled = stats.processed,
         failed = stats.failed,

@@ -7,7 +7,7 @@
 //!    (`herald_outbox`) on that same transaction, then commits: the event exists if and only if
 //!    the order does. The client gets `201 {"order_id": 7, "points": 12}`.
 //! 2. The outbox relay claims the committed row and delivers it to its only handler, the route
-//!    `.route::<OrderPlaced>().to(rabbit)`, which publishes the wire envelope (`docs/WIRE.md`) to
+//!    `.route::<OrderPlaced>().to(broker.sink())`, which publishes the wire envelope (`docs/WIRE.md`) to
 //!    the RabbitMQ queue and succeeds only on the broker's publisher confirm.
 //! 3. Only then is the row marked processed. A refused or unconfirmed publish (broker down) is
 //!    retried with the route's backoff, and after the last attempt the row goes to the dead
@@ -23,6 +23,8 @@
 //!
 //! ```sh
 //! cargo run --features rabbitmq --example orders-service -- --port 3000 --database orders.db
+//! # or over Kafka (a broker on 127.0.0.1:9092):
+//! cargo run --features rabbitmq,kafka --example orders-service -- --transport kafka --database orders.db
 //! curl -i -X POST localhost:3000/orders -H 'content-type: application/json' \
 //!      -d '{"customer":"kim","total_cents":1299}'
 //! ```
@@ -46,7 +48,6 @@ use herald::Herald;
 use messages::OrderPlaced;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Takes orders over HTTP and forwards `OrderPlaced` to RabbitMQ through the outbox.
@@ -160,13 +161,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     // Publish only: this service never consumes the queue it feeds.
-    let rabbit = args
-        .broker
-        .connect(args.broker.builder().publish_only())
-        .await?;
+    let broker = args.broker.connect(broker::Role::Publisher).await?;
     let herald = Herald::builder()
         .route::<OrderPlaced>()
-        .to(Arc::new(rabbit.clone()))
+        .to(broker.sink())
         .dead_letters(outbox.dead_letters())
         .build()?;
     let relay = outbox
@@ -203,9 +201,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     let stats = relay.stop().await;
     herald.shutdown(Duration::from_secs(5)).await;
-    if let Err(error) = rabbit.close().await {
-        tracing::warn!(%error, "the RabbitMQ connection did not close cleanly");
-    }
+    broker.close().await;
     let status = outbox.status().await?;
     tracing::info!(
         forwarded = stats.processed,

@@ -1,4 +1,4 @@
-//! The broker transports (memory, Redis, RabbitMQ, NATS) as the kit drives them, shared by the
+//! The broker transports (memory, Redis, RabbitMQ, NATS, Kafka) as the kit drives them, shared by the
 //! test binaries: `BrokerHarness<B>` for the source suite, `BrokerPubSub<B>` for the pub/sub
 //! suite and the restart case. Each binary uses a part of it.
 #![allow(dead_code)]
@@ -174,6 +174,181 @@ pub(crate) mod nats_jetstream {
     }
 }
 
+// --- Kafka ---------------------------------------------------------------------------------------
+
+/// Kafka at `HERALD_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`: tansu in CI), one topic of
+/// three partitions and one group per case (the topic is deleted when the harness is dropped);
+/// and librdkafka's in-process `MockCluster`, one cluster per case.
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka_topics {
+    use super::*;
+    use herald_transport_kafka::rdkafka::mocking::MockCluster;
+    use herald_transport_kafka::{Kafka, KafkaBuilder};
+    use std::time::Duration;
+
+    impl Broker for Kafka {
+        // No clean-up and no clone kept by the pub/sub harness: dropping the last clone leaves
+        // the group (a clone kept alive would stay in the group, take partitions and buffer
+        // their messages for nobody). The case's topic is kept: against tansu 0.6, a metadata
+        // answer after a topic was deleted crashed librdkafka 2.12 in another client of the same
+        // process (SIGSEGV in its metadata cache).
+        const NAME: &'static str = "Kafka";
+
+        async fn unfinished(&self) -> Result<u64, BoxError> {
+            Ok(Kafka::unfinished(self).await?)
+        }
+    }
+
+    fn topic(case: &str) -> String {
+        format!("herald-test.conformance.{case}.{}", MessageId::new())
+    }
+
+    pub(crate) fn brokers() -> String {
+        std::env::var("HERALD_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    }
+
+    pub(crate) fn builder(brokers: String, topic: String, group: &str) -> KafkaBuilder {
+        // A short session: a consumer joining a group waits for the coordinator's rebalance
+        // delay, which on MockCluster is the session timeout minus a second even when the
+        // previous member left cleanly (librdkafka's rdkafka_mock_cgrp.c); at the default 45 s
+        // the case's patience would run out before the new member gets its partitions.
+        Kafka::builder(brokers, topic, group)
+            .request_timeout(Duration::from_secs(10))
+            .set("heartbeat.interval.ms", "200")
+            .set("session.timeout.ms", "6000")
+    }
+
+    pub(crate) async fn make_source(case: &'static str) -> BrokerHarness<Kafka> {
+        // A group per case: groups live on the broker, and one shared by cases running at once
+        // would rebalance between them.
+        let topic = topic(case);
+        let kafka = builder(brokers(), topic.clone(), &topic)
+            .create_topic(3, 1)
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("a Kafka broker (tansu in CI) is required for these tests: {e}")
+            });
+        BrokerHarness(kafka)
+    }
+
+    /// A `MockCluster` on a thread of its own (it is neither `Send` nor `Sync`), which creates
+    /// topics on request: the mock takes no CreateTopics request from a client.
+    pub(crate) struct MockBroker {
+        pub(crate) bootstrap: String,
+        requests: std::sync::mpsc::Sender<(String, std::sync::mpsc::Sender<Result<(), String>>)>,
+    }
+
+    impl MockBroker {
+        pub(crate) fn start() -> Self {
+            let (requests, incoming) = std::sync::mpsc::channel::<(
+                String,
+                std::sync::mpsc::Sender<Result<(), String>>,
+            )>();
+            let (ready, bootstrap) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let cluster = MockCluster::new(1).expect("librdkafka's mock cluster starts");
+                let _ = ready.send(cluster.bootstrap_servers());
+                let mut created = std::collections::HashSet::new();
+                while let Ok((topic, reply)) = incoming.recv() {
+                    let result = if created.contains(&topic) {
+                        Ok(())
+                    } else {
+                        cluster
+                            .create_topic(&topic, 3, 1)
+                            .map(|()| {
+                                created.insert(topic.clone());
+                            })
+                            .map_err(|e| format!("the mock cluster cannot create {topic}: {e}"))
+                    };
+                    let _ = reply.send(result);
+                }
+                // Clients of the case may still hold connections to it: it stays up until the
+                // test process ends.
+                std::mem::forget(cluster);
+            });
+            let bootstrap = bootstrap.recv().expect("the mock cluster's address");
+            MockBroker {
+                bootstrap,
+                requests,
+            }
+        }
+
+        /// Creates `topic` (three partitions) unless it exists.
+        pub(crate) fn create_topic(&self, topic: &str) -> Result<(), BoxError> {
+            let (reply, answer) = std::sync::mpsc::channel();
+            self.requests
+                .send((topic.to_owned(), reply))
+                .map_err(|_| "the mock cluster's thread is gone")?;
+            Ok(answer
+                .recv()
+                .map_err(|_| "the mock cluster's thread is gone")??)
+        }
+    }
+
+    pub(crate) async fn make_mock_source(case: &'static str) -> BrokerHarness<Kafka> {
+        let cluster = MockCluster::new(1).expect("librdkafka's mock cluster starts");
+        let brokers = cluster.bootstrap_servers();
+        let topic = topic(case);
+        // MockCluster does not take CreateTopics requests: the topic is made on the mock itself.
+        cluster
+            .create_topic(&topic, 3, 1)
+            .expect("the mock cluster creates the topic");
+        // The cluster lives until the test process ends (the harness has no place for it, and
+        // it is not `Send`): one small in-process cluster per case.
+        std::mem::forget(cluster);
+        let kafka = builder(brokers, topic, "conformance")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("the mock cluster did not answer: {e}"));
+        BrokerHarness(kafka)
+    }
+}
+
+/// Where one pub/sub case's Kafka topics live: the real broker (`HERALD_TEST_KAFKA_BROKERS`), or
+/// an in-process `MockCluster` of the case's own.
+#[cfg(feature = "kafka")]
+#[derive(Default)]
+pub(crate) enum KafkaCluster {
+    #[default]
+    Real,
+    Mock(kafka_topics::MockBroker),
+}
+
+/// Kafka: a topic of three partitions per case topic (created by the first open), a group is a
+/// consumer group of it.
+#[cfg(feature = "kafka")]
+impl PubSubBroker for herald_transport_kafka::Kafka {
+    type Topics = KafkaCluster;
+    const GROUPS: Result<(), &'static str> = Ok(());
+
+    async fn open(cluster: &KafkaCluster, topic: &str, group: &str) -> Result<Self, BoxError> {
+        // Groups live on the broker: named after the case's topic, so cases never share one.
+        let group = format!("{topic}.{group}");
+        let builder = match cluster {
+            KafkaCluster::Real => {
+                kafka_topics::builder(kafka_topics::brokers(), topic.to_owned(), &group)
+                    .create_topic(3, 1)
+            }
+            KafkaCluster::Mock(mock) => {
+                mock.create_topic(topic)?;
+                kafka_topics::builder(mock.bootstrap.clone(), topic.to_owned(), &group)
+            }
+        };
+        builder.connect().await.map_err(|e| {
+            format!("a Kafka broker (tansu in CI) is required for these tests: {e}").into()
+        })
+    }
+}
+
+/// The pub/sub suite on librdkafka's in-process `MockCluster`, one cluster per case.
+#[cfg(feature = "kafka")]
+pub(crate) async fn make_mock_kafka_pubsub(
+    case: &'static str,
+) -> BrokerPubSub<herald_transport_kafka::Kafka> {
+    BrokerPubSub::with_topics(case, KafkaCluster::Mock(kafka_topics::MockBroker::start()))
+}
+
 // --- the pub/sub harness: one for every broker ---------------------------------------------------
 
 /// A broker transport that opens one object per topic and consumer group.
@@ -202,6 +377,14 @@ pub(crate) struct BrokerPubSub<B: PubSubBroker> {
 }
 
 impl<B: PubSubBroker> BrokerPubSub<B> {
+    /// A harness for `case` whose opens share `topics`.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn with_topics(case: &str, topics: B::Topics) -> Self {
+        let mut harness = Self::new(case, None);
+        harness.topics = topics;
+        harness
+    }
+
     /// A harness for `case`, keeping `held` until it is dropped.
     pub(crate) fn new(case: &str, held: Option<Box<dyn std::any::Any + Send + Sync>>) -> Self {
         BrokerPubSub {

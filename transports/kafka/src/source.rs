@@ -390,6 +390,17 @@ pub(crate) fn poll(
         state.arrive(&consumer, std::mem::take(&mut arrived));
     }
     let closing = Instant::now();
+    tracing::debug!(topic = %state.topic, "the Kafka consumer is closing");
+    // What is finished is committed while this consumer still owns its partitions; the revoke
+    // that closing triggers commits again, but by then a member joining meanwhile may have
+    // started a rebalance, and a coordinator may refuse that commit (`RebalanceInProgress`),
+    // which would hand finished messages to the next owner again.
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            tracing::warn!(%error, topic = %state.topic, "could not commit the finished Kafka offsets before leaving the group; the revoke tries again")
+        }
+    }
     match consumer.close_queue() {
         Ok(()) => {
             while !consumer.closed() && closing.elapsed() < close_timeout {
@@ -399,6 +410,7 @@ pub(crate) fn poll(
         }
         Err(error) => tracing::warn!(%error, "the Kafka consumer could not start closing"),
     }
+    tracing::debug!(topic = %state.topic, closed = consumer.closed(), elapsed = ?closing.elapsed(), "the Kafka consumer's close loop ended");
     if !consumer.closed() {
         // librdkafka's drop would poll until the group is left, forever if the brokers are gone:
         // the handle is leaked instead (its threads stay until the process ends).
@@ -419,6 +431,7 @@ impl Kafka {
         }
         let mut poller = self.shared.poller.lock();
         if poller.is_none() {
+            tracing::debug!(topic = %self.shared.topic, group = %self.shared.group, "the Kafka consumer subscribes");
             self.shared
                 .consumer
                 .subscribe(&[&self.shared.topic])
