@@ -42,6 +42,10 @@ pub(crate) struct BrokerArgs {
     /// partitions go to another member, in milliseconds (`session.timeout.ms`).
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub(crate) kafka_session_timeout_ms: u64,
+    /// A librdkafka property for both Kafka clients, as `key=value` (repeatable), e.g.
+    /// `--kafka-set security.protocol=ssl`.
+    #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
+    pub(crate) kafka_set: Vec<String>,
     /// The durable queue (or Kafka topic) carrying `OrderPlaced` (RabbitMQ's retries use
     /// `<queue>.herald-delay`).
     #[arg(long, env = "ORDERS_QUEUE", default_value = "orders.order_placed")]
@@ -143,10 +147,19 @@ impl BrokerArgs {
             Role::Publisher => ("orders-service", 1),
             Role::Consumer { group, prefetch } => (group, prefetch),
         };
-        Kafka::builder(&self.kafka_brokers, &self.queue, group)
+        let mut builder = Kafka::builder(&self.kafka_brokers, &self.queue, group)
             .create_topic(3, 1)
             .max_buffered(usize::from(prefetch.max(1)))
-            .set("session.timeout.ms", self.kafka_session_timeout_ms.to_string())
+            .set("session.timeout.ms", self.kafka_session_timeout_ms.to_string());
+        for property in &self.kafka_set {
+            let Some((key, value)) = property.split_once('=') else {
+                return Err(format!(
+                    "`--kafka-set {property}` is not `key=value` (e.g. `--kafka-set linger.ms=5`)"
+                ));
+            };
+            builder = builder.set(key.trim(), value.trim());
+        }
+        builder
             .connect()
             .await
             .map_err(|error| {

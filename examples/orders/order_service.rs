@@ -31,6 +31,8 @@
 //!
 //! `--help` lists every flag and its environment variable.
 
+// Shared by both services: each uses its own half (the publisher or the consumer side).
+#[allow(dead_code)]
 #[path = "broker.rs"]
 mod broker;
 #[path = "messages.rs"]
