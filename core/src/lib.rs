@@ -67,13 +67,13 @@ pub use engine::registry::RoutingTable;
 pub use engine::route::{RouteBuilder, ROUTE_PREFIX, ROUTE_RETRY, ROUTE_TIMEOUT};
 pub use engine::runtime::Herald;
 pub use engine::shutdown::ShutdownReport;
-pub use model::envelope::{Envelope, Headers, MessageId, PublishOptions};
+pub use model::envelope::{DeliverAt, Envelope, Headers, MessageId, PublishOptions};
 pub use model::error::{
     CommandError, Disposition, HandlerError, HandlerErrorKind, HandlerFailure, PublishError,
 };
 pub use model::ledger::{Counts, LedgerSnapshot};
 pub use model::message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
-pub use model::options::{Backoff, HandlerOptions, OnFailure, Rate, RetryPolicy};
+pub use model::options::{Backoff, CircuitBreaker, HandlerOptions, OnFailure, Rate, RetryPolicy};
 pub use model::outcome::{EventOutcome, HandlerReport, HandlerStatus};
 pub use model::stored_message::{
     HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,

@@ -148,6 +148,9 @@ fn describe_options(handler: &HandlerDescriptor) -> String {
     if o.ordered {
         parts.push("ordered".into());
     }
+    if let Some(breaker) = o.circuit_breaker {
+        parts.push(breaker.to_string());
+    }
     parts.join(" ")
 }
 

@@ -27,7 +27,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySql, MySqlPool, QueryBuilder, Row};
@@ -244,11 +244,21 @@ async fn insert(
     envelope: &Envelope,
     payload: &str,
     only_handlers: Option<&[String]>,
+    deliver: Option<DeliverAt>,
 ) -> Result<i64, OutboxError> {
     lock_for_publish(conn, &distinct_keys(envelope.key.as_deref().into_iter())).await?;
+    let (at, after) = match deliver {
+        None => (None, None),
+        Some(DeliverAt::At(at)) => (Some(at), None),
+        Some(DeliverAt::After(delay)) => (None, Some(micros(delay))),
+    };
+    // A delay counts from the write on the server's clock, which the relay's claim compares with
+    // (`+ INTERVAL NULL` is NULL: no delay falls through to the column's default).
     let id = sqlx::query(
-        "INSERT INTO herald_outbox (message_id, message_type, `key`, payload, headers, occurred_at, only_handlers)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO herald_outbox (message_id, message_type, `key`, payload, headers, occurred_at, only_handlers,
+                                    next_attempt_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?,
+                 COALESCE(?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, '1970-01-01 00:00:01'))",
     )
     .bind(envelope.id.to_string())
     .bind(envelope.name.as_ref())
@@ -257,6 +267,8 @@ async fn insert(
     .bind(row::headers_json(envelope)?)
     .bind(envelope.occurred_at)
     .bind(only_handlers.and_then(row::handlers_json))
+    .bind(at)
+    .bind(after)
     .execute(conn)
     .await?
     .last_insert_id();
@@ -356,8 +368,9 @@ impl_dialect!(MySql {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
-        insert(conn, envelope, payload, only_handlers).await
+        insert(conn, envelope, payload, only_handlers, deliver).await
     }
 
     async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {

@@ -20,7 +20,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -250,13 +250,23 @@ async fn insert(
     envelope: &Envelope,
     payload: &str,
     only_handlers: Option<&[String]>,
+    deliver: Option<DeliverAt>,
 ) -> Result<i64, OutboxError> {
-    // The key's lock is taken (the one-time filter runs the CTE) before the row gets its id.
+    let (at, after) = match deliver {
+        None => (None, None),
+        Some(DeliverAt::At(at)) => (Some(at), None),
+        Some(DeliverAt::After(delay)) => (None, Some(delay.as_secs_f64())),
+    };
+    // The key's lock is taken (the one-time filter runs the CTE) before the row gets its id. A
+    // delay counts from the write on the server's clock, which the relay's claim compares with.
     Ok(sqlx::query_scalar(
         "WITH key_lock AS MATERIALIZED (
             SELECT pg_advisory_xact_lock($8, hashtext($3)) WHERE $3 IS NOT NULL)
-         INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
-         SELECT $1, $2, $3, $4, $5::jsonb, $6, $7::jsonb WHERE (SELECT COUNT(*) FROM key_lock) >= 0
+         INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers,
+                                    next_attempt_at)
+         SELECT $1, $2, $3, $4, $5::jsonb, $6, $7::jsonb,
+                COALESCE($9::timestamptz, clock_timestamp() + make_interval(secs => $10::float8), now())
+         WHERE (SELECT COUNT(*) FROM key_lock) >= 0
          RETURNING id",
     )
     .bind(envelope.id.as_uuid())
@@ -267,6 +277,8 @@ async fn insert(
     .bind(envelope.occurred_at)
     .bind(only_handlers.and_then(row::handlers_json))
     .bind(KEY_LOCK_CLASS)
+    .bind(at)
+    .bind(after)
     .fetch_one(conn)
     .await?)
 }
@@ -353,8 +365,9 @@ impl_dialect!(Postgres {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
-        insert(conn, envelope, payload, only_handlers).await
+        insert(conn, envelope, payload, only_handlers, deliver).await
     }
 
     async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {

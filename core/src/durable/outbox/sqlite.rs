@@ -8,7 +8,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -226,10 +226,19 @@ impl_dialect!(Sqlite {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
+        // The relay's clock is this process's (Unix milliseconds); 0 is due at once.
+        let due = match deliver {
+            None => 0,
+            Some(DeliverAt::At(at)) => at.timestamp_millis().max(0),
+            Some(DeliverAt::After(delay)) => {
+                Utc::now().timestamp_millis().saturating_add(millis(delay))
+            }
+        };
         Ok(sqlx::query(
-            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(envelope.id.to_string())
         .bind(envelope.name.as_ref())
@@ -238,6 +247,7 @@ impl_dialect!(Sqlite {
         .bind(row::headers_json(envelope)?)
         .bind(text_time(envelope.occurred_at))
         .bind(only_handlers.and_then(row::handlers_json))
+        .bind(due)
         .execute(conn)
         .await?
         .last_insert_rowid())
