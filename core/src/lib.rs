@@ -61,7 +61,7 @@ pub use engine::builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL}
 pub use engine::bus::Bus;
 pub use engine::handles::{CommandReply, Delivery};
 pub use engine::ingress::StoredError;
-pub use engine::observe::AttemptObserver;
+pub use engine::observe::{AttemptObserver, BreakerState};
 pub use engine::pool::{Overload, PoolConfig, PoolStats};
 pub use engine::registry::RoutingTable;
 pub use engine::route::{RouteBuilder, ROUTE_PREFIX, ROUTE_RETRY, ROUTE_TIMEOUT};
@@ -78,6 +78,9 @@ pub use model::outcome::{EventOutcome, HandlerReport, HandlerStatus};
 pub use model::stored_message::{
     HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
 };
+
+/// The `chrono` Herald's times are in (envelope times, [`PublishOptions::deliver_at`]).
+pub use chrono;
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
