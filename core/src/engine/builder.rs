@@ -271,6 +271,7 @@ impl HeraldBuilder {
             if let Some(forward) = &handler.forward {
                 table.set_destination(handler.desc.name, forward.destination());
             }
+            table.set_breaker(handler.desc.name, self.breaker_of(handler.desc));
         }
         let inner = Inner {
             table,
