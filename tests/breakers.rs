@@ -471,3 +471,88 @@ mod configuration {
         assert!(text.contains("opens after 0 failures"), "{text}");
     }
 }
+
+#[cfg(feature = "sqlite")]
+mod relay {
+    use super::*;
+    use herald::outbox::{self, SqliteOutbox};
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "breakers.invoice_issued")]
+    pub(crate) struct InvoiceIssued {
+        pub(crate) label: String,
+    }
+
+    #[async_handler(
+        retry(max_attempts = 2, backoff = fixed(10s)),
+        circuit_breaker(failures = 1, open_for = "300ms")
+    )]
+    async fn file_invoice(
+        event: InvoiceIssued,
+        meta: Meta,
+        State(partner): State<Partner>,
+    ) -> Result<(), HandlerError> {
+        partner.call(&event.label, meta.attempt())
+    }
+
+    const HANDLER: &str = "breakers::relay::file_invoice";
+
+    /// A relay's delivery is one attempt of a stored row: a row held by the open breaker is
+    /// delivered later on the attempt it would have had, its `fail_count` untouched. (i1's retry
+    /// is 10 s away, so only i2 reaches the breaker while it is open.)
+    #[tokio::test]
+    async fn rows_held_by_an_open_breaker_keep_their_attempts_in_the_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = outbox::sqlite::connect(dir.path().join("app.db"))
+            .await
+            .expect("open sqlite file");
+        let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+        let partner = Partner::default();
+        let herald = Herald::builder()
+            .handlers_under(module_path!())
+            .state(partner.clone())
+            .build()
+            .expect("valid registry");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        let publish = |label: &str| {
+            let (pool, outbox) = (pool.clone(), outbox.clone());
+            let label = label.to_owned();
+            async move {
+                outbox
+                    .publish(
+                        &mut *pool.acquire().await.expect("connection"),
+                        InvoiceIssued { label },
+                    )
+                    .await
+                    .expect("publish");
+            }
+        };
+
+        publish("i1").await;
+        eventually("the breaker to open", || {
+            herald.circuit_breaker(HANDLER) == Some(BreakerState::Open)
+        })
+        .await;
+        publish("i2").await;
+        eventually("i2 held", || herald.ledger().total.breaker_held == 1).await;
+        assert_eq!(partner.calls(), [("i1".into(), 1)], "not called while open");
+        partner.set_up(true);
+        eventually("i2 handled", || partner.done() == ["i2"]).await;
+        relay.stop().await;
+
+        // i2 was the probe, on its first attempt: the wait cost it nothing.
+        assert_eq!(partner.calls(), [("i1".into(), 1), ("i2".into(), 1)]);
+        assert_eq!(herald.ledger().total.breaker_closed, 1);
+        let fail_count: i64 = herald::sqlx::query_scalar(
+            "SELECT fail_count FROM herald_outbox WHERE payload LIKE '%i2%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+        assert_eq!(fail_count, 0);
+        assert!(herald.ledger().is_balanced(), "{}", herald.ledger());
+    }
+}
