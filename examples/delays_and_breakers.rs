@@ -11,7 +11,9 @@
 //! Run it with `cargo run --example delays_and_breakers`.
 
 use herald::outbox::{self, SqliteOutbox};
-use herald::{async_handler, BreakerState, Event, HandlerError, Herald, Meta, PublishOptions, State};
+use herald::{
+    async_handler, BreakerState, Event, HandlerError, Herald, Meta, PublishOptions, State,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -64,7 +66,11 @@ async fn remind_payment(event: PaymentReminderDue, meta: Meta, State(clock): Sta
 
 #[async_handler]
 async fn offer_subscription(event: TrialEnded, State(clock): State<Clock>) {
-    println!("[{}] trial of user {} ended: offer sent", clock.now(), event.user_id);
+    println!(
+        "[{}] trial of user {} ended: offer sent",
+        clock.now(),
+        event.user_id
+    );
 }
 
 #[async_handler(
@@ -85,7 +91,9 @@ async fn book_shipment(
             event.order_id,
             meta.attempt()
         );
-        return Err(HandlerError::msg("shipping partner: 503 Service Unavailable"));
+        return Err(HandlerError::msg(
+            "shipping partner: 503 Service Unavailable",
+        ));
     }
     println!(
         "[{}] order {}: shipment booked (attempt {})",
@@ -120,7 +128,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     tx.commit().await?;
-    println!("[{}] order 42 committed, its payment reminder due in 2 s", clock.now());
+    println!(
+        "[{}] order 42 committed, its payment reminder due in 2 s",
+        clock.now()
+    );
 
     // 2. In memory: accepted and counted now, handled in one second.
     let trial = herald
@@ -151,13 +162,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         waiting.push(publish.await?);
     }
     partner.up.store(true, Ordering::SeqCst);
-    println!("[{}] partner is back; the breaker probes when its second is over", clock.now());
+    println!(
+        "[{}] partner is back; the breaker probes when its second is over",
+        clock.now()
+    );
 
     let first = first.await;
     println!("[{}] order 1: {:?}", clock.now(), first.reports[0].status);
     for delivery in waiting {
         let outcome = delivery.await;
-        println!("[{}] {}: {:?}", clock.now(), outcome.message_id, outcome.reports[0].status);
+        println!(
+            "[{}] {}: {:?}",
+            clock.now(),
+            outcome.message_id,
+            outcome.reports[0].status
+        );
     }
     trial.await;
     while outbox.status().await?.pending > 0 {

@@ -371,8 +371,7 @@ mod shutdown {
     }
 
     #[tokio::test]
-    async fn shutdown_while_open_dead_letters_every_held_and_waiting_job_and_the_ledger_balances()
-    {
+    async fn shutdown_while_open_dead_letters_every_held_and_waiting_job_and_the_ledger_balances() {
         let partner = Partner::default();
         let herald = Herald::builder()
             .handlers_under(module_path!())
@@ -387,7 +386,10 @@ mod shutdown {
         };
         // e1's first attempt opens the breaker; its second waits in place (in flight).
         let e1 = publish("e1").await.expect("accepted");
-        eventually("the breaker to open", || herald.ledger().total.breaker_opened == 1).await;
+        eventually("the breaker to open", || {
+            herald.ledger().total.breaker_opened == 1
+        })
+        .await;
         let e2 = publish("e2").await.expect("accepted");
         let e3 = publish("e3").await.expect("accepted");
         eventually("every job held", || herald.ledger().total.breaker_held == 3).await;

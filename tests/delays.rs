@@ -96,8 +96,9 @@ mod timing {
         let at = herald
             .publish_with(
                 Reminder { label: "at".into() },
-                PublishOptions::new()
-                    .deliver_at(herald::chrono::Utc::now() + herald::chrono::Duration::milliseconds(300)),
+                PublishOptions::new().deliver_at(
+                    herald::chrono::Utc::now() + herald::chrono::Duration::milliseconds(300),
+                ),
             )
             .await
             .expect("accepted");
@@ -134,8 +135,9 @@ mod timing {
                 Reminder {
                     label: "past".into(),
                 },
-                PublishOptions::new()
-                    .deliver_at(herald::chrono::Utc::now() - herald::chrono::Duration::seconds(3600)),
+                PublishOptions::new().deliver_at(
+                    herald::chrono::Utc::now() - herald::chrono::Duration::seconds(3600),
+                ),
             )
             .await
             .expect("accepted");
@@ -182,7 +184,10 @@ mod timing {
             (report.dead_lettered_queued, report.dead_lettered_running),
             (1, 0)
         );
-        assert!(soon.await.is_success(), "due before the deadline: delivered");
+        assert!(
+            soon.await.is_success(),
+            "due before the deadline: delivered"
+        );
         let outcome = tomorrow.await;
         assert!(
             matches!(outcome.reports[0].status, HandlerStatus::Interrupted),
@@ -358,10 +363,11 @@ mod room {
 
             let report = herald.shutdown(Duration::from_millis(50)).await;
             assert_eq!(report.dead_lettered_queued, 2);
-            assert!(first.await.reports.iter().all(|report| matches!(
-                report.status,
-                HandlerStatus::Interrupted
-            )));
+            assert!(first
+                .await
+                .reports
+                .iter()
+                .all(|report| matches!(report.status, HandlerStatus::Interrupted)));
             assert!(seen.names().is_empty(), "nothing ran: {:?}", seen.names());
             assert_eq!(herald.dead_letters().list(10).await.expect("list").len(), 2);
             assert!(report.ledger.is_balanced(), "{}", report.ledger);

@@ -60,9 +60,9 @@ impl Verdict {
             Ok(_) => Verdict::Success,
             Err(error) if error.is_permanent() => Verdict::Neutral,
             Err(error) => match error.kind() {
-                HandlerErrorKind::Failed | HandlerErrorKind::Panicked | HandlerErrorKind::TimedOut => {
-                    Verdict::Failure
-                }
+                HandlerErrorKind::Failed
+                | HandlerErrorKind::Panicked
+                | HandlerErrorKind::TimedOut => Verdict::Failure,
                 _ => Verdict::Neutral,
             },
         }
@@ -210,7 +210,12 @@ impl Breaker {
 
     /// Counts an attempt's result: in the closed state failures in a row open the breaker and a
     /// success resets the count; the probe's result closes or re-opens it.
-    pub(crate) fn record(self: &Arc<Self>, pass: Pass, verdict: Verdict, counters: &HandlerCounters) {
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        pass: Pass,
+        verdict: Verdict,
+        counters: &HandlerCounters,
+    ) {
         let mut released = Vec::new();
         {
             let mut state = self.state.lock();
@@ -225,7 +230,9 @@ impl Breaker {
                     );
                     released.extend(state.held.drain(..));
                 }
-                (Pass::Probe, Verdict::Failure, _) => self.open(&mut state, counters, "the probe failed"),
+                (Pass::Probe, Verdict::Failure, _) => {
+                    self.open(&mut state, counters, "the probe failed")
+                }
                 (Pass::Probe, Verdict::Neutral, _) => {
                     // No answer about the partner: the next attempt probes.
                     state.phase = Phase::HalfOpen { probing: false };

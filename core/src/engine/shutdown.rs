@@ -56,8 +56,12 @@ impl Herald {
         // Jobs waiting for their delivery time or held by an open circuit breaker are queued
         // jobs outside the pool queues: taken first, so that none moves into a queue after the
         // queues are emptied below (a job held later goes to its pool's casualties).
-        let mut casualties: Vec<Casualty> =
-            inner.delays.drain().into_iter().map(Casualty::queued).collect();
+        let mut casualties: Vec<Casualty> = inner
+            .delays
+            .drain()
+            .into_iter()
+            .map(Casualty::queued)
+            .collect();
         for handler in &inner.handlers {
             if let Some(breaker) = &handler.breaker {
                 casualties.extend(breaker.drain().into_iter().map(Casualty::queued));

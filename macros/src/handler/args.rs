@@ -318,7 +318,8 @@ fn parse_option(
             ),
         ];
         for (group, what, known, aliases) in groups {
-            if let Some(error) = misplaced_option(input, options, index, group, what, known, aliases)
+            if let Some(error) =
+                misplaced_option(input, options, index, group, what, known, aliases)
             {
                 return Err(error);
             }
@@ -952,7 +953,9 @@ mod tests {
         );
         assert_eq!(
             errors(quote!(circuit_breaker(open_for = "0s"))),
-            [r#"a breaker open for zero time would never hold a call, e.g. #[async_handler(circuit_breaker(open_for = "30s"))]"#]
+            [
+                r#"a breaker open for zero time would never hold a call, e.g. #[async_handler(circuit_breaker(open_for = "30s"))]"#
+            ]
         );
         assert_eq!(
             errors(quote!(circuit_breaker(threshold = 5))),
@@ -960,7 +963,9 @@ mod tests {
         );
         assert_eq!(
             errors(quote!(dedupe, open_for = "1m")),
-            [r#"`open_for` is a circuit breaker option: write it inside `circuit_breaker(...)`, e.g. #[async_handler(dedupe, circuit_breaker(open_for = "1m"))]"#]
+            [
+                r#"`open_for` is a circuit breaker option: write it inside `circuit_breaker(...)`, e.g. #[async_handler(dedupe, circuit_breaker(open_for = "1m"))]"#
+            ]
         );
         assert_eq!(
             errors(quote!(breaker(failures = 5))),

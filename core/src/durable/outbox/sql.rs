@@ -240,8 +240,8 @@ impl<D: Dialect> SqlOutbox<D> {
             None,
             row.deliver,
         )
-            .instrument(span)
-            .await
+        .instrument(span)
+        .await
         {
             Ok(_) => Ok(row.envelope.id),
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
