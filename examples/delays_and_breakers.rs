@@ -148,33 +148,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. The breaker: order 1 fails three times in a row and opens it; orders 2 and 3 wait.
     let breaker = "delays_and_breakers::book_shipment";
-    let first = herald.publish(ReadyToShip { order_id: 1 }).await?;
+    let mut shipments = vec![(1, herald.publish(ReadyToShip { order_id: 1 }).await?)];
     while herald.circuit_breaker(breaker) != Some(BreakerState::Open) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("[{}] breaker open after 3 failures", clock.now());
-    let later: Vec<_> = [2, 3]
-        .into_iter()
-        .map(|order_id| herald.publish(ReadyToShip { order_id }))
-        .collect();
-    let mut waiting = Vec::new();
-    for publish in later {
-        waiting.push(publish.await?);
+    for order_id in [2, 3] {
+        shipments.push((order_id, herald.publish(ReadyToShip { order_id }).await?));
     }
     partner.up.store(true, Ordering::SeqCst);
     println!(
         "[{}] partner is back; the breaker probes when its second is over",
         clock.now()
     );
-
-    let first = first.await;
-    println!("[{}] order 1: {:?}", clock.now(), first.reports[0].status);
-    for delivery in waiting {
+    for (order_id, delivery) in shipments {
         let outcome = delivery.await;
         println!(
-            "[{}] {}: {:?}",
+            "[{}] order {order_id}: {:?}",
             clock.now(),
-            outcome.message_id,
             outcome.reports[0].status
         );
     }

@@ -73,7 +73,7 @@ impl Job {
         }
     }
 
-    /// Whether the job's message may run now (it is not delayed, or its time has come).
+    /// When the job's delayed message is due, if that is still to come (`None`: it may run now).
     #[inline]
     pub(crate) fn due(&self) -> Option<tokio::time::Instant> {
         self.dispatch
