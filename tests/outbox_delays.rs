@@ -8,7 +8,8 @@
 //!   its first attempt;
 //! - the ordering rule: a delayed row holds back the later rows of its key (they are claimed in id
 //!   order), not the rows of other keys;
-//! - a route forwards a delayed row when the relay releases it.
+//! - a route forwards a delayed row when the relay releases it;
+//! - `status()` counts a row waiting for its time as `delayed` and leaves it out of the lag.
 
 use async_trait::async_trait;
 use herald::ports::{Capabilities, Confirmation, MessageSink, OutgoingMessage, SinkError};
@@ -91,7 +92,7 @@ impl MessageSink for Recording {
 /// The tests, expanded once per backend. The backend module provides `Pool`, `Outbox` and
 /// `setup(name) -> (Pool, Outbox, keep)`.
 macro_rules! delay_tests {
-    (reminder: $reminder:tt, entry: $entry:tt, trial: $trial:tt $(,)?) => {
+    (reminder: $reminder:tt, entry: $entry:tt, trial: $trial:tt, audit: $audit:tt $(,)?) => {
         use super::{eventually, Recording, Seen};
         use herald::{async_handler, Event, Herald, Meta, PublishOptions, State};
         use serde::{Deserialize, Serialize};
@@ -194,6 +195,51 @@ macro_rules! delay_tests {
                     3
                 );
                 assert!(herald.ledger().is_balanced(), "{}", herald.ledger());
+            }
+        }
+
+        mod status {
+            use super::*;
+
+            #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+            #[event(name = $audit)]
+            pub(crate) struct AuditDue {
+                pub(crate) label: String,
+            }
+
+            #[async_handler]
+            async fn audit(event: AuditDue, meta: Meta, State(seen): State<Seen>) {
+                seen.push(event.label, meta.attempt());
+            }
+
+            /// `outbox status` (and the lag metric) does not take a row waiting for its time for
+            /// a row delivery lags behind on.
+            #[tokio::test]
+            async fn a_row_waiting_for_its_time_is_counted_delayed_and_left_out_of_the_lag() {
+                let (pool, outbox, _keep) = setup("delay_status").await;
+                let mut conn = pool.acquire().await.expect("connection");
+                outbox
+                    .publish_with(
+                        &mut conn,
+                        AuditDue {
+                            label: "tomorrow".into(),
+                        },
+                        PublishOptions::new().deliver_after(Duration::from_secs(86_400)),
+                    )
+                    .await
+                    .expect("publish");
+                let status = outbox.status().await.expect("status");
+                assert_eq!((status.pending, status.delayed), (1, 1), "{status:?}");
+                assert_eq!(status.oldest_pending_at, None, "{status:?}");
+                assert_eq!(status.lag, None, "{status:?}");
+
+                outbox
+                    .publish(&mut conn, AuditDue { label: "now".into() })
+                    .await
+                    .expect("publish");
+                let status = outbox.status().await.expect("status");
+                assert_eq!((status.pending, status.delayed), (2, 1), "{status:?}");
+                assert!(status.oldest_pending_at.is_some(), "{status:?}");
             }
         }
 
@@ -323,6 +369,7 @@ mod sqlite {
         reminder: "outbox_delays.sqlite.reminder",
         entry: "outbox_delays.sqlite.entry",
         trial: "outbox_delays.sqlite.trial_ends",
+        audit: "outbox_delays.sqlite.audit_due",
     );
 }
 
@@ -365,6 +412,7 @@ mod postgres {
         reminder: "outbox_delays.postgres.reminder",
         entry: "outbox_delays.postgres.entry",
         trial: "outbox_delays.postgres.trial_ends",
+        audit: "outbox_delays.postgres.audit_due",
     );
 }
 
@@ -409,5 +457,6 @@ mod mysql {
         reminder: "outbox_delays.mysql.reminder",
         entry: "outbox_delays.mysql.entry",
         trial: "outbox_delays.mysql.trial_ends",
+        audit: "outbox_delays.mysql.audit_due",
     );
 }

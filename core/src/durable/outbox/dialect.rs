@@ -57,8 +57,9 @@ pub(crate) struct Statements {
     pub(crate) schema_version: &'static str,
     /// Binds version, description, applied_at.
     pub(crate) record_version: &'static str,
-    /// Columns pending, in_flight, retrying, failed, processed, dead_letters (integers), oldest,
-    /// now (times). No binds.
+    /// Columns pending, in_flight, retrying, delayed, failed, processed, dead_letters
+    /// (integers), oldest (the earliest moment a pending row that is due became due: its
+    /// publish, or its delivery time for a delayed one), now (times). No binds.
     pub(crate) status: &'static str,
     /// Binds offset, limit. Columns position, id, message_id, message_type, key, payload,
     /// headers, occurred_at, status.

@@ -102,9 +102,15 @@ static STATEMENTS: Statements = Statements {
             CAST(COALESCE(SUM(status = 'pending' AND lease_expires_at > UTC_TIMESTAMP(6)), 0)
                  AS SIGNED) AS in_flight,
             CAST(COALESCE(SUM(status = 'pending' AND fail_count > 0), 0) AS SIGNED) AS retrying,
+            CAST(COALESCE(SUM(status = 'pending' AND fail_count = 0
+                              AND next_attempt_at > UTC_TIMESTAMP(6)), 0) AS SIGNED) AS `delayed`,
             CAST(COALESCE(SUM(status = 'failed'), 0) AS SIGNED) AS failed,
             CAST(COALESCE(SUM(status = 'processed'), 0) AS SIGNED) AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 THEN GREATEST(occurred_at, next_attempt_at)
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= UTC_TIMESTAMP(6)))
+                AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             UTC_TIMESTAMP(6) AS now
          FROM herald_outbox",

@@ -106,9 +106,14 @@ static STATEMENTS: Statements = Statements {
             COUNT(*) FILTER (WHERE status = 'pending') AS pending,
             COUNT(*) FILTER (WHERE status = 'pending' AND lease_expires_at > now()) AS in_flight,
             COUNT(*) FILTER (WHERE status = 'pending' AND fail_count > 0) AS retrying,
+            COUNT(*) FILTER (WHERE status = 'pending' AND fail_count = 0 AND next_attempt_at > now())
+                AS delayed,
             COUNT(*) FILTER (WHERE status = 'failed') AS failed,
             COUNT(*) FILTER (WHERE status = 'processed') AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 THEN GREATEST(occurred_at, next_attempt_at)
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= now())) AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             now() AS now
          FROM herald_outbox",

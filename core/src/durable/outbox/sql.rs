@@ -317,6 +317,7 @@ impl<D: Dialect> SqlOutbox<D> {
             pending: count("pending")?,
             in_flight: count("in_flight")?,
             retrying: count("retrying")?,
+            delayed: count("delayed")?,
             failed: count("failed")?,
             processed: count("processed")?,
             oldest_pending_at: oldest,

@@ -89,9 +89,19 @@ static STATEMENTS: Statements = Statements {
         now_millis!(),
         "), 0) AS in_flight,
             COALESCE(SUM(status = 'pending' AND fail_count > 0), 0) AS retrying,
+            COALESCE(SUM(status = 'pending' AND fail_count = 0 AND next_attempt_at > ",
+        now_millis!(),
+        "), 0) AS delayed,
             COALESCE(SUM(status = 'failed'), 0) AS failed,
             COALESCE(SUM(status = 'processed'), 0) AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 AND next_attempt_at > 0
+                             THEN MAX(occurred_at, strftime('%Y-%m-%dT%H:%M:%fZ',
+                                                            next_attempt_at / 1000.0, 'unixepoch'))
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= ",
+        now_millis!(),
+        ")) AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS now
          FROM herald_outbox"
