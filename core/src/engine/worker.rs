@@ -439,11 +439,15 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
         guard.progress.attempts = attempt.saturating_sub(1);
     }
     if let Some(window) = &handler.dedupe {
-        if claim_dedupe(window, &mut guard).await == Claimed::Duplicate {
-            if let (Some(Pass::Probe), Some(breaker)) = (first_pass, &handler.breaker) {
-                // Settled without an attempt: the next attempt probes.
+        // The claim may wait for another run of this id, which may itself wait for the breaker:
+        // the breaker is asked again after the claim, and a probe given now is handed on.
+        if first_pass.take() == Some(Pass::Probe) {
+            guard.probing = false;
+            if let Some(breaker) = &handler.breaker {
                 breaker.abandon_probe();
             }
+        }
+        if claim_dedupe(window, &mut guard).await == Claimed::Duplicate {
             return;
         }
     }

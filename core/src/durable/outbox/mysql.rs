@@ -95,7 +95,8 @@ static STATEMENTS: Statements = Statements {
     migration_begin: "DO GET_LOCK(CONCAT('herald_schema.', DATABASE()), 60)",
     migration_commit: "DO RELEASE_LOCK(CONCAT('herald_schema.', DATABASE()))",
     migration_rollback: "DO RELEASE_LOCK(CONCAT('herald_schema.', DATABASE()))",
-    schema_version: "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) AS version FROM herald_schema",
+    schema_version:
+        "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) AS version FROM herald_schema",
     record_version: "INSERT INTO herald_schema (version, description, applied_at) VALUES (?, ?, ?)",
     status: "SELECT
             CAST(COALESCE(SUM(status = 'pending'), 0) AS SIGNED) AS pending,
@@ -124,8 +125,7 @@ static STATEMENTS: Statements = Statements {
                       ORDER BY id LIMIT ?",
     outbox_by_message_id: "SELECT id, handlers_done, only_handlers FROM herald_outbox
                            WHERE message_id = ? FOR UPDATE",
-    redrive_update:
-        "UPDATE herald_outbox SET status = 'pending', fail_count = 0,
+    redrive_update: "UPDATE herald_outbox SET status = 'pending', fail_count = 0,
             next_attempt_at = '1970-01-01 00:00:01',
             processed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
             handlers_done = ?, only_handlers = ?
@@ -145,7 +145,8 @@ static STATEMENTS: Statements = Statements {
                    WHERE id = ? AND lease_owner = ?",
     finish_release: "UPDATE herald_outbox SET lease_owner = NULL, lease_expires_at = NULL
                      WHERE id = ? AND lease_owner = ?",
-    dead_letter_columns: "id, handler, reason, failure_kind, CAST(attempts AS SIGNED) AS attempts, \
+    dead_letter_columns:
+        "id, handler, reason, failure_kind, CAST(attempts AS SIGNED) AS attempts, \
                           envelope, payload, first_error, last_error, first_failed_at, \
                           last_failed_at, dead_lettered_at",
     // `id = LAST_INSERT_ID(id)`: the update path reports the existing entry's id.
