@@ -558,3 +558,11 @@ mod relay {
         assert!(herald.ledger().is_balanced(), "{}", herald.ledger());
     }
 }
+
+#[test]
+fn breaker_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CircuitBreaker>();
+    assert_send_sync::<BreakerState>();
+    assert_send_sync::<BreakerChange>();
+}

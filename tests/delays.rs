@@ -464,3 +464,10 @@ mod route {
         eventually("a balanced ledger", || herald.ledger().is_balanced()).await;
     }
 }
+
+#[test]
+fn delivery_times_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<herald::DeliverAt>();
+    assert_send_sync::<PublishOptions>();
+}

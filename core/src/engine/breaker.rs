@@ -332,3 +332,29 @@ fn requeue(jobs: impl IntoIterator<Item = Job>) {
         job.handler.pool.clone().enqueue(job);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_say_something_about_the_partner_count() {
+        let ok: Result<(), HandlerError> = Ok(());
+        assert_eq!(Verdict::of(&ok), Verdict::Success);
+        for failure in [
+            HandlerError::msg("503"),
+            HandlerError::panicked("boom".to_owned()),
+            HandlerError::timed_out(std::time::Duration::from_secs(1)),
+        ] {
+            assert_eq!(Verdict::of::<()>(&Err(failure)), Verdict::Failure);
+        }
+        for neutral in [
+            HandlerError::permanent(HandlerError::msg("400 bad request")),
+            HandlerError::with_kind(HandlerErrorKind::Extraction, "no state"),
+            HandlerError::with_kind(HandlerErrorKind::Duplicate, "seen"),
+            HandlerError::malformed("not JSON".to_owned()),
+        ] {
+            assert_eq!(Verdict::of::<()>(&Err(neutral)), Verdict::Neutral);
+        }
+    }
+}

@@ -197,3 +197,30 @@ impl PublishOptions {
         self.deliver
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_delivery_time_is_a_delay_from_now_and_never_negative() {
+        let now = Utc::now();
+        let delay = Duration::from_millis(1_500);
+        assert_eq!(DeliverAt::After(delay).delay_from(now), delay);
+        assert_eq!(
+            DeliverAt::At(now + chrono::Duration::seconds(2)).delay_from(now),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            DeliverAt::At(now - chrono::Duration::seconds(2)).delay_from(now),
+            Duration::ZERO
+        );
+        let options = PublishOptions::new().deliver_after(delay).deliver_at(now);
+        assert_eq!(
+            options.delivery(),
+            Some(DeliverAt::At(now)),
+            "the last wins"
+        );
+    }
+}
