@@ -61,23 +61,26 @@ pub use engine::builder::{BuildError, BuildProblem, HeraldBuilder, DEFAULT_POOL}
 pub use engine::bus::Bus;
 pub use engine::handles::{CommandReply, Delivery};
 pub use engine::ingress::StoredError;
-pub use engine::observe::AttemptObserver;
+pub use engine::observe::{AttemptObserver, BreakerState};
 pub use engine::pool::{Overload, PoolConfig, PoolStats};
 pub use engine::registry::RoutingTable;
 pub use engine::route::{RouteBuilder, ROUTE_PREFIX, ROUTE_RETRY, ROUTE_TIMEOUT};
 pub use engine::runtime::Herald;
 pub use engine::shutdown::ShutdownReport;
-pub use model::envelope::{Envelope, Headers, MessageId, PublishOptions};
+pub use model::envelope::{DeliverAt, Envelope, Headers, MessageId, PublishOptions};
 pub use model::error::{
     CommandError, Disposition, HandlerError, HandlerErrorKind, HandlerFailure, PublishError,
 };
 pub use model::ledger::{Counts, LedgerSnapshot};
 pub use model::message::{Command, Event, Message, MessageDescriptor, MessageKind, Payload};
-pub use model::options::{Backoff, HandlerOptions, OnFailure, Rate, RetryPolicy};
+pub use model::options::{Backoff, CircuitBreaker, HandlerOptions, OnFailure, Rate, RetryPolicy};
 pub use model::outcome::{EventOutcome, HandlerReport, HandlerStatus};
 pub use model::stored_message::{
     HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
 };
+
+/// The `chrono` Herald's times are in (envelope times, [`PublishOptions::deliver_at`]).
+pub use chrono;
 
 /// The `sqlx` Herald is built with: use it for the transactions you pass to the outbox.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

@@ -62,6 +62,7 @@ use proc_macro::TokenStream;
 /// | `rate = "180/s"` | at most this many attempts per second (`/ms`, `/m`, `/h`) | unlimited |
 /// | `dedupe` | skip a message id this handler already completed | off |
 /// | `ordered` | messages with the same key run one at a time, in order (the message needs `key = ..`) | off |
+/// | `circuit_breaker(failures = 5, open_for = "30s")` | after `failures` failed attempts in a row, the handler's jobs wait `open_for` (no attempt spent), then one probe runs; each part optional | none (`circuit_breaker` alone: 5 failures, 30 s) |
 ///
 /// Durations are a number and a unit: `ns`, `us`, `ms`, `s`, `m` or `h` (`100ms`, `1.5s`).
 ///

@@ -3,8 +3,10 @@
 use crate::ports::dead_letters::DeadLetterStore;
 
 use crate::contract::handler::HandlerDescriptor;
+use crate::engine::breaker::Breaker;
 use crate::engine::counters::HandlerCounters;
 use crate::engine::dedupe::DedupeWindow;
+use crate::engine::delay::Delays;
 use crate::engine::lanes::KeyLanes;
 use crate::engine::memory_dead_letters::InMemoryDeadLetters;
 use crate::engine::observe::{AttemptObserver, Hooks, Observers};
@@ -14,7 +16,7 @@ use crate::engine::route::{Forward, RouteSpec};
 use crate::engine::runtime::{HandlerRuntime, Herald, Inner};
 use crate::engine::worker;
 use crate::model::message::{MessageDescriptor, MessageKind};
-use crate::model::options::Rate;
+use crate::model::options::{CircuitBreaker, Rate};
 use governor::{Quota, RateLimiter};
 use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
@@ -38,6 +40,7 @@ pub struct HeraldBuilder {
     prefix: Option<String>,
     dedupe_window: usize,
     rates: Vec<(String, Rate)>,
+    breakers: Vec<(String, CircuitBreaker)>,
     observers: Vec<(&'static str, Box<dyn AttemptObserver>)>,
     metrics: bool,
     routes: Vec<RouteSpec>,
@@ -73,6 +76,7 @@ impl HeraldBuilder {
             prefix: None,
             dedupe_window: 100_000,
             rates: Vec::new(),
+            breakers: Vec::new(),
             observers: Vec::new(),
             metrics: true,
             routes: Vec::new(),
@@ -137,6 +141,13 @@ impl HeraldBuilder {
     /// its `rate = "..."` option.
     pub fn rate(mut self, handler: impl Into<String>, rate: Rate) -> Self {
         self.rates.push((handler.into(), rate));
+        self
+    }
+
+    /// Sets or replaces the circuit breaker of one handler (by name; a route's name too), e.g. from
+    /// configuration, overriding its `circuit_breaker(..)` option. See [`CircuitBreaker`].
+    pub fn circuit_breaker(mut self, handler: impl Into<String>, breaker: CircuitBreaker) -> Self {
+        self.breakers.push((handler.into(), breaker));
         self
     }
 
@@ -223,14 +234,17 @@ impl HeraldBuilder {
             .iter()
             .map(|desc| {
                 let pool = pools[desc.pool.unwrap_or(DEFAULT_POOL)].clone();
+                let breaker = self.breaker_of(desc);
                 Arc::new(HandlerRuntime {
                     desc,
                     pool,
                     counters: HandlerCounters::new(Hooks::new(
                         desc.name,
                         self.metrics,
+                        breaker.is_some(),
                         observers.clone(),
                     )),
+                    breaker: breaker.map(|config| Arc::new(Breaker::new(desc.name, config))),
                     rate: self.rate_of(desc).and_then(|rate| {
                         let quota = Quota::with_period(rate.per / rate.count.max(1))?;
                         // A burst of 1% of the rate (at least 1) keeps any one window within 1% of the
@@ -257,6 +271,7 @@ impl HeraldBuilder {
             if let Some(forward) = &handler.forward {
                 table.set_destination(handler.desc.name, forward.destination());
             }
+            table.set_breaker(handler.desc.name, self.breaker_of(handler.desc));
         }
         let inner = Inner {
             table,
@@ -274,7 +289,9 @@ impl HeraldBuilder {
             messages: messages.iter().map(|m| (m.name, *m)).collect(),
             accepting: AtomicBool::new(true),
             background: TaskTracker::new(),
+            delays: Arc::new(Delays::default()),
         };
+        runtime.spawn(inner.delays.clone().run());
         for pool in &inner.pools {
             let workers = (0..pool.config.concurrency)
                 .map(|_| runtime.spawn(worker::run_worker(pool.clone())))
@@ -293,6 +310,17 @@ impl HeraldBuilder {
             .rev()
             .find(|(name, _)| name == handler.name);
         configured.map(|(_, rate)| *rate).or(handler.options.rate)
+    }
+
+    fn breaker_of(&self, handler: &HandlerDescriptor) -> Option<CircuitBreaker> {
+        let configured = self
+            .breakers
+            .iter()
+            .rev()
+            .find(|(name, _)| name == handler.name);
+        configured
+            .map(|(_, breaker)| *breaker)
+            .or(handler.options.circuit_breaker)
     }
 
     fn check(
@@ -334,6 +362,21 @@ impl HeraldBuilder {
                 problems.push(BuildProblem::general(format!(
                     "`.rate(\"{name}\", ..)` allows nothing: use a count and a period above zero, e.g. Rate {{ count: 180, per: Duration::from_secs(1) }}"
                 )));
+            }
+        }
+        for (name, _) in &self.breakers {
+            if !handlers.iter().any(|h| h.name == name) {
+                problems.push(BuildProblem::general(format!(
+                    "`.circuit_breaker(\"{name}\", ..)` names no handler: use a handler name from the routing table"
+                )));
+            }
+        }
+        for handler in handlers {
+            if let Some(problem) = self
+                .breaker_of(handler)
+                .and_then(|breaker| breaker.problem(handler.name))
+            {
+                problems.push(BuildProblem::handler(handler, problem));
             }
         }
         if self.dedupe_window == 0 {

@@ -2,7 +2,7 @@
 
 /// How a finished job ended, for the ledger (public for observers as [`crate::observe::Ending`]).
 pub(crate) use crate::engine::observe::Ending;
-use crate::engine::observe::{Admission, Hooks, LedgerChange};
+use crate::engine::observe::{Admission, BreakerChange, Hooks, LedgerChange};
 use crate::model::envelope::Envelope;
 use crate::model::ledger::{Counts, LedgerSnapshot};
 use crate::model::outcome::HandlerStatus;
@@ -43,6 +43,8 @@ struct Intake {
     /// Taken out of the queue by `DropOldest`.
     evicted: AtomicU64,
     rejected: AtomicU64,
+    /// Queued jobs that started waiting for their delivery time.
+    delayed: AtomicU64,
 }
 
 /// Written when a job starts and ends (the workers' side).
@@ -63,6 +65,12 @@ struct Outcomes {
     lost: AtomicU64,
     failed_attempts: AtomicU64,
     retried: AtomicU64,
+    /// Delayed jobs that reached their time (or were taken at shutdown).
+    delay_ended: AtomicU64,
+    breaker_opened: AtomicU64,
+    breaker_probes: AtomicU64,
+    breaker_closed: AtomicU64,
+    breaker_held: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -164,6 +172,32 @@ impl HandlerCounters {
         self.hooks.ledger(LedgerChange::Retried);
     }
 
+    /// A queued job waits for its delivery time (it stays `queued`).
+    #[inline]
+    pub(crate) fn delayed(&self) {
+        bump(&self.intake.delayed);
+        self.hooks.ledger(LedgerChange::Delayed);
+    }
+
+    /// A delayed job reached its time and entered its pool's queue, or shutdown took it.
+    #[inline]
+    pub(crate) fn delay_ended(&self) {
+        bump(&self.outcomes.delay_ended);
+        self.hooks.ledger(LedgerChange::DelayEnded);
+    }
+
+    /// The handler's circuit breaker moved.
+    pub(crate) fn breaker(&self, change: BreakerChange) {
+        let counter = match change {
+            BreakerChange::Opened => &self.outcomes.breaker_opened,
+            BreakerChange::Probe => &self.outcomes.breaker_probes,
+            BreakerChange::Closed => &self.outcomes.breaker_closed,
+            BreakerChange::Held => &self.outcomes.breaker_held,
+        };
+        bump(counter);
+        self.hooks.ledger(LedgerChange::Breaker(change));
+    }
+
     fn bucket(&self, ending: Ending) -> &AtomicU64 {
         match ending {
             Ending::Succeeded => &self.outcomes.succeeded,
@@ -191,6 +225,7 @@ impl HandlerCounters {
         let deferred = o.deferred.load(Acquire);
         let failed_attempts = o.failed_attempts.load(Acquire);
         let retried = o.retried.load(Acquire);
+        let delay_ended = o.delay_ended.load(Acquire);
         let started = o.started.load(Acquire);
         let unqueued = o.unqueued.load(Acquire);
         let lost = o.lost.load(Acquire);
@@ -200,6 +235,7 @@ impl HandlerCounters {
         let running_in = i.running.load(Acquire);
         let dropped_in = i.dropped.load(Acquire);
         let rejected = i.rejected.load(Acquire);
+        let delayed = i.delayed.load(Acquire);
         let ended = succeeded + dead_lettered + ignored + deduplicated + deferred;
         // A lost job is taken out of the running jobs first, then out of the queued ones.
         let running = (started + running_in).saturating_sub(ended);
@@ -218,6 +254,11 @@ impl HandlerCounters {
             lost,
             in_flight: running - lost_running,
             queued: queued_in.saturating_sub(started + evicted + unqueued + (lost - lost_running)),
+            delayed: delayed.saturating_sub(delay_ended),
+            breaker_opened: o.breaker_opened.load(Acquire),
+            breaker_probes: o.breaker_probes.load(Acquire),
+            breaker_closed: o.breaker_closed.load(Acquire),
+            breaker_held: o.breaker_held.load(Acquire),
         }
     }
 }
@@ -251,6 +292,7 @@ mod tests {
         let counters = &HandlerCounters::new(Hooks::new(
             "ledger-test",
             true,
+            false,
             crate::engine::observe::Observers::default(),
         ));
         let done = &AtomicBool::new(false);

@@ -348,6 +348,7 @@ impl Herald {
             payload,
             herald: self.clone(),
             outcomes: sink,
+            due: None,
         });
         if handlers.is_empty() {
             dispatch.outcomes.complete_empty(dispatch.envelope.id);

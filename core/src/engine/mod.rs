@@ -1,13 +1,16 @@
 //! Layer 3: the engine. The builder and registry, the publish path, pools and key lanes, the worker
-//! and its attempt pipeline with observers, dedupe, the ledger's counters, handles, the bus, shutdown,
+//! and its attempt pipeline with observers, dedupe, circuit breakers, delayed delivery, the ledger's
+//! counters, handles, the bus, shutdown,
 //! and one public ingress ([`Herald::ingest`](crate::Herald::ingest)) through which anything outside
 //! the engine (a relay, a broker consumer, re-drive) delivers a stored message. It imports `model`,
 //! `contract` and `ports`, never `durable`.
 
+pub(crate) mod breaker;
 pub(crate) mod builder;
 pub(crate) mod bus;
 pub(crate) mod counters;
 pub(crate) mod dedupe;
+pub(crate) mod delay;
 pub(crate) mod handles;
 pub(crate) mod ingress;
 pub(crate) mod lanes;

@@ -271,6 +271,42 @@ pub enum LedgerChange {
     FailedAttempt,
     /// A retry was scheduled.
     Retried,
+    /// A queued job waits for its delivery time
+    /// ([`PublishOptions::deliver_at`](crate::PublishOptions::deliver_at)); it stays queued.
+    Delayed,
+    /// A delayed job reached its time and entered its pool's queue (or shutdown took it).
+    DelayEnded,
+    /// The handler's circuit breaker moved, or held a job.
+    Breaker(BreakerChange),
+}
+
+/// A movement of a handler's circuit breaker ([`CircuitBreaker`](crate::CircuitBreaker)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakerChange {
+    /// It opened: `failures` attempts failed in a row, or the probe failed.
+    Opened,
+    /// The open period passed: one attempt runs as the probe (half-open).
+    Probe,
+    /// The probe succeeded: it closed, and the jobs it held run.
+    Closed,
+    /// A job was made to wait while it is open (no attempt is spent).
+    Held,
+}
+
+/// Where a handler's circuit breaker stands ([`Herald::circuit_breaker`](crate::Herald::circuit_breaker)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Calls go through; `failures` counts the failed attempts in a row so far.
+    Closed {
+        /// Failed attempts in a row.
+        failures: u32,
+    },
+    /// No call goes through until the open period ends.
+    Open,
+    /// The open period ended: one probe runs (or the next job to come will be the probe).
+    HalfOpen,
 }
 
 /// How a job was accepted.
@@ -392,10 +428,16 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    pub(crate) fn new(handler: &'static str, metrics: bool, observers: Observers) -> Self {
+    /// `breaker`: whether the handler has a circuit breaker (its series are made only then).
+    pub(crate) fn new(
+        handler: &'static str,
+        metrics: bool,
+        breaker: bool,
+        observers: Observers,
+    ) -> Self {
         Hooks {
             handler,
-            metrics: metrics.then(|| MetricsObserver::new(handler)),
+            metrics: metrics.then(|| MetricsObserver::new(handler, breaker)),
             observers,
         }
     }
@@ -479,10 +521,23 @@ pub(crate) struct MetricsObserver {
     lost: Counter,
     in_flight: Gauge,
     queued: Gauge,
+    delayed: Gauge,
+    breaker: Option<BreakerMetrics>,
+}
+
+/// The series of a handler's circuit breaker: transitions by state, jobs held, and whether it is
+/// open (1) or closed (0).
+#[derive(Debug)]
+struct BreakerMetrics {
+    opened: Counter,
+    probes: Counter,
+    closed: Counter,
+    held: Counter,
+    open: Gauge,
 }
 
 impl MetricsObserver {
-    pub(crate) fn new(handler: &'static str) -> Self {
+    pub(crate) fn new(handler: &'static str, breaker: bool) -> Self {
         let c = |outcome: &'static str| counter!("herald_messages_total", "handler" => handler, "outcome" => outcome);
         MetricsObserver {
             accepted: c("accepted"),
@@ -498,6 +553,17 @@ impl MetricsObserver {
             lost: c("lost"),
             in_flight: gauge!("herald_in_flight", "handler" => handler),
             queued: gauge!("herald_queued", "handler" => handler),
+            delayed: gauge!("herald_delayed", "handler" => handler),
+            breaker: breaker.then(|| {
+                let t = |to: &'static str| counter!("herald_circuit_breaker_transitions_total", "handler" => handler, "to" => to);
+                BreakerMetrics {
+                    opened: t("open"),
+                    probes: t("half_open"),
+                    closed: t("closed"),
+                    held: counter!("herald_circuit_breaker_held_total", "handler" => handler),
+                    open: gauge!("herald_circuit_breaker_open", "handler" => handler),
+                }
+            }),
         }
     }
 }
@@ -540,6 +606,24 @@ impl AttemptObserver for MetricsObserver {
             LedgerChange::Lost => self.lost.increment(1),
             LedgerChange::FailedAttempt => self.failed_attempts.increment(1),
             LedgerChange::Retried => self.retried.increment(1),
+            LedgerChange::Delayed => self.delayed.increment(1.0),
+            LedgerChange::DelayEnded => self.delayed.decrement(1.0),
+            LedgerChange::Breaker(change) => {
+                if let Some(breaker) = &self.breaker {
+                    match change {
+                        BreakerChange::Opened => {
+                            breaker.opened.increment(1);
+                            breaker.open.set(1.0);
+                        }
+                        BreakerChange::Probe => breaker.probes.increment(1),
+                        BreakerChange::Closed => {
+                            breaker.closed.increment(1);
+                            breaker.open.set(0.0);
+                        }
+                        BreakerChange::Held => breaker.held.increment(1),
+                    }
+                }
+            }
         }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Dispatch {
     pub(crate) payload: Payload,
     pub(crate) herald: Herald,
     pub(crate) outcomes: OutcomeCollector,
+    /// When a delayed message is due (`PublishOptions::deliver_at`); `None`: now.
+    pub(crate) due: Option<tokio::time::Instant>,
 }
 
 impl crate::contract::invocation::InvocationContext for Dispatch {
@@ -71,6 +73,14 @@ impl Job {
         }
     }
 
+    /// When the job's delayed message is due, if that is still to come (`None`: it may run now).
+    #[inline]
+    pub(crate) fn due(&self) -> Option<tokio::time::Instant> {
+        self.dispatch
+            .due
+            .filter(|due| *due > tokio::time::Instant::now())
+    }
+
     /// Reports how the job ended to whoever awaits the message's outcome. The ledger bucket is the
     /// caller's to count (it differs by path).
     pub(crate) fn settle(mut self, status: HandlerStatus, reply: Option<AnyReply>) {
@@ -114,6 +124,9 @@ pub(crate) enum Attempts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Patience {
     Wait,
+    /// May wait, but not run the job itself: a delayed message, which cannot run now, waits for
+    /// room under `CallerRuns`.
+    WaitNotRun,
     Never,
 }
 
@@ -203,7 +216,14 @@ impl Herald {
         self.publish_with(event, PublishOptions::new()).await
     }
 
-    /// [`publish`](Self::publish) with an idempotency key and headers.
+    /// [`publish`](Self::publish) with an idempotency key, headers, or a delivery time.
+    ///
+    /// With [`deliver_at`](PublishOptions::deliver_at) or
+    /// [`deliver_after`](PublishOptions::deliver_after), the message is accepted now (the pools'
+    /// overload policies apply now; `CallerRuns` waits for room, since the job cannot run now) and
+    /// each handler's job waits in memory, holding its slot of its pool's queue, until its time;
+    /// the returned [`Delivery`] resolves after that. A shutdown before its time dead-letters it
+    /// (reason `shutdown`).
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
@@ -332,6 +352,15 @@ impl Herald {
             self.handed_back(handlers);
             return Err(PublishError::ShuttingDown { message });
         }
+        // Counted from the call: a wait for room does not push a delayed message later.
+        let due = options.deliver.and_then(|deliver| {
+            let delay = deliver.delay_from(chrono::Utc::now());
+            (!delay.is_zero()).then(|| due_after(delay))
+        });
+        let patience = match (patience, due) {
+            (Patience::Wait, Some(_)) => Patience::WaitNotRun,
+            (patience, _) => patience,
+        };
         let reservation = match self.reserve(handlers, patience).await {
             Ok(reservation) => reservation,
             Err(refused) => {
@@ -359,6 +388,7 @@ impl Herald {
             payload: Payload::new(message),
             herald: self.clone(),
             outcomes: sink,
+            due,
         });
         if handlers.is_empty() {
             // Nothing to do is complete.
@@ -387,10 +417,13 @@ impl Herald {
             let slot = match pool.try_reserve() {
                 Room::Reserved => Some(Slot::Queued),
                 Room::Full => match (pool.config.overload, patience) {
-                    (Overload::Wait { max_wait }, Patience::Wait) => {
+                    (Overload::Wait { max_wait }, Patience::Wait | Patience::WaitNotRun) => {
                         pool.reserve(max_wait).await.then_some(Slot::Queued)
                     }
                     (Overload::CallerRuns, Patience::Wait) => Some(Slot::CallerRuns),
+                    (Overload::CallerRuns, Patience::WaitNotRun) => {
+                        pool.reserve(None).await.then_some(Slot::Queued)
+                    }
                     (Overload::DropNewest, _) => Some(Slot::Dropped),
                     (Overload::DropOldest, _) => Some(match pool.evict_oldest() {
                         Some(oldest) => {
@@ -478,7 +511,7 @@ impl Herald {
             },
             _ => job,
         };
-        job.handler.pool.clone().enqueue(job);
+        queue_when_due(job);
     }
 
     /// `DropOldest` took this job out of the queue: it is dropped, and the next job with its key moves up.
@@ -507,6 +540,25 @@ impl Herald {
         job.settle(HandlerStatus::Dropped, None);
         self.inner.store_dead_letter_later(entry);
     }
+}
+
+/// A job that holds its slot (and its key, if `ordered`) goes into its pool's queue now, or waits
+/// for its delivery time first.
+pub(crate) fn queue_when_due(job: Job) {
+    match job.due() {
+        None => job.handler.pool.clone().enqueue(job),
+        Some(due) => {
+            let delays = job.dispatch.herald.inner.delays.clone();
+            delays.hold(job, due);
+        }
+    }
+}
+
+/// The moment `delay` from now (a delay too large for the clock waits about thirty years).
+fn due_after(delay: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// The `publish` span of one message (kind producer), entered while its trace context is captured,

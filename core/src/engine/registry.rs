@@ -2,6 +2,7 @@
 
 use crate::contract::handler::HandlerDescriptor;
 use crate::model::message::{MessageDescriptor, MessageKind};
+use crate::model::options::CircuitBreaker;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -52,6 +53,8 @@ struct RouteEntry {
     location: String,
     /// A route's sink (`MessageSink::destination`); `None` for a handler.
     destination: Option<String>,
+    /// The circuit breaker in force (the option, or the builder's override).
+    breaker: Option<CircuitBreaker>,
 }
 
 impl RoutingTable {
@@ -77,6 +80,7 @@ impl RoutingTable {
                 options: describe_options(handler),
                 location: handler.location(),
                 destination: None,
+                breaker: handler.options.circuit_breaker,
             });
         }
         RoutingTable { routes }
@@ -99,6 +103,18 @@ impl RoutingTable {
             .find(|entry| entry.handler == handler)
         {
             entry.destination = Some(destination);
+        }
+    }
+
+    /// Records the circuit breaker in force for `handler` (the builder may override the option).
+    pub(crate) fn set_breaker(&mut self, handler: &str, breaker: Option<CircuitBreaker>) {
+        if let Some(entry) = self
+            .routes
+            .values_mut()
+            .flat_map(|route| route.handlers.iter_mut())
+            .find(|entry| entry.handler == handler)
+        {
+            entry.breaker = breaker;
         }
     }
 
@@ -159,9 +175,13 @@ impl fmt::Display for RoutingTable {
                 writeln!(f, "  (no handler)")?;
             }
             for entry in &route.handlers {
+                let breaker = entry
+                    .breaker
+                    .map(|breaker| format!(" {breaker}"))
+                    .unwrap_or_default();
                 writeln!(
                     f,
-                    "  -> {} [pool={}] {} ({})",
+                    "  -> {} [pool={}] {}{breaker} ({})",
                     entry.handler, entry.pool, entry.options, entry.location
                 )?;
             }

@@ -22,7 +22,7 @@ use crate::engine::builder::HeraldBuilder;
 use crate::model::envelope::Envelope;
 use crate::model::error::HandlerError;
 use crate::model::message::{Event, MessageKind, Payload};
-use crate::model::options::{Backoff, HandlerOptions, OnFailure, RetryPolicy};
+use crate::model::options::{Backoff, CircuitBreaker, HandlerOptions, OnFailure, RetryPolicy};
 use crate::model::stored_message::OutgoingMessage;
 use crate::ports::trace;
 use crate::ports::transport::{Capabilities, Confirmation, MessageSink};
@@ -267,6 +267,7 @@ impl<E: Event> RouteBuilder<E> {
                 rate: None,
                 dedupe: false,
                 ordered: E::HAS_KEY,
+                circuit_breaker: None,
             },
             requires: Capabilities::none(),
             location,
@@ -305,6 +306,14 @@ impl<E: Event> RouteBuilder<E> {
     /// What happens after the last failed attempt (default: the dead letters).
     pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
         self.options.on_failure = on_failure;
+        self
+    }
+
+    /// Stops publishing to a sink that keeps failing (see [`CircuitBreaker`]): after
+    /// `failures` unconfirmed publishes in a row, the route's messages wait `open_for` without
+    /// spending attempts, then one publish probes the sink.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.options.circuit_breaker = Some(breaker);
         self
     }
 

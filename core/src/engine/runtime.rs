@@ -3,9 +3,12 @@
 use crate::model::dead_letter::{DeadLetter, DeadLetterId};
 
 use crate::contract::handler::HandlerDescriptor;
+use crate::engine::breaker::Breaker;
 use crate::engine::counters::HandlerCounters;
 use crate::engine::dedupe::DedupeWindow;
+use crate::engine::delay::Delays;
 use crate::engine::lanes::KeyLanes;
+use crate::engine::observe::BreakerState;
 use crate::engine::pool::{Pool, PoolStats};
 use crate::engine::registry::RoutingTable;
 use crate::engine::route::Forward;
@@ -47,6 +50,8 @@ pub(crate) struct HandlerRuntime {
     pub(crate) lanes: Option<KeyLanes>,
     /// Set for a route: its attempt publishes to a sink instead of calling `desc.call`.
     pub(crate) forward: Option<Forward>,
+    /// Set when the handler has a circuit breaker.
+    pub(crate) breaker: Option<Arc<Breaker>>,
 }
 
 impl fmt::Debug for HandlerRuntime {
@@ -71,14 +76,18 @@ pub(crate) struct Inner {
     pub(crate) accepting: AtomicBool,
     /// Dead-letter writes started where the caller cannot wait (`try_publish`); shutdown awaits them.
     pub(crate) background: TaskTracker,
+    /// Jobs of delayed messages waiting for their time.
+    pub(crate) delays: Arc<Delays>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle is gone: close the queues so the workers end.
+        // The last handle is gone: close the queues so the workers end, and stop the delay timer
+        // (no job waits there: each would hold a handle).
         for pool in &self.pools {
             pool.queue.close();
         }
+        self.delays.stop();
     }
 }
 
@@ -171,6 +180,17 @@ impl Herald {
         );
         ledger.dead_letters_evicted = self.inner.dead_letters.evicted();
         ledger
+    }
+
+    /// Where the circuit breaker of `handler` stands, or `None` when the handler has no breaker
+    /// (or no handler has that name).
+    pub fn circuit_breaker(&self, handler: &str) -> Option<BreakerState> {
+        self.inner
+            .handlers
+            .iter()
+            .find(|h| h.desc.name == handler)
+            .and_then(|h| h.breaker.as_ref())
+            .map(|breaker| breaker.state())
     }
 
     /// Depth and bounds of every pool.

@@ -30,6 +30,9 @@ pub struct ShutdownReport {
 impl Herald {
     /// Stops intake (publish then returns `ShuttingDown` with the message), drains queued and running
     /// work until `deadline`, then cancels what is left and dead-letters it with reason `shutdown`.
+    ///
+    /// Queued work includes delayed messages still waiting for their time (those due before the
+    /// deadline are delivered) and jobs held by an open circuit breaker.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let started = Instant::now();
         let inner = &self.inner;
@@ -50,6 +53,21 @@ impl Herald {
         }
         let drained = pending() == 0;
 
+        // Jobs waiting for their delivery time or held by an open circuit breaker are queued
+        // jobs outside the pool queues: taken first, so that none moves into a queue after the
+        // queues are emptied below (a job held later goes to its pool's casualties).
+        let mut casualties: Vec<Casualty> = inner
+            .delays
+            .drain()
+            .into_iter()
+            .map(Casualty::queued)
+            .collect();
+        for handler in &inner.handlers {
+            if let Some(breaker) = &handler.breaker {
+                casualties.extend(breaker.drain().into_iter().map(Casualty::queued));
+            }
+        }
+
         for pool in &inner.pools {
             pool.stopping.store(true, Ordering::Release);
             pool.queue.close();
@@ -63,7 +81,6 @@ impl Herald {
             }
         }
 
-        let mut casualties = Vec::new();
         for pool in &inner.pools {
             while let Some(job) = pool.queue.try_pop() {
                 casualties.push(Casualty::queued(job));

@@ -3,6 +3,7 @@
 
 use crate::contract::handler::AnyReply;
 use crate::contract::invocation::Invocation;
+use crate::engine::breaker::{Admit, Pass, Verdict};
 use crate::engine::counters::Ending;
 use crate::engine::dedupe::{Claim, DedupeWindow};
 use crate::engine::lanes::Parked;
@@ -43,10 +44,27 @@ pub(crate) async fn run_worker(pool: Arc<Pool>) {
             pool.casualties.lock().push(Casualty::queued(job));
             continue;
         }
-        pool.release();
-        job.handler.counters.started();
-        run_started(job, Runner::Worker).await;
+        if let Some((job, pass)) = start(job) {
+            run_started(job, pass, Runner::Worker).await;
+        }
     }
+}
+
+/// A queued job starts on a worker: it gives its slot back and counts as started, unless its
+/// handler's open circuit breaker holds it (still queued, keeping its slot). Returns the job and
+/// the breaker's pass for its first attempt.
+fn start(job: Job) -> Option<(Job, Option<Pass>)> {
+    let handler = job.handler.clone();
+    let (job, pass) = match &handler.breaker {
+        None => (job, None),
+        Some(breaker) => match breaker.admit_or_hold(job, &handler.counters) {
+            Admit::Run(job, pass) => (job, Some(pass)),
+            Admit::Held => return None,
+        },
+    };
+    handler.pool.release();
+    handler.counters.started();
+    Some((job, pass))
 }
 
 /// A job its publisher runs on its own task (`CallerRuns`).
@@ -97,7 +115,7 @@ impl CallerJobs {
                     }
                 }
             };
-            run_started(job, Runner::Caller).await;
+            run_started(job, None, Runner::Caller).await;
         }
     }
 }
@@ -134,15 +152,15 @@ enum Runner {
 /// Runs a started job, then (on a worker) the jobs parked behind its key. There is no `.await`
 /// between taking the next parked job and handing it to `execute`, so an abort at shutdown never
 /// loses it.
-async fn run_started(job: Job, runner: Runner) {
-    let mut current = Some(job);
-    while let Some(job) = current.take() {
+async fn run_started(job: Job, pass: Option<Pass>, runner: Runner) {
+    let mut current = Some((job, pass));
+    while let Some((job, pass)) = current.take() {
         let handler = job.handler.clone();
         let key = handler
             .lanes
             .as_ref()
             .and(job.dispatch.envelope.key.clone());
-        execute(job).await;
+        execute(job, pass).await;
         if let Some(key) = key {
             current = pass_key(&handler, &key, runner == Runner::Worker);
         }
@@ -150,18 +168,23 @@ async fn run_started(job: Job, runner: Runner) {
 }
 
 /// The job holding `key` ended: the key passes to the next job parked behind it. A queued job is
-/// returned for the current worker to run when `on_worker`, and otherwise goes into its pool's
-/// queue with the slot it holds; a caller job is handed to its waiting publisher, or dead-lettered
-/// (reason `cancelled`) if that publisher gave up, and the key passes on again.
-pub(crate) fn pass_key(handler: &HandlerRuntime, key: &str, on_worker: bool) -> Option<Job> {
+/// returned for the current worker to run when `on_worker` (unless its handler's circuit breaker
+/// holds it), and otherwise goes into its pool's queue with the slot it holds; a delayed one
+/// waits for its time first, holding the key. A caller job is handed to its waiting publisher, or
+/// dead-lettered (reason `cancelled`) if that publisher gave up, and the key passes on again.
+pub(crate) fn pass_key(
+    handler: &HandlerRuntime,
+    key: &str,
+    on_worker: bool,
+) -> Option<(Job, Option<Pass>)> {
     let lanes = handler.lanes.as_ref()?;
     loop {
         match lanes.next(key)? {
-            Parked::Queued(job) if on_worker => {
-                job.handler.pool.release();
-                job.handler.counters.started();
-                return Some(job);
+            Parked::Queued(job) if job.due().is_some() => {
+                crate::engine::publish::queue_when_due(job);
+                return None;
             }
+            Parked::Queued(job) if on_worker => return start(job),
             Parked::Queued(job) => {
                 job.handler.pool.clone().enqueue(job);
                 return None;
@@ -248,7 +271,8 @@ impl Progress {
     }
 }
 
-/// A job whose worker stopped at the shutdown deadline: still queued, or cut off while running.
+/// A job whose worker stopped at the shutdown deadline: still queued (a delayed one, or one held
+/// by a circuit breaker, included), or cut off while running.
 #[derive(Debug)]
 pub(crate) struct Casualty {
     pub(crate) job: Job,
@@ -281,6 +305,9 @@ struct InFlight {
     claim: Option<String>,
     /// The attempt running now and when it started, kept only when observers watch attempts.
     attempt_started: Option<(u32, Instant)>,
+    /// The attempt running now is its circuit breaker's probe: if the job is cut off, the next
+    /// attempt probes instead.
+    probing: bool,
 }
 
 impl InFlight {
@@ -327,12 +354,29 @@ impl InFlight {
     fn disarm(&mut self) -> Job {
         self.job.take().expect("disarmed once")
     }
+
+    /// Reports the attempt's result to the handler's circuit breaker, if it has one.
+    #[inline]
+    fn breaker_result(&mut self, pass: Option<Pass>, result: &Result<AnyReply, HandlerError>) {
+        if let Some(pass) = pass {
+            let handler = &self.job().handler;
+            if let Some(breaker) = &handler.breaker {
+                breaker.record(pass, Verdict::of(result), &handler.counters);
+            }
+            self.probing = false;
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.job.is_none() {
             return;
+        }
+        if self.probing {
+            if let Some(breaker) = &self.job().handler.breaker {
+                breaker.abandon_probe();
+            }
         }
         self.release_claim(false);
         let Some(job) = self.job.take() else { return };
@@ -368,7 +412,9 @@ impl Drop for InFlight {
 ///
 /// Then, for each attempt:
 ///
-/// 2. [`wait_for_rate`]: the handler's rate limiter.
+/// 2. The circuit breaker, if the handler has one: the first attempt of a job a worker started
+///    was let through by it already; any other attempt waits in place while it is open (in
+///    flight, no attempt spent). Then [`wait_for_rate`]: the handler's rate limiter.
 /// 3. [`call`]: the handler under its timeout, with panics caught; observers see the attempt start
 ///    before and end after the retry decision.
 /// 4. [`decide`]: the retry decision ([`Next`]).
@@ -377,7 +423,7 @@ impl Drop for InFlight {
 ///
 /// The [`InFlight`] guard holds the job throughout, so a worker aborted or a publisher gone at any
 /// `.await` still ends the job in a recorded state.
-async fn execute(job: Job) {
+async fn execute(job: Job, first_pass: Option<Pass>) {
     let handler = job.handler.clone();
     let hooks = handler.counters.hooks();
     // Built in place: a constructor returning the guard by value costs a `memcpy` per job.
@@ -385,18 +431,36 @@ async fn execute(job: Job) {
         progress: Progress::default(),
         claim: None,
         attempt_started: None,
+        probing: first_pass == Some(Pass::Probe),
         job: Some(job),
     };
+    let mut first_pass = first_pass;
     if let Attempts::Once(attempt) = guard.job().attempts {
         guard.progress.attempts = attempt.saturating_sub(1);
     }
     if let Some(window) = &handler.dedupe {
+        // The claim may wait for another run of this id, which may itself wait for the breaker:
+        // the breaker is asked again after the claim, and a probe given now is handed on.
+        if first_pass.take() == Some(Pass::Probe) {
+            guard.probing = false;
+            if let Some(breaker) = &handler.breaker {
+                breaker.abandon_probe();
+            }
+        }
         if claim_dedupe(window, &mut guard).await == Claimed::Duplicate {
             return;
         }
     }
     let mut delays = None;
     loop {
+        let pass = match &handler.breaker {
+            None => None,
+            Some(breaker) => Some(match first_pass.take() {
+                Some(pass) => pass,
+                None => breaker.wait_in_place(&handler.counters).await,
+            }),
+        };
+        guard.probing = pass == Some(Pass::Probe);
         let attempt = guard.next_attempt();
         wait_for_rate(&handler).await;
         if hooks.watching() {
@@ -420,6 +484,7 @@ async fn execute(job: Job) {
             },
             Some(span) => traced(guard.job(), attempt, span).await,
         };
+        guard.breaker_result(pass, &result);
         let next = decide(&mut guard, result, attempt, &mut delays);
         if hooks.watching() {
             guard.attempt_ends(hooks, next.outcome());

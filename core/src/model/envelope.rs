@@ -107,12 +107,32 @@ impl Envelope {
     }
 }
 
-/// Options for one publish or send: the caller's re-send id and headers.
+/// Options for one publish or send: the caller's re-send id, headers, and when to deliver it.
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct PublishOptions {
     pub(crate) idempotency_key: Option<String>,
     pub(crate) headers: Headers,
+    pub(crate) deliver: Option<DeliverAt>,
+}
+
+/// When a delayed message is due: at a moment, or after a delay counted from its publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverAt {
+    /// At this moment (a moment already past is due at once).
+    At(DateTime<Utc>),
+    /// This long after the publish.
+    After(std::time::Duration),
+}
+
+impl DeliverAt {
+    /// How long from `now` until the message is due (zero when it already is).
+    pub fn delay_from(&self, now: DateTime<Utc>) -> std::time::Duration {
+        match self {
+            DeliverAt::At(at) => (*at - now).to_std().unwrap_or_default(),
+            DeliverAt::After(delay) => *delay,
+        }
+    }
 }
 
 impl PublishOptions {
@@ -143,5 +163,64 @@ impl PublishOptions {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.extra.insert(name.into(), value.into());
         self
+    }
+
+    /// Delivers the message at `at`, not before (a moment already past delivers at once).
+    ///
+    /// - [`Herald::publish_with`](crate::Herald::publish_with) (and `send_with`,
+    ///   `try_publish_with`): the message is accepted now (its pool's overload policy applies
+    ///   now, and it holds a slot of its pool's queue while it waits), counted `queued` in the
+    ///   ledger, and queued at its time. Held in memory only: a shutdown before its time
+    ///   dead-letters it with reason `shutdown`.
+    /// - An outbox's `publish_with`: the row is written due at `at`; the relay leaves it until
+    ///   then (on PostgreSQL and MySQL `at` is compared with the database server's clock).
+    ///
+    /// Per key, a delayed message keeps its place: an `ordered` handler (a keyed route too) runs
+    /// later messages of its key only after it, in memory as in the outbox. See
+    /// `docs/DELAYS_AND_BREAKERS.md`. The last of `deliver_at` and
+    /// [`deliver_after`](Self::deliver_after) wins.
+    pub fn deliver_at(mut self, at: DateTime<Utc>) -> Self {
+        self.deliver = Some(DeliverAt::At(at));
+        self
+    }
+
+    /// Delivers the message `delay` after the publish, not before; as
+    /// [`deliver_at`](Self::deliver_at) in every other way. On PostgreSQL and MySQL the outbox
+    /// counts the delay on the database server's clock, from the write.
+    pub fn deliver_after(mut self, delay: std::time::Duration) -> Self {
+        self.deliver = Some(DeliverAt::After(delay));
+        self
+    }
+
+    /// When the message is due, if it is delayed.
+    pub fn delivery(&self) -> Option<DeliverAt> {
+        self.deliver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_delivery_time_is_a_delay_from_now_and_never_negative() {
+        let now = Utc::now();
+        let delay = Duration::from_millis(1_500);
+        assert_eq!(DeliverAt::After(delay).delay_from(now), delay);
+        assert_eq!(
+            DeliverAt::At(now + chrono::Duration::seconds(2)).delay_from(now),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            DeliverAt::At(now - chrono::Duration::seconds(2)).delay_from(now),
+            Duration::ZERO
+        );
+        let options = PublishOptions::new().deliver_after(delay).deliver_at(now);
+        assert_eq!(
+            options.delivery(),
+            Some(DeliverAt::At(now)),
+            "the last wins"
+        );
     }
 }

@@ -35,8 +35,23 @@ pub struct Counts {
     pub lost: u64,
     /// Jobs running now.
     pub in_flight: u64,
-    /// Jobs waiting in a queue now.
+    /// Jobs waiting in a queue now (delayed ones and ones held by an open circuit breaker
+    /// included: each holds a slot of its pool's queue).
     pub queued: u64,
+    /// Of `queued`, the jobs waiting for their delivery time now
+    /// ([`PublishOptions::deliver_at`](crate::PublishOptions::deliver_at)). Not a bucket of its
+    /// own: the balance counts them in `queued`.
+    pub delayed: u64,
+    /// Times the handler's circuit breaker opened (after its run of failures, or after a failed
+    /// probe).
+    pub breaker_opened: u64,
+    /// Probes the circuit breaker let through after an open period (half-open).
+    pub breaker_probes: u64,
+    /// Times the circuit breaker closed again after a successful probe.
+    pub breaker_closed: u64,
+    /// Times a job was made to wait by the open circuit breaker, at no cost to its attempts
+    /// (not a bucket: the job is still `queued` or `in_flight`).
+    pub breaker_held: u64,
 }
 
 impl Counts {
@@ -71,6 +86,11 @@ impl Counts {
         self.lost += other.lost;
         self.in_flight += other.in_flight;
         self.queued += other.queued;
+        self.delayed += other.delayed;
+        self.breaker_opened += other.breaker_opened;
+        self.breaker_probes += other.breaker_probes;
+        self.breaker_closed += other.breaker_closed;
+        self.breaker_held += other.breaker_held;
     }
 }
 
@@ -92,6 +112,16 @@ impl fmt::Display for Counts {
             self.failed_attempts,
             self.retried
         )?;
+        if self.delayed > 0 {
+            write!(f, " ({} of the queued wait for their time)", self.delayed)?;
+        }
+        if self.breaker_opened + self.breaker_held > 0 {
+            write!(
+                f,
+                " (circuit breaker: opened {}, probes {}, closed {}, jobs held {})",
+                self.breaker_opened, self.breaker_probes, self.breaker_closed, self.breaker_held
+            )?;
+        }
         if !self.is_balanced() {
             write!(
                 f,

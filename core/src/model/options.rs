@@ -1,4 +1,5 @@
-//! Handler options as data: retry policy and backoff, timeout, rate, dedupe, ordering, failure route.
+//! Handler options as data: retry policy and backoff, timeout, rate, dedupe, ordering, failure
+//! route, circuit breaker.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,11 +19,13 @@ pub struct HandlerOptions {
     pub dedupe: bool,
     /// Messages with the same key run one at a time, in publish order.
     pub ordered: bool,
+    /// Stop calling a failing partner for a while: see [`CircuitBreaker`].
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl HandlerOptions {
     /// The defaults: 3 attempts with exponential backoff (100 ms × 2, at most 10 s), no timeout,
-    /// dead-letter on failure, no rate limit, no dedupe, unordered.
+    /// dead-letter on failure, no rate limit, no dedupe, unordered, no circuit breaker.
     pub const DEFAULT: HandlerOptions = HandlerOptions {
         retry: RetryPolicy::DEFAULT,
         timeout: None,
@@ -30,6 +33,7 @@ impl HandlerOptions {
         rate: None,
         dedupe: false,
         ordered: false,
+        circuit_breaker: None,
     };
 }
 
@@ -126,5 +130,62 @@ pub struct Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{:?}", self.count, self.per)
+    }
+}
+
+/// A circuit breaker: `circuit_breaker(failures = 5, open_for = "30s")`.
+///
+/// After `failures` failed attempts in a row the breaker **opens**: the handler is not called for
+/// `open_for`. Its jobs wait meanwhile: they are not failed, and the wait costs no attempt of
+/// their retry budget. Then one job's attempt runs as a **probe** (half-open): its success closes
+/// the breaker and every waiting job runs; its failure opens it for `open_for` again.
+///
+/// A failed attempt is one that returned a (retryable) error, panicked or timed out. A permanent
+/// error, an extraction failure or a malformed message says nothing about the partner: it neither
+/// counts nor resets the count. A success resets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Failed attempts in a row that open the breaker (at least 1).
+    pub failures: u32,
+    /// How long it stays open before a probe runs.
+    pub open_for: Duration,
+}
+
+impl CircuitBreaker {
+    /// 5 failures in a row open it for 30 s.
+    pub const DEFAULT: CircuitBreaker = CircuitBreaker {
+        failures: 5,
+        open_for: Duration::from_secs(30),
+    };
+
+    /// What is wrong with it, if anything, as a sentence that says the fix.
+    pub(crate) fn problem(&self, handler: &str) -> Option<String> {
+        if self.failures == 0 {
+            return Some(format!(
+                "the circuit breaker of `{handler}` opens after 0 failures, so it would never let a call through: use `failures` of at least 1, e.g. CircuitBreaker {{ failures: 5, open_for: Duration::from_secs(30) }}"
+            ));
+        }
+        if self.open_for.is_zero() {
+            return Some(format!(
+                "the circuit breaker of `{handler}` stays open for 0 s, so it would never hold a call: use an `open_for` above zero, e.g. CircuitBreaker {{ failures: 5, open_for: Duration::from_secs(30) }}"
+            ));
+        }
+        None
+    }
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit_breaker(failures={}, open_for={:?})",
+            self.failures, self.open_for
+        )
     }
 }

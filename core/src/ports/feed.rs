@@ -74,13 +74,20 @@ pub struct OutboxStatus {
     pub in_flight: u64,
     /// Pending rows that failed at least once and wait for their next attempt.
     pub retrying: u64,
+    /// Pending rows published with a delivery time still to come
+    /// ([`PublishOptions::deliver_at`](crate::PublishOptions::deliver_at)); they do not count in
+    /// the lag until then.
+    #[serde(default)]
+    pub delayed: u64,
     /// Finished rows where a handler failed for good (see the dead letters).
     pub failed: u64,
     /// Finished rows where every handler succeeded (kept for the retention period).
     pub processed: u64,
-    /// When the oldest pending row was published.
+    /// Since when the longest-waiting pending row has been due: its publish, or for a delayed row
+    /// its delivery time (a row re-driven on PostgreSQL: its re-drive). Rows still waiting for
+    /// their delivery time are left out.
     pub oldest_pending_at: Option<DateTime<Utc>>,
-    /// Age of the oldest pending row: how far delivery lags behind publishing.
+    /// How long that row has been due: how far delivery lags behind.
     pub lag: Option<Duration>,
     /// Dead letters stored in the same database.
     pub dead_letters: u64,

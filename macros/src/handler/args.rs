@@ -10,6 +10,7 @@
 //!     rate = "180/s",
 //!     dedupe,
 //!     ordered,
+//!     circuit_breaker(failures = 5, open_for = "30s"),
 //! )]
 //! ```
 
@@ -30,6 +31,7 @@ mod kw {
     syn::custom_keyword!(rate);
     syn::custom_keyword!(dedupe);
     syn::custom_keyword!(ordered);
+    syn::custom_keyword!(circuit_breaker);
 
     syn::custom_keyword!(max_attempts);
     syn::custom_keyword!(backoff);
@@ -40,10 +42,14 @@ mod kw {
     syn::custom_keyword!(dead_letter);
     syn::custom_keyword!(log);
     syn::custom_keyword!(ignore);
+
+    syn::custom_keyword!(failures);
+    syn::custom_keyword!(open_for);
 }
 
 const TEMPLATE: &str = "#[async_handler({})]";
 const RETRY_TEMPLATE: &str = "#[async_handler(retry({}))]";
+const BREAKER_TEMPLATE: &str = "#[async_handler(circuit_breaker({}))]";
 
 /// Each option with an example of it, in the order the docs list them.
 const OPTIONS: &[(&str, &str)] = &[
@@ -58,6 +64,10 @@ const OPTIONS: &[(&str, &str)] = &[
     ("rate", "rate = \"100/s\""),
     ("dedupe", "dedupe"),
     ("ordered", "ordered"),
+    (
+        "circuit_breaker",
+        "circuit_breaker(failures = 5, open_for = \"30s\")",
+    ),
 ];
 
 /// Words other libraries use for Herald's options.
@@ -73,12 +83,31 @@ const OPTION_ALIASES: &[(&str, &str)] = &[
     ("deduplicate", "dedupe"),
     ("on_error", "on_failure"),
     ("sequential", "ordered"),
+    ("breaker", "circuit_breaker"),
+    ("circuit", "circuit_breaker"),
+    ("circuitbreaker", "circuit_breaker"),
 ];
 
 const RETRY_OPTIONS: &[(&str, &str)] = &[
     ("max_attempts", "max_attempts = 5"),
     ("backoff", "backoff = exponential(100ms, 2.0, 10s)"),
     ("jitter", "jitter"),
+];
+
+const BREAKER_OPTIONS: &[(&str, &str)] = &[
+    ("failures", "failures = 5"),
+    ("open_for", "open_for = \"30s\""),
+];
+
+const BREAKER_ALIASES: &[(&str, &str)] = &[
+    ("threshold", "failures"),
+    ("failure_threshold", "failures"),
+    ("max_failures", "failures"),
+    ("consecutive_failures", "failures"),
+    ("cooldown", "open_for"),
+    ("reset_timeout", "open_for"),
+    ("wait", "open_for"),
+    ("duration", "open_for"),
 ];
 
 const RETRY_ALIASES: &[(&str, &str)] = &[
@@ -101,6 +130,15 @@ pub(crate) struct HandlerArgs {
     pub(crate) dedupe: bool,
     /// The span of the `ordered` keyword, where a missing message key is reported.
     pub(crate) ordered: Option<Span>,
+    pub(crate) circuit_breaker: Option<BreakerArgs>,
+}
+
+/// `circuit_breaker(failures = 5, open_for = "30s")`; what is not written takes the runtime's
+/// default (`CircuitBreaker::DEFAULT`).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct BreakerArgs {
+    pub(crate) failures: Option<u32>,
+    pub(crate) open_for: Option<Duration>,
 }
 
 /// `retry(max_attempts = 5, backoff = exponential(100ms, 2.0, 10s), jitter)`.
@@ -144,6 +182,12 @@ enum HandlerOption {
     Rate(u32, Duration),
     Dedupe,
     Ordered(Span),
+    CircuitBreaker(BreakerArgs),
+}
+
+enum BreakerOption {
+    Failures(u32),
+    OpenFor(Duration),
 }
 
 enum RetryOption {
@@ -172,6 +216,9 @@ impl Parse for HandlerArgs {
                 HandlerOption::Rate(count, per) => args.rate.replace((count, per)).is_some(),
                 HandlerOption::Dedupe => std::mem::replace(&mut args.dedupe, true),
                 HandlerOption::Ordered(span) => args.ordered.replace(span).is_some(),
+                HandlerOption::CircuitBreaker(breaker) => {
+                    args.circuit_breaker.replace(breaker).is_some()
+                }
             };
             if repeated {
                 push_error(&mut errors, repeated_error(&options, index, key, span));
@@ -253,9 +300,29 @@ fn parse_option(
         let key = input.parse::<kw::ordered>()?;
         expect_flag(input, options, index, "ordered")?;
         keyed("ordered", key.span, HandlerOption::Ordered(key.span))
+    } else if lookahead.peek(kw::circuit_breaker) {
+        let key = input.parse::<kw::circuit_breaker>()?;
+        keyed(
+            "circuit_breaker",
+            key.span,
+            HandlerOption::CircuitBreaker(parse_breaker(input, options)?),
+        )
     } else if input.peek(syn::Ident::peek_any) {
-        if let Some(error) = misplaced_retry_option(input, options, index) {
-            return Err(error);
+        let groups = [
+            ("retry", "a retry option", RETRY_OPTIONS, RETRY_ALIASES),
+            (
+                "circuit_breaker",
+                "a circuit breaker option",
+                BREAKER_OPTIONS,
+                BREAKER_ALIASES,
+            ),
+        ];
+        for (group, what, known, aliases) in groups {
+            if let Some(error) =
+                misplaced_option(input, options, index, group, what, known, aliases)
+            {
+                return Err(error);
+            }
         }
         return Err(unknown_key(
             input,
@@ -306,6 +373,92 @@ fn parse_retry(input: ParseStream<'_>, outer: &Options) -> syn::Result<RetryArgs
         }
     }
     errors.map_or(Ok(retry), Err)
+}
+
+fn parse_breaker(input: ParseStream<'_>, outer: &Options) -> syn::Result<BreakerArgs> {
+    if input.is_empty() {
+        return Ok(BreakerArgs::default());
+    }
+    if !input.peek(syn::token::Paren) {
+        let message = format!(
+            "write the circuit breaker's settings in brackets, e.g. {}",
+            outer.example(example_of("circuit_breaker"))
+        );
+        return Err(syn::Error::new(input.span(), message));
+    }
+    let content;
+    syn::parenthesized!(content in input);
+    let options = Options::parse(&content, BREAKER_TEMPLATE)?;
+    let mut errors = None;
+    let parsed = options.parse_each(&mut errors, |index, input| {
+        parse_breaker_option(&options, index, input)
+    });
+    let mut breaker = BreakerArgs::default();
+    for (index, Keyed { key, span, value }) in parsed {
+        let repeated = match value {
+            BreakerOption::Failures(failures) => breaker.failures.replace(failures).is_some(),
+            BreakerOption::OpenFor(open_for) => breaker.open_for.replace(open_for).is_some(),
+        };
+        if repeated {
+            push_error(&mut errors, repeated_error(&options, index, key, span));
+        }
+    }
+    errors.map_or(Ok(breaker), Err)
+}
+
+fn parse_breaker_option(
+    options: &Options,
+    index: usize,
+    input: ParseStream<'_>,
+) -> syn::Result<Keyed<BreakerOption>> {
+    let lookahead = input.lookahead1();
+    let keyed = if lookahead.peek(kw::failures) {
+        let key = input.parse::<kw::failures>()?;
+        expect_eq(input, options, "failures", key.span)?;
+        let lit: LitInt = input
+            .parse()
+            .map_err(|e| with_example(e, options, "failures"))?;
+        let failures: u32 = lit
+            .base10_parse()
+            .map_err(|e| with_example(e, options, "failures"))?;
+        if failures == 0 {
+            let message = format!(
+                "`failures` is how many failed attempts in a row open the breaker, so it is at least 1, e.g. {}",
+                options.corrected(index, Some("failures = 1"))
+            );
+            return Err(syn::Error::new(lit.span(), message));
+        }
+        keyed("failures", key.span, BreakerOption::Failures(failures))
+    } else if lookahead.peek(kw::open_for) {
+        let key = input.parse::<kw::open_for>()?;
+        expect_eq(input, options, "open_for", key.span)?;
+        let example = |fix: Option<&str>| {
+            let fixed = format!("open_for = {}", fix.unwrap_or("\"30s\""));
+            options.corrected(index, Some(&fixed))
+        };
+        let (open_for, span) = duration::parse_lit(input, example)?;
+        if open_for.is_zero() {
+            let message = format!(
+                "a breaker open for zero time would never hold a call, e.g. {}",
+                example(None)
+            );
+            return Err(syn::Error::new(span, message));
+        }
+        keyed("open_for", key.span, BreakerOption::OpenFor(open_for))
+    } else if input.peek(syn::Ident::peek_any) {
+        return Err(unknown_key(
+            input,
+            options,
+            index,
+            "circuit breaker option",
+            BREAKER_OPTIONS,
+            BREAKER_ALIASES,
+        ));
+    } else {
+        return Err(lookahead.error());
+    };
+    expect_end(input, keyed.key)?;
+    Ok(keyed)
 }
 
 fn parse_retry_option(
@@ -615,34 +768,38 @@ fn rename(name: &str, example: &str, rest: &TokenStream) -> String {
     }
 }
 
-/// `max_attempts = 5` written outside `retry(...)`: the fix is `retry(max_attempts = 5)`.
-fn misplaced_retry_option(
+/// `max_attempts = 5` written outside `retry(...)`: the fix is `retry(max_attempts = 5)`; the
+/// same for the options of `circuit_breaker(...)`.
+fn misplaced_option(
     input: ParseStream<'_>,
     options: &Options,
     index: usize,
+    group: &str,
+    what: &str,
+    known: &[(&str, &str)],
+    aliases: &[(&str, &str)],
 ) -> Option<syn::Error> {
     let fork = input.fork();
     let key = attr::parse_key(&fork).ok()?.to_string();
-    let names: Vec<&str> = RETRY_OPTIONS.iter().map(|(name, _)| *name).collect();
-    let name = names
+    let name = known
         .iter()
-        .copied()
+        .map(|(name, _)| *name)
         .find(|name| *name == key)
         .or_else(|| {
-            RETRY_ALIASES
+            aliases
                 .iter()
                 .find(|(from, _)| *from == key)
                 .map(|(_, to)| *to)
         })?;
     let key = attr::parse_key(input).ok()?;
     let rest: TokenStream = input.parse().unwrap_or_default();
-    let example = RETRY_OPTIONS
+    let example = known
         .iter()
         .find(|(known, _)| *known == name)
         .map_or(name, |(_, example)| *example);
-    let fixed = format!("retry({})", rename(name, example, &rest));
+    let fixed = format!("{group}({})", rename(name, example, &rest));
     let message = format!(
-        "`{key}` is a retry option: write it inside `retry(...)`, e.g. {}",
+        "`{key}` is {what}: write it inside `{group}(...)`, e.g. {}",
         options.corrected(index, Some(&fixed))
     );
     Some(syn::Error::new(key.span(), message))
@@ -660,6 +817,7 @@ fn example_of(key: &str) -> &'static str {
     OPTIONS
         .iter()
         .chain(RETRY_OPTIONS)
+        .chain(BREAKER_OPTIONS)
         .find(|(name, _)| *name == key)
         .map_or("", |(_, example)| example)
 }
@@ -760,6 +918,66 @@ mod tests {
         assert!(
             matches!(args.retry.unwrap().backoff, Some(Backoff::Exponential { factor, .. }) if factor == 2.0)
         );
+    }
+
+    #[test]
+    fn circuit_breaker_settings_are_optional() {
+        let args = parse(quote!(circuit_breaker(failures = 3, open_for = "10s"))).unwrap();
+        assert_eq!(
+            args.circuit_breaker,
+            Some(BreakerArgs {
+                failures: Some(3),
+                open_for: Some(Duration::from_secs(10))
+            })
+        );
+        let args = parse(quote!(circuit_breaker(open_for = 2m))).unwrap();
+        assert_eq!(
+            args.circuit_breaker,
+            Some(BreakerArgs {
+                failures: None,
+                open_for: Some(Duration::from_secs(120))
+            })
+        );
+        assert_eq!(
+            parse(quote!(circuit_breaker)).unwrap().circuit_breaker,
+            Some(BreakerArgs::default())
+        );
+        assert!(parse(quote!(dedupe)).unwrap().circuit_breaker.is_none());
+    }
+
+    #[test]
+    fn circuit_breaker_mistakes_name_the_fix() {
+        assert_eq!(
+            errors(quote!(circuit_breaker(failures = 0))),
+            ["`failures` is how many failed attempts in a row open the breaker, so it is at least 1, e.g. #[async_handler(circuit_breaker(failures = 1))]"]
+        );
+        assert_eq!(
+            errors(quote!(circuit_breaker(open_for = "0s"))),
+            [
+                r#"a breaker open for zero time would never hold a call, e.g. #[async_handler(circuit_breaker(open_for = "30s"))]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(circuit_breaker(threshold = 5))),
+            ["unknown circuit breaker option `threshold`; did you mean `failures`? e.g. #[async_handler(circuit_breaker(failures = 5))]"]
+        );
+        assert_eq!(
+            errors(quote!(dedupe, open_for = "1m")),
+            [
+                r#"`open_for` is a circuit breaker option: write it inside `circuit_breaker(...)`, e.g. #[async_handler(dedupe, circuit_breaker(open_for = "1m"))]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(breaker(failures = 5))),
+            ["unknown option `breaker`; did you mean `circuit_breaker`? e.g. #[async_handler(circuit_breaker(failures = 5))]"]
+        );
+        assert_eq!(
+            errors(quote!(circuit_breaker(failures = 2, failures = 3))),
+            ["`failures` is given twice; keep one: #[async_handler(circuit_breaker(failures = 2))]"]
+        );
+        assert!(errors(quote!(circuit_breaker = 5))[0].contains("in brackets"));
+        assert!(errors(quote!(circuit_breaker(open_for = "5 seconds")))[0]
+            .contains(r#"e.g. #[async_handler(circuit_breaker(open_for = "5s"))]"#));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! is a "required by a bound in `assert_message`" note). The non-`Send` future is reported at the
 //! function's name, where the returned future is boxed.
 
-use super::args::{Backoff, HandlerArgs, OnFailure, RetryArgs};
+use super::args::{Backoff, BreakerArgs, HandlerArgs, OnFailure, RetryArgs};
 use super::signature::Handler;
 use crate::attr::render;
 use crate::duration;
@@ -197,7 +197,24 @@ fn options(args: &HandlerArgs) -> TokenStream {
     if args.ordered.is_some() {
         fields.push(quote!(ordered: true));
     }
-    struct_with_defaults(quote!(::herald::__private::HandlerOptions), fields, 6)
+    if let Some(breaker) = &args.circuit_breaker {
+        let breaker = circuit_breaker(breaker);
+        fields.push(quote!(circuit_breaker: ::core::option::Option::Some(#breaker)));
+    }
+    struct_with_defaults(quote!(::herald::__private::HandlerOptions), fields, 7)
+}
+
+fn circuit_breaker(breaker: &BreakerArgs) -> TokenStream {
+    let mut fields = Vec::new();
+    if let Some(failures) = breaker.failures {
+        let failures = Literal::u32_unsuffixed(failures);
+        fields.push(quote!(failures: #failures));
+    }
+    if let Some(open_for) = breaker.open_for {
+        let open_for = duration::to_tokens(open_for);
+        fields.push(quote!(open_for: #open_for));
+    }
+    struct_with_defaults(quote!(::herald::__private::CircuitBreaker), fields, 2)
 }
 
 fn retry_policy(retry: &RetryArgs) -> TokenStream {

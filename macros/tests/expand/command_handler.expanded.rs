@@ -70,6 +70,10 @@ const _: () = {
             }),
             dedupe: true,
             ordered: true,
+            circuit_breaker: ::core::option::Option::Some(::herald::__private::CircuitBreaker {
+                failures: 3,
+                open_for: ::herald::__private::Duration::from_secs(10),
+            }),
         },
         module: ::core::module_path!(),
         file: ::core::file!(),
@@ -113,6 +117,10 @@ const _: () = {
                 ),
                 ..::herald::__private::RetryPolicy::DEFAULT
             },
+            circuit_breaker: ::core::option::Option::Some(::herald::__private::CircuitBreaker {
+                open_for: ::herald::__private::Duration::from_secs(60),
+                ..::herald::__private::CircuitBreaker::DEFAULT
+            }),
             ..::herald::__private::HandlerOptions::DEFAULT
         },
         module: ::core::module_path!(),

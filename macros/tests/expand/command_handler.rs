@@ -10,12 +10,14 @@ use herald::{async_handler, Bus, HandlerError};
     rate = "180/s",
     dedupe,
     ordered,
+    circuit_breaker(failures = 3, open_for = "10s"),
 )]
 async fn grant_points(command: GrantPoints, bus: Bus) -> Result<PointsGranted, HandlerError> {
     bus.publish(PointsChanged { user_id: command.user_id }).await?;
     Ok(PointsGranted { total: command.points })
 }
 
-// Partial retry policy: the rest comes from `RetryPolicy::DEFAULT`.
-#[async_handler(retry(backoff = fixed(250ms)))]
+// Partial retry policy and breaker: the rest comes from `RetryPolicy::DEFAULT` and
+// `CircuitBreaker::DEFAULT`.
+#[async_handler(retry(backoff = fixed(250ms)), circuit_breaker(open_for = 1m))]
 async fn audit(command: AuditCommand) {}

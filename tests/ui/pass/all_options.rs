@@ -1,7 +1,8 @@
 //! Every option at once, and each retry part on its own; `main` reads back what was registered.
 use herald::__private::{inventory, HandlerDescriptor};
 use herald::{
-    async_handler, Backoff, Event, HandlerOptions, MessageKind, OnFailure, Rate, RetryPolicy,
+    async_handler, Backoff, CircuitBreaker, Event, HandlerOptions, MessageKind, OnFailure, Rate,
+    RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -21,6 +22,7 @@ struct OrderPlaced {
     rate = "180/s",
     dedupe,
     ordered,
+    circuit_breaker(failures = 3, open_for = "10s"),
 )]
 async fn charge(_event: OrderPlaced) {}
 
@@ -30,7 +32,7 @@ async fn notify(_event: OrderPlaced) {}
 #[async_handler(retry(backoff = fixed(250ms)), on_failure = ignore, timeout = 2m, rate = "1000/m")]
 async fn archive(_event: OrderPlaced) {}
 
-#[async_handler(retry(jitter), timeout = "500us")]
+#[async_handler(retry(jitter), timeout = "500us", circuit_breaker(open_for = 2m))]
 async fn index(_event: OrderPlaced) {}
 
 fn registered(name: &str) -> &'static HandlerDescriptor {
@@ -48,7 +50,7 @@ fn main() {
     assert_eq!(charge.pool, Some("billing"));
     assert!(charge.file.ends_with("all_options.rs"), "{}", charge.file);
     assert_eq!(
-        charge.line, 25,
+        charge.line, 27,
         "the line of `async fn charge`, not of the attribute"
     );
     assert!((charge.requirements)().is_empty());
@@ -73,6 +75,10 @@ fn main() {
             }),
             dedupe: true,
             ordered: true,
+            circuit_breaker: Some(CircuitBreaker {
+                failures: 3,
+                open_for: Duration::from_secs(10),
+            }),
         }
     );
 
@@ -112,4 +118,12 @@ fn main() {
     assert!(index.options.retry.jitter);
     assert_eq!(index.options.timeout, Some(Duration::from_micros(500)));
     assert!(!index.options.dedupe && !index.options.ordered);
+    assert_eq!(
+        index.options.circuit_breaker,
+        Some(CircuitBreaker {
+            open_for: Duration::from_secs(120),
+            ..CircuitBreaker::DEFAULT
+        })
+    );
+    assert_eq!(archive.options.circuit_breaker, None);
 }

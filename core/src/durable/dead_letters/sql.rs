@@ -95,7 +95,7 @@ impl<D: Dialect> SqlDeadLetters<D> {
                     serde_json::Value::String(raw) => raw.clone(),
                     other => other.to_string(),
                 };
-                D::insert(&mut tx, &entry.envelope, &payload, only.as_deref()).await?
+                D::insert(&mut tx, &entry.envelope, &payload, only.as_deref(), None).await?
             }
         };
         tx.commit().await?;

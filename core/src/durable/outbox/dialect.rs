@@ -17,7 +17,7 @@
 
 use super::row::{ClaimedRow, Outcome, Waiter};
 use super::{NewRow, OutboxError};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -57,8 +57,9 @@ pub(crate) struct Statements {
     pub(crate) schema_version: &'static str,
     /// Binds version, description, applied_at.
     pub(crate) record_version: &'static str,
-    /// Columns pending, in_flight, retrying, failed, processed, dead_letters (integers), oldest,
-    /// now (times). No binds.
+    /// Columns pending, in_flight, retrying, delayed, failed, processed, dead_letters
+    /// (integers), oldest (the earliest moment a pending row that is due became due: its
+    /// publish, or its delivery time for a delayed one), now (times). No binds.
     pub(crate) status: &'static str,
     /// Binds offset, limit. Columns position, id, message_id, message_type, key, payload,
     /// headers, occurred_at, status.
@@ -172,12 +173,15 @@ pub(crate) mod sealed {
         ) -> Result<i64, sqlx::Error>;
 
         // Publishing: where per-key commit order is made.
-        /// Inserts one outbox row and returns its id (publish and re-drive).
+        /// Inserts one outbox row and returns its id (publish and re-drive). A row with
+        /// `deliver` is due then (`next_attempt_at`): the relay leaves it until that moment; a
+        /// delay is counted on the clock the dialect's claim compares with.
         async fn insert(
             conn: &mut Self::Connection,
             envelope: &Envelope,
             payload: &str,
             only_handlers: Option<&[String]>,
+            deliver: Option<DeliverAt>,
         ) -> Result<i64, OutboxError>;
         /// Inserts a batch of rows with multi-row `INSERT`s.
         async fn insert_all(

@@ -308,6 +308,8 @@ pub(crate) struct NewRow {
     pub(crate) envelope: crate::model::envelope::Envelope,
     pub(crate) payload: String,
     pub(crate) headers: String,
+    /// When the row is due, if it is delayed (`publish_with` only).
+    pub(crate) deliver: Option<crate::model::envelope::DeliverAt>,
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -327,6 +329,7 @@ impl NewRow {
                 index: None,
             });
         }
+        let deliver = options.deliver;
         let mut envelope =
             crate::model::envelope::Envelope::new(std::borrow::Cow::Borrowed(M::NAME));
         envelope.key = message.key();
@@ -340,6 +343,7 @@ impl NewRow {
             envelope,
             payload,
             headers,
+            deliver,
         })
     }
 

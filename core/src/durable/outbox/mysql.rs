@@ -27,7 +27,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySql, MySqlPool, QueryBuilder, Row};
@@ -95,16 +95,23 @@ static STATEMENTS: Statements = Statements {
     migration_begin: "DO GET_LOCK(CONCAT('herald_schema.', DATABASE()), 60)",
     migration_commit: "DO RELEASE_LOCK(CONCAT('herald_schema.', DATABASE()))",
     migration_rollback: "DO RELEASE_LOCK(CONCAT('herald_schema.', DATABASE()))",
-    schema_version: "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) AS version FROM herald_schema",
+    schema_version:
+        "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) AS version FROM herald_schema",
     record_version: "INSERT INTO herald_schema (version, description, applied_at) VALUES (?, ?, ?)",
     status: "SELECT
             CAST(COALESCE(SUM(status = 'pending'), 0) AS SIGNED) AS pending,
             CAST(COALESCE(SUM(status = 'pending' AND lease_expires_at > UTC_TIMESTAMP(6)), 0)
                  AS SIGNED) AS in_flight,
             CAST(COALESCE(SUM(status = 'pending' AND fail_count > 0), 0) AS SIGNED) AS retrying,
+            CAST(COALESCE(SUM(status = 'pending' AND fail_count = 0
+                              AND next_attempt_at > UTC_TIMESTAMP(6)), 0) AS SIGNED) AS `delayed`,
             CAST(COALESCE(SUM(status = 'failed'), 0) AS SIGNED) AS failed,
             CAST(COALESCE(SUM(status = 'processed'), 0) AS SIGNED) AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 THEN GREATEST(occurred_at, next_attempt_at)
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= UTC_TIMESTAMP(6)))
+                AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             UTC_TIMESTAMP(6) AS now
          FROM herald_outbox",
@@ -118,8 +125,7 @@ static STATEMENTS: Statements = Statements {
                       ORDER BY id LIMIT ?",
     outbox_by_message_id: "SELECT id, handlers_done, only_handlers FROM herald_outbox
                            WHERE message_id = ? FOR UPDATE",
-    redrive_update:
-        "UPDATE herald_outbox SET status = 'pending', fail_count = 0,
+    redrive_update: "UPDATE herald_outbox SET status = 'pending', fail_count = 0,
             next_attempt_at = '1970-01-01 00:00:01',
             processed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
             handlers_done = ?, only_handlers = ?
@@ -139,7 +145,8 @@ static STATEMENTS: Statements = Statements {
                    WHERE id = ? AND lease_owner = ?",
     finish_release: "UPDATE herald_outbox SET lease_owner = NULL, lease_expires_at = NULL
                      WHERE id = ? AND lease_owner = ?",
-    dead_letter_columns: "id, handler, reason, failure_kind, CAST(attempts AS SIGNED) AS attempts, \
+    dead_letter_columns:
+        "id, handler, reason, failure_kind, CAST(attempts AS SIGNED) AS attempts, \
                           envelope, payload, first_error, last_error, first_failed_at, \
                           last_failed_at, dead_lettered_at",
     // `id = LAST_INSERT_ID(id)`: the update path reports the existing entry's id.
@@ -244,11 +251,21 @@ async fn insert(
     envelope: &Envelope,
     payload: &str,
     only_handlers: Option<&[String]>,
+    deliver: Option<DeliverAt>,
 ) -> Result<i64, OutboxError> {
     lock_for_publish(conn, &distinct_keys(envelope.key.as_deref().into_iter())).await?;
+    let (at, after) = match deliver {
+        None => (None, None),
+        Some(DeliverAt::At(at)) => (Some(at), None),
+        Some(DeliverAt::After(delay)) => (None, Some(micros(delay))),
+    };
+    // A delay counts from the write on the server's clock, which the relay's claim compares with
+    // (`+ INTERVAL NULL` is NULL: no delay falls through to the column's default).
     let id = sqlx::query(
-        "INSERT INTO herald_outbox (message_id, message_type, `key`, payload, headers, occurred_at, only_handlers)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO herald_outbox (message_id, message_type, `key`, payload, headers, occurred_at, only_handlers,
+                                    next_attempt_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?,
+                 COALESCE(?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, '1970-01-01 00:00:01'))",
     )
     .bind(envelope.id.to_string())
     .bind(envelope.name.as_ref())
@@ -257,6 +274,8 @@ async fn insert(
     .bind(row::headers_json(envelope)?)
     .bind(envelope.occurred_at)
     .bind(only_handlers.and_then(row::handlers_json))
+    .bind(at)
+    .bind(after)
     .execute(conn)
     .await?
     .last_insert_id();
@@ -356,8 +375,9 @@ impl_dialect!(MySql {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
-        insert(conn, envelope, payload, only_handlers).await
+        insert(conn, envelope, payload, only_handlers, deliver).await
     }
 
     async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {

@@ -20,7 +20,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -106,9 +106,14 @@ static STATEMENTS: Statements = Statements {
             COUNT(*) FILTER (WHERE status = 'pending') AS pending,
             COUNT(*) FILTER (WHERE status = 'pending' AND lease_expires_at > now()) AS in_flight,
             COUNT(*) FILTER (WHERE status = 'pending' AND fail_count > 0) AS retrying,
+            COUNT(*) FILTER (WHERE status = 'pending' AND fail_count = 0 AND next_attempt_at > now())
+                AS delayed,
             COUNT(*) FILTER (WHERE status = 'failed') AS failed,
             COUNT(*) FILTER (WHERE status = 'processed') AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 THEN GREATEST(occurred_at, next_attempt_at)
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= now())) AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             now() AS now
          FROM herald_outbox",
@@ -250,13 +255,23 @@ async fn insert(
     envelope: &Envelope,
     payload: &str,
     only_handlers: Option<&[String]>,
+    deliver: Option<DeliverAt>,
 ) -> Result<i64, OutboxError> {
-    // The key's lock is taken (the one-time filter runs the CTE) before the row gets its id.
+    let (at, after) = match deliver {
+        None => (None, None),
+        Some(DeliverAt::At(at)) => (Some(at), None),
+        Some(DeliverAt::After(delay)) => (None, Some(delay.as_secs_f64())),
+    };
+    // The key's lock is taken (the one-time filter runs the CTE) before the row gets its id. A
+    // delay counts from the write on the server's clock, which the relay's claim compares with.
     Ok(sqlx::query_scalar(
         "WITH key_lock AS MATERIALIZED (
             SELECT pg_advisory_xact_lock($8, hashtext($3)) WHERE $3 IS NOT NULL)
-         INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
-         SELECT $1, $2, $3, $4, $5::jsonb, $6, $7::jsonb WHERE (SELECT COUNT(*) FROM key_lock) >= 0
+         INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers,
+                                    next_attempt_at)
+         SELECT $1, $2, $3, $4, $5::jsonb, $6, $7::jsonb,
+                COALESCE($9::timestamptz, clock_timestamp() + make_interval(secs => $10::float8), now())
+         WHERE (SELECT COUNT(*) FROM key_lock) >= 0
          RETURNING id",
     )
     .bind(envelope.id.as_uuid())
@@ -267,6 +282,8 @@ async fn insert(
     .bind(envelope.occurred_at)
     .bind(only_handlers.and_then(row::handlers_json))
     .bind(KEY_LOCK_CLASS)
+    .bind(at)
+    .bind(after)
     .fetch_one(conn)
     .await?)
 }
@@ -353,8 +370,9 @@ impl_dialect!(Postgres {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
-        insert(conn, envelope, payload, only_handlers).await
+        insert(conn, envelope, payload, only_handlers, deliver).await
     }
 
     async fn insert_all(conn: &mut Self::Connection, rows: &[NewRow]) -> Result<(), OutboxError> {

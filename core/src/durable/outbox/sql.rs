@@ -203,7 +203,14 @@ impl<D: Dialect> SqlOutbox<D> {
             .await
     }
 
-    /// As [`publish`](Self::publish), with an idempotency key and headers.
+    /// As [`publish`](Self::publish), with an idempotency key, headers, or a delivery time.
+    ///
+    /// With [`deliver_at`](PublishOptions::deliver_at) or
+    /// [`deliver_after`](PublishOptions::deliver_after) the row is written due at that moment
+    /// (its `next_attempt_at`): relays leave it until then, and deliver it (to handlers and routes
+    /// alike) within a poll interval after. Per key it keeps its place: later rows of its key wait
+    /// for it, as they wait for a row being retried. On PostgreSQL and MySQL the delay is counted
+    /// on the database server's clock from the write, and a moment is compared with that clock.
     ///
     /// # Errors
     /// As [`publish`](Self::publish).
@@ -226,9 +233,15 @@ impl<D: Dialect> SqlOutbox<D> {
             "messaging.message.id",
             tracing::field::display(row.envelope.id),
         );
-        match D::insert(conn.connection(), &row.envelope, &row.payload, None)
-            .instrument(span)
-            .await
+        match D::insert(
+            conn.connection(),
+            &row.envelope,
+            &row.payload,
+            None,
+            row.deliver,
+        )
+        .instrument(span)
+        .await
         {
             Ok(_) => Ok(row.envelope.id),
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
@@ -304,6 +317,7 @@ impl<D: Dialect> SqlOutbox<D> {
             pending: count("pending")?,
             in_flight: count("in_flight")?,
             retrying: count("retrying")?,
+            delayed: count("delayed")?,
             failed: count("failed")?,
             processed: count("processed")?,
             oldest_pending_at: oldest,

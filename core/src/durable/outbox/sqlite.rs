@@ -8,7 +8,7 @@
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
-use crate::model::envelope::{Envelope, MessageId};
+use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -89,9 +89,19 @@ static STATEMENTS: Statements = Statements {
         now_millis!(),
         "), 0) AS in_flight,
             COALESCE(SUM(status = 'pending' AND fail_count > 0), 0) AS retrying,
+            COALESCE(SUM(status = 'pending' AND fail_count = 0 AND next_attempt_at > ",
+        now_millis!(),
+        "), 0) AS delayed,
             COALESCE(SUM(status = 'failed'), 0) AS failed,
             COALESCE(SUM(status = 'processed'), 0) AS processed,
-            (SELECT occurred_at FROM herald_outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+            (SELECT MIN(CASE WHEN fail_count = 0 AND next_attempt_at > 0
+                             THEN MAX(occurred_at, strftime('%Y-%m-%dT%H:%M:%fZ',
+                                                            next_attempt_at / 1000.0, 'unixepoch'))
+                             ELSE occurred_at END)
+             FROM herald_outbox
+             WHERE status = 'pending' AND (fail_count > 0 OR next_attempt_at <= ",
+        now_millis!(),
+        ")) AS oldest,
             (SELECT COUNT(*) FROM herald_dead_letters) AS dead_letters,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS now
          FROM herald_outbox"
@@ -226,10 +236,19 @@ impl_dialect!(Sqlite {
         envelope: &Envelope,
         payload: &str,
         only_handlers: Option<&[String]>,
+        deliver: Option<DeliverAt>,
     ) -> Result<i64, OutboxError> {
+        // The relay's clock is this process's (Unix milliseconds); 0 is due at once.
+        let due = match deliver {
+            None => 0,
+            Some(DeliverAt::At(at)) => at.timestamp_millis().max(0),
+            Some(DeliverAt::After(delay)) => {
+                Utc::now().timestamp_millis().saturating_add(millis(delay))
+            }
+        };
         Ok(sqlx::query(
-            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO herald_outbox (message_id, message_type, key, payload, headers, occurred_at, only_handlers, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(envelope.id.to_string())
         .bind(envelope.name.as_ref())
@@ -238,6 +257,7 @@ impl_dialect!(Sqlite {
         .bind(row::headers_json(envelope)?)
         .bind(text_time(envelope.occurred_at))
         .bind(only_handlers.and_then(row::handlers_json))
+        .bind(due)
         .execute(conn)
         .await?
         .last_insert_rowid())
