@@ -292,13 +292,13 @@ async fn over_rabbitmq_every_order_is_emailed_and_granted_exactly_once_across_ki
 /// the group, which reads again from the last committed offset.
 #[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_kafka_every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_services(
-) {
+async fn over_kafka_every_order_is_emailed_and_granted_exactly_once_across_kill_9_of_both_services()
+{
     use herald::transport::kafka::Kafka;
     let started = Instant::now();
     let topic = unique_name(started);
-    let brokers = std::env::var("HERALD_TEST_KAFKA_BROKERS")
-        .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let brokers =
+        std::env::var("HERALD_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     // Reads the group's lag at the end (it never subscribes); creating the topic fails loudly
     // when the broker is down.
     let admin = Kafka::builder(&brokers, &topic, "notifications-service")

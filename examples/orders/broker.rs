@@ -150,7 +150,10 @@ impl BrokerArgs {
         let mut builder = Kafka::builder(&self.kafka_brokers, &self.queue, group)
             .create_topic(3, 1)
             .max_buffered(usize::from(prefetch.max(1)))
-            .set("session.timeout.ms", self.kafka_session_timeout_ms.to_string());
+            .set(
+                "session.timeout.ms",
+                self.kafka_session_timeout_ms.to_string(),
+            );
         for property in &self.kafka_set {
             let Some((key, value)) = property.split_once('=') else {
                 return Err(format!(

@@ -251,10 +251,8 @@ pub(crate) mod kafka_topics {
 
     impl MockBroker {
         pub(crate) fn start() -> Self {
-            let (requests, incoming) = std::sync::mpsc::channel::<(
-                String,
-                std::sync::mpsc::Sender<Result<(), String>>,
-            )>();
+            let (requests, incoming) =
+                std::sync::mpsc::channel::<(String, std::sync::mpsc::Sender<Result<(), String>>)>();
             let (ready, bootstrap) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let cluster = MockCluster::new(1).expect("librdkafka's mock cluster starts");
