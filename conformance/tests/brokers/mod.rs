@@ -242,32 +242,51 @@ pub(crate) mod kafka_topics {
         BrokerHarness(kafka)
     }
 
+    /// What the mock cluster's thread is asked to do.
+    enum MockRequest {
+        /// Create a topic of three partitions unless it exists.
+        CreateTopic(String),
+        /// Take the broker down, wait, bring it up again (connections drop; the log, the
+        /// groups and their offsets stay).
+        Restart(Duration),
+    }
+
     /// A `MockCluster` on a thread of its own (it is neither `Send` nor `Sync`), which creates
-    /// topics on request: the mock takes no CreateTopics request from a client.
+    /// topics and restarts its broker on request: the mock takes no CreateTopics request from a
+    /// client.
+    #[derive(Clone)]
     pub(crate) struct MockBroker {
         pub(crate) bootstrap: String,
-        requests: std::sync::mpsc::Sender<(String, std::sync::mpsc::Sender<Result<(), String>>)>,
+        requests: std::sync::mpsc::Sender<(MockRequest, std::sync::mpsc::Sender<Result<(), String>>)>,
     }
 
     impl MockBroker {
         pub(crate) fn start() -> Self {
-            let (requests, incoming) =
-                std::sync::mpsc::channel::<(String, std::sync::mpsc::Sender<Result<(), String>>)>();
+            let (requests, incoming) = std::sync::mpsc::channel::<(
+                MockRequest,
+                std::sync::mpsc::Sender<Result<(), String>>,
+            )>();
             let (ready, bootstrap) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let cluster = MockCluster::new(1).expect("librdkafka's mock cluster starts");
                 let _ = ready.send(cluster.bootstrap_servers());
                 let mut created = std::collections::HashSet::new();
-                while let Ok((topic, reply)) = incoming.recv() {
-                    let result = if created.contains(&topic) {
-                        Ok(())
-                    } else {
-                        cluster
+                while let Ok((request, reply)) = incoming.recv() {
+                    let result = match request {
+                        MockRequest::CreateTopic(topic) if created.contains(&topic) => Ok(()),
+                        MockRequest::CreateTopic(topic) => cluster
                             .create_topic(&topic, 3, 1)
                             .map(|()| {
                                 created.insert(topic.clone());
                             })
-                            .map_err(|e| format!("the mock cluster cannot create {topic}: {e}"))
+                            .map_err(|e| format!("the mock cluster cannot create {topic}: {e}")),
+                        MockRequest::Restart(down_for) => {
+                            cluster.broker_down(1).and_then(|()| {
+                                std::thread::sleep(down_for);
+                                cluster.broker_up(1)
+                            })
+                        }
+                        .map_err(|e| format!("the mock broker could not restart: {e}")),
                     };
                     let _ = reply.send(result);
                 }
@@ -282,15 +301,25 @@ pub(crate) mod kafka_topics {
             }
         }
 
-        /// Creates `topic` (three partitions) unless it exists.
-        pub(crate) fn create_topic(&self, topic: &str) -> Result<(), BoxError> {
+        fn ask(&self, request: MockRequest) -> Result<(), BoxError> {
             let (reply, answer) = std::sync::mpsc::channel();
             self.requests
-                .send((topic.to_owned(), reply))
+                .send((request, reply))
                 .map_err(|_| "the mock cluster's thread is gone")?;
             Ok(answer
                 .recv()
                 .map_err(|_| "the mock cluster's thread is gone")??)
+        }
+
+        /// Creates `topic` (three partitions) unless it exists.
+        pub(crate) fn create_topic(&self, topic: &str) -> Result<(), BoxError> {
+            self.ask(MockRequest::CreateTopic(topic.to_owned()))
+        }
+
+        /// Takes the broker down for `down_for`, then up again (blocking).
+        #[allow(dead_code)] // used by the restarts binary only
+        pub(crate) fn restart(&self, down_for: Duration) -> Result<(), BoxError> {
+            self.ask(MockRequest::Restart(down_for))
         }
     }
 
@@ -360,7 +389,11 @@ impl PubSubBroker for herald_transport_kafka::Kafka {
 pub(crate) async fn make_mock_kafka_pubsub(
     case: &'static str,
 ) -> BrokerPubSub<herald_transport_kafka::Kafka> {
-    BrokerPubSub::with_topics(case, KafkaCluster::Mock(kafka_topics::MockBroker::start()))
+    BrokerPubSub::with_topics(
+        case,
+        KafkaCluster::Mock(kafka_topics::MockBroker::start()),
+        None,
+    )
 }
 
 // --- the pub/sub harness: one for every broker ---------------------------------------------------
@@ -393,10 +426,20 @@ pub(crate) struct BrokerPubSub<B: PubSubBroker> {
 impl<B: PubSubBroker> BrokerPubSub<B> {
     /// A harness for `case` whose opens share `topics`.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) fn with_topics(case: &str, topics: B::Topics) -> Self {
-        let mut harness = Self::new(case, None);
+    pub(crate) fn with_topics(
+        case: &str,
+        topics: B::Topics,
+        held: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Self {
+        let mut harness = Self::new(case, held);
         harness.topics = topics;
         harness
+    }
+
+    /// What the case's opens share.
+    #[allow(dead_code)] // used by the restarts binary only
+    pub(crate) fn topics(&self) -> &B::Topics {
+        &self.topics
     }
 
     /// A harness for `case`, keeping `held` until it is dropped.
