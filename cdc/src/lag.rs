@@ -32,8 +32,9 @@ pub struct SlotLag {
     pub active: bool,
     /// The backend that has the slot acquired.
     pub active_pid: Option<i32>,
-    /// The backend of the herald-cdc session reading this slot (`application_name`
-    /// `herald-cdc:<slot>`), connected even between reads.
+    /// The backend of the herald-cdc session reading this slot (the one holding the slot's
+    /// advisory lock; its `application_name` is `herald-cdc:<slot>`), connected even between
+    /// reads.
     pub consumer_pid: Option<i32>,
     /// The oldest WAL the slot needs: PostgreSQL keeps everything from here.
     pub restart_lsn: Option<Lsn>,
@@ -98,10 +99,11 @@ SELECT s.slot_name::text,
        s.database::text,
        s.active,
        s.active_pid,
-       (SELECT a.pid FROM pg_stat_activity a
-         WHERE a.application_name = left('herald-cdc:' || s.slot_name, 63)
-           AND (s.database IS NULL OR a.datname = s.database)
-         ORDER BY a.backend_start LIMIT 1) AS consumer_pid,
+       (SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+           AND l.classid = hashtext('herald.cdc')::oid AND l.objid = hashtext(s.slot_name)::oid
+           AND d.datname = s.database
+         LIMIT 1) AS consumer_pid,
        s.restart_lsn::text,
        s.confirmed_flush_lsn::text,
        pg_wal_lsn_diff(here.lsn, s.confirmed_flush_lsn)::bigint AS lag_bytes,
