@@ -100,7 +100,8 @@ impl Assembler {
             LogicalMessage::Insert { relation, new } => {
                 let rel = self.relation(relation)?;
                 let (new, unchanged) = row(rel, new, false)?;
-                let change = self.change(relation, Operation::Insert, Some(new), None, unchanged)?;
+                let change =
+                    self.change(relation, Operation::Insert, Some(new), None, unchanged)?;
                 Ok(Step::Changes(vec![change]))
             }
             LogicalMessage::Update { relation, old, new } => {
@@ -348,7 +349,10 @@ mod tests {
             new: tuple("1", Datum::Null),
         };
         a.push(begin(1, 1)).expect("begin");
-        assert!(a.push(insert()).expect_err("unknown relation").contains("not announced"));
+        assert!(a
+            .push(insert())
+            .expect_err("unknown relation")
+            .contains("not announced"));
         a.push(relation(b'f')).expect("relation");
         let narrow = LogicalMessage::Insert {
             relation: 7,
@@ -356,11 +360,20 @@ mod tests {
         };
         assert!(a.push(narrow).expect_err("width").contains("1 columns"));
         assert!(a.push(begin(2, 2)).expect_err("nested").contains("is open"));
-        assert!(a.push(commit(9)).expect_err("wrong lsn").contains("announced"));
+        assert!(a
+            .push(commit(9))
+            .expect_err("wrong lsn")
+            .contains("announced"));
 
         let mut b = Assembler::new("s");
         b.push(relation(b'd')).expect("relation");
-        assert!(b.push(insert()).expect_err("outside").contains("outside a transaction"));
-        assert!(b.push(commit(1)).expect_err("no txn").contains("no open transaction"));
+        assert!(b
+            .push(insert())
+            .expect_err("outside")
+            .contains("outside a transaction"));
+        assert!(b
+            .push(commit(1))
+            .expect_err("no txn")
+            .contains("no open transaction"));
     }
 }

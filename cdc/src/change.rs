@@ -233,13 +233,19 @@ mod tests {
     fn values_keep_their_json_type() {
         assert_eq!(text_value(16, "t".into()), json!(true));
         assert_eq!(text_value(16, "f".into()), json!(false));
-        assert_eq!(text_value(20, "-9223372036854775808".into()), json!(i64::MIN));
+        assert_eq!(
+            text_value(20, "-9223372036854775808".into()),
+            json!(i64::MIN)
+        );
         assert_eq!(text_value(23, "42".into()), json!(42));
         assert_eq!(text_value(701, "1.5".into()), json!(1.5));
         assert_eq!(text_value(701, "NaN".into()), json!("NaN"));
         assert_eq!(text_value(700, "-Infinity".into()), json!("-Infinity"));
         assert_eq!(text_value(3802, "{\"a\": [1]}".into()), json!({"a": [1]}));
-        assert_eq!(text_value(1700, "12345678901234567890.0001".into()), json!("12345678901234567890.0001"));
+        assert_eq!(
+            text_value(1700, "12345678901234567890.0001".into()),
+            json!("12345678901234567890.0001")
+        );
         assert_eq!(text_value(25, "text".into()), json!("text"));
     }
 

@@ -194,8 +194,11 @@ pub fn record_metrics(readings: &[SlotLag]) {
         }
         metrics::gauge!("herald_cdc_slot_in_use", "slot" => slot.clone())
             .set(if reading.in_use() { 1.0 } else { 0.0 });
-        metrics::gauge!("herald_cdc_slot_abandoned", "slot" => slot)
-            .set(if reading.abandoned() { 1.0 } else { 0.0 });
+        metrics::gauge!("herald_cdc_slot_abandoned", "slot" => slot).set(if reading.abandoned() {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
@@ -271,11 +274,12 @@ pub async fn watch(pool: PgPool, interval: Duration, stop: impl Future<Output = 
 /// [`CdcError::NoSlot`] when there is no such slot; a database error (e.g. the slot is active:
 /// stop its consumer first).
 pub async fn drop_slot(pool: &PgPool, slot: &str) -> Result<(), CdcError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)")
-            .bind(slot)
-            .fetch_one(pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+    )
+    .bind(slot)
+    .fetch_one(pool)
+    .await?;
     if !exists {
         return Err(CdcError::NoSlot {
             slot: slot.to_owned(),
@@ -330,7 +334,10 @@ mod tests {
         let warning = abandoned.warning().expect("warning");
         assert!(warning.contains("no consumer"), "{warning}");
         assert!(warning.contains("400 bytes"), "{warning}");
-        assert!(warning.contains("SELECT pg_drop_replication_slot('orders')"), "{warning}");
+        assert!(
+            warning.contains("SELECT pg_drop_replication_slot('orders')"),
+            "{warning}"
+        );
 
         let read_by_herald = SlotLag {
             consumer_pid: Some(42),
@@ -349,7 +356,10 @@ mod tests {
             wal_status: Some("unreserved".into()),
             ..reading()
         };
-        assert!(unreserved.warning().expect("at risk").contains("max_slot_wal_keep_size"));
+        assert!(unreserved
+            .warning()
+            .expect("at risk")
+            .contains("max_slot_wal_keep_size"));
     }
 
     #[test]

@@ -186,11 +186,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<LogicalMessage, DecodeError> {
     let Some((&tag, _)) = data.split_first() else {
         return Err(DecodeError::new(0, 0, "the message is empty"));
     };
-    let mut r = Reader {
-        data,
-        pos: 1,
-        tag,
-    };
+    let mut r = Reader { data, pos: 1, tag };
     let message = match tag {
         b'B' => LogicalMessage::Begin {
             final_lsn: r.lsn()?,
@@ -253,7 +249,9 @@ pub(crate) fn decode(data: &[u8]) -> Result<LogicalMessage, DecodeError> {
                 b'K' => Some((OldKind::Key, r.tuple()?)),
                 b'O' => Some((OldKind::Full, r.tuple()?)),
                 b'N' => None,
-                other => return Err(r.error(format!("unexpected tuple kind {}", describe_tag(other)))),
+                other => {
+                    return Err(r.error(format!("unexpected tuple kind {}", describe_tag(other))))
+                }
             };
             if old.is_some() {
                 r.expect(b'N')?;
@@ -269,7 +267,9 @@ pub(crate) fn decode(data: &[u8]) -> Result<LogicalMessage, DecodeError> {
             let kind = match r.u8()? {
                 b'K' => OldKind::Key,
                 b'O' => OldKind::Full,
-                other => return Err(r.error(format!("unexpected tuple kind {}", describe_tag(other)))),
+                other => {
+                    return Err(r.error(format!("unexpected tuple kind {}", describe_tag(other))))
+                }
             };
             LogicalMessage::Delete {
                 relation,
@@ -297,12 +297,10 @@ pub(crate) fn decode(data: &[u8]) -> Result<LogicalMessage, DecodeError> {
                 content: r.bytes(len)?.to_vec(),
             }
         }
-        b'S' | b'E' | b'c' | b'A' | b'b' | b'P' | b'K' | b'r' | b'p' => {
-            return Err(r.error(
-                "a streamed or two-phase transaction message, which protocol version 1 never sends: \
+        b'S' | b'E' | b'c' | b'A' | b'b' | b'P' | b'K' | b'r' | b'p' => return Err(r.error(
+            "a streamed or two-phase transaction message, which protocol version 1 never sends: \
                  the source asks for `proto_version` 1 without `streaming` or `two_phase`",
-            ))
-        }
+        )),
         _ => return Err(r.error("unknown message type")),
     };
     if r.pos != data.len() {
@@ -401,8 +399,11 @@ impl<'a> Reader<'a> {
     }
 
     fn utf8(&self, bytes: &[u8]) -> Result<String, DecodeError> {
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| self.error(format!("text is not UTF-8 ({e}); herald-cdc reads UTF8 databases")))
+        String::from_utf8(bytes.to_vec()).map_err(|e| {
+            self.error(format!(
+                "text is not UTF-8 ({e}); herald-cdc reads UTF8 databases"
+            ))
+        })
     }
 
     fn tuple(&mut self) -> Result<Tuple, DecodeError> {
@@ -484,7 +485,8 @@ pub(crate) mod tests {
     /// The bytes PostgreSQL 15 sent for a one-row transaction (captured with psql).
     #[test]
     fn decodes_begin_and_commit_from_a_real_session() {
-        let begin = b"B\x00\x00\x00\x00\x08\xe5\x7c\xf8\x00\x03\x04\xf6\x3c\x1e\x13\x3a\x00\x00\x10\x53";
+        let begin =
+            b"B\x00\x00\x00\x00\x08\xe5\x7c\xf8\x00\x03\x04\xf6\x3c\x1e\x13\x3a\x00\x00\x10\x53";
         let LogicalMessage::Begin {
             final_lsn,
             commit_time,
@@ -495,7 +497,10 @@ pub(crate) mod tests {
         };
         assert_eq!(final_lsn.to_string(), "0/8E57CF8");
         assert_eq!(xid, 4179);
-        assert_eq!(commit_time.timestamp_micros() - POSTGRES_EPOCH_MICROS, 0x0003_04f6_3c1e_133a);
+        assert_eq!(
+            commit_time.timestamp_micros() - POSTGRES_EPOCH_MICROS,
+            0x0003_04f6_3c1e_133a
+        );
         let commit = b"C\x00\x00\x00\x00\x00\x08\xe5\x7c\xf8\x00\x00\x00\x00\x08\xe5\x7d\x28\x00\x03\x04\xf6\x3c\x1e\x13\x3a";
         assert_eq!(
             decode(commit).expect("commit"),
@@ -527,12 +532,24 @@ pub(crate) mod tests {
         let LogicalMessage::Relation(rel) = decode(&relation.0).expect("relation") else {
             panic!("not a relation");
         };
-        assert_eq!((rel.id, rel.namespace.as_str(), rel.name.as_str()), (19487, "public", "orders"));
+        assert_eq!(
+            (rel.id, rel.namespace.as_str(), rel.name.as_str()),
+            (19487, "public", "orders")
+        );
         assert_eq!(rel.replica_identity, b'f');
         assert!(rel.columns[0].key && !rel.columns[1].key);
-        assert_eq!((rel.columns[1].name.as_str(), rel.columns[1].type_oid), ("note", 25));
+        assert_eq!(
+            (rel.columns[1].name.as_str(), rel.columns[1].type_oid),
+            ("note", 25)
+        );
 
-        let insert = Wire::default().tag(b'I').u32(19487).u8(b'N').i16(2).text("1").u8(b'n');
+        let insert = Wire::default()
+            .tag(b'I')
+            .u32(19487)
+            .u8(b'N')
+            .i16(2)
+            .text("1")
+            .u8(b'n');
         assert_eq!(
             decode(&insert.0).expect("insert"),
             LogicalMessage::Insert {
@@ -570,7 +587,10 @@ pub(crate) mod tests {
         let delete = Wire::default().tag(b'D').u32(7).u8(b'K').i16(1).text("x");
         assert!(matches!(
             decode(&delete.0).expect("delete"),
-            LogicalMessage::Delete { old: (OldKind::Key, _), .. }
+            LogicalMessage::Delete {
+                old: (OldKind::Key, _),
+                ..
+            }
         ));
         let truncate = Wire::default().tag(b'T').u32(2).u8(1).u32(7).u32(8);
         assert_eq!(
@@ -588,35 +608,74 @@ pub(crate) mod tests {
                 name: "node_a".into()
             }
         );
-        let message = Wire::default().tag(b'M').u8(1).u64(9).cstr("app").u32(2).u8(b'h').u8(b'i');
+        let message = Wire::default()
+            .tag(b'M')
+            .u8(1)
+            .u64(9)
+            .cstr("app")
+            .u32(2)
+            .u8(b'h')
+            .u8(b'i');
         assert!(matches!(
             decode(&message.0).expect("message"),
             LogicalMessage::Message { transactional: true, ref content, .. } if content == b"hi"
         ));
-        let typ = Wire::default().tag(b'Y').u32(16500).cstr("public").cstr("mood");
-        assert!(matches!(decode(&typ.0).expect("type"), LogicalMessage::Type { oid: 16500, .. }));
+        let typ = Wire::default()
+            .tag(b'Y')
+            .u32(16500)
+            .cstr("public")
+            .cstr("mood");
+        assert!(matches!(
+            decode(&typ.0).expect("type"),
+            LogicalMessage::Type { oid: 16500, .. }
+        ));
     }
 
     #[test]
     fn refuses_what_it_cannot_read_and_says_where() {
-        let cut = Wire::default().tag(b'I').u32(7).u8(b'N').i16(1).u8(b't').u32(10).u8(b'a');
+        let cut = Wire::default()
+            .tag(b'I')
+            .u32(7)
+            .u8(b'N')
+            .i16(1)
+            .u8(b't')
+            .u32(10)
+            .u8(b'a');
         let error = decode(&cut.0).expect_err("cut short");
         assert!(error.to_string().contains("cut short"), "{error}");
-        assert!(error.to_string().starts_with("pgoutput message `I`"), "{error}");
+        assert!(
+            error.to_string().starts_with("pgoutput message `I`"),
+            "{error}"
+        );
 
         let extra = Wire::default().tag(b'O').u64(1).cstr("x").u8(0);
-        assert!(decode(&extra.0).expect_err("left over").to_string().contains("left over"));
+        assert!(decode(&extra.0)
+            .expect_err("left over")
+            .to_string()
+            .contains("left over"));
 
         let streamed = Wire::default().tag(b'S').u32(1).u8(1);
-        assert!(decode(&streamed.0).expect_err("stream").to_string().contains("proto_version"));
+        assert!(decode(&streamed.0)
+            .expect_err("stream")
+            .to_string()
+            .contains("proto_version"));
 
         assert!(decode(b"").is_err());
-        assert!(decode(b"\x01").expect_err("unknown").to_string().contains("0x01"));
+        assert!(decode(b"\x01")
+            .expect_err("unknown")
+            .to_string()
+            .contains("0x01"));
         let bad_kind = Wire::default().tag(b'I').u32(7).u8(b'X');
         assert!(decode(&bad_kind.0).is_err());
         let not_utf8 = Wire::default().tag(b'O').u64(1).u8(0xFF).u8(0);
-        assert!(decode(&not_utf8.0).expect_err("utf8").to_string().contains("UTF-8"));
+        assert!(decode(&not_utf8.0)
+            .expect_err("utf8")
+            .to_string()
+            .contains("UTF-8"));
         let bad_time = Wire::default().tag(b'B').u64(1).i64(i64::MAX).u32(1);
-        assert!(decode(&bad_time.0).expect_err("time").to_string().contains("out of range"));
+        assert!(decode(&bad_time.0)
+            .expect_err("time")
+            .to_string()
+            .contains("out of range"));
     }
 }

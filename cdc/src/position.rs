@@ -23,6 +23,7 @@ pub const SOURCE_CONSUMER: &str = "herald.cdc.source";
 
 /// The position tables, created if missing (idempotent; safe from several processes at once).
 const SCHEMA: &str = r#"
+SET LOCAL client_min_messages = warning;
 SELECT pg_advisory_xact_lock(hashtext('herald_cdc_schema'));
 CREATE TABLE IF NOT EXISTS herald_cdc_position (
     slot_name  text        NOT NULL,

@@ -2,9 +2,7 @@
 //! Herald's handlers in commit order, stores its position, and only then confirms the slot.
 
 use crate::assemble::{Assembler, Step};
-use crate::change::{
-    change_id, Change, CHANGE, LSN_HEADER, SEQ_HEADER, SLOT_HEADER, TABLE_HEADER,
-};
+use crate::change::{change_id, Change, CHANGE, LSN_HEADER, SEQ_HEADER, SLOT_HEADER, TABLE_HEADER};
 use crate::error::CdcError;
 use crate::lag::{self, application_name, SlotLag};
 use crate::lsn::Lsn;
@@ -28,7 +26,8 @@ const PEEK: &str = "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2:
      'proto_version', '1', 'publication_names', quote_ident($4))";
 
 /// Confirms the slot up to `$2` (never backwards: PostgreSQL refuses that).
-const ADVANCE: &str = "SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots \
+const ADVANCE: &str =
+    "SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots \
      WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn";
 
 /// The first wait before connecting again.
@@ -308,12 +307,11 @@ impl CdcSource {
         sqlx::query("SET statement_timeout = 0")
             .execute(&mut conn)
             .await?;
-        let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtext('herald.cdc'), hashtext($1))",
-        )
-        .bind(&inner.slot)
-        .fetch_one(&mut conn)
-        .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('herald.cdc'), hashtext($1))")
+                .bind(&inner.slot)
+                .fetch_one(&mut conn)
+                .await?;
         if !locked {
             let reading = lag::slot_lag(&inner.pool, &inner.slot).await.ok();
             let _ = conn.close().await;
@@ -323,7 +321,14 @@ impl CdcSource {
             });
         }
         let position = position::load(&inner.pool, &inner.slot, SOURCE_CONSUMER).await?;
-        tracing::info!(slot = %inner.slot, position = ?position.map(|(lsn, seq)| format!("{lsn}/{seq}")), "CDC session opened");
+        match position {
+            Some((lsn, seq)) => {
+                tracing::info!(slot = %inner.slot, commit_lsn = %lsn, seq, "CDC session opened; resuming after the stored position")
+            }
+            None => {
+                tracing::info!(slot = %inner.slot, "CDC session opened; no stored position yet")
+            }
+        }
         Ok(Session {
             conn,
             assembler: Assembler::new(&inner.slot),
@@ -454,7 +459,9 @@ impl CdcSource {
         loop {
             match inner.herald.ingest(&message).await {
                 Settlement::Done { .. } => return Ok(Vec::new()),
-                Settlement::FailedForGood { progress, error, .. } => {
+                Settlement::FailedForGood {
+                    progress, error, ..
+                } => {
                     tracing::warn!(slot = %inner.slot, change = %envelope.id, commit_lsn = %change.commit_lsn, seq = change.seq, error = error.as_deref().unwrap_or(""), "a handler failed this change for good; moving on");
                     return Ok(progress
                         .iter()
@@ -462,9 +469,10 @@ impl CdcSource {
                         .map(|(handler, _)| handler)
                         .filter(|handler| !handler.starts_with(ROUTE_PREFIX))
                         .filter(|handler| {
-                            inner.herald.handler_options(handler).is_some_and(|options| {
-                                options.on_failure == OnFailure::DeadLetter
-                            })
+                            inner
+                                .herald
+                                .handler_options(handler)
+                                .is_some_and(|options| options.on_failure == OnFailure::DeadLetter)
                         })
                         .map(str::to_owned)
                         .collect());
@@ -744,7 +752,11 @@ async fn ensure_publication(
         }
         None => {
             let all: Vec<&(String, String)> = tables.iter().collect();
-            let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", ident(publication), list(&all));
+            let sql = format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                ident(publication),
+                list(&all)
+            );
             sqlx::query(&sql).execute(&mut *tx).await?;
             tracing::info!(%publication, tables = %list(&all), "publication created");
         }
@@ -803,7 +815,13 @@ async fn warn_replica_identity(pool: &PgPool, publication: &str) -> Result<(), C
 }
 
 async fn ensure_slot(pool: &PgPool, slot: &str, create: bool) -> Result<(), CdcError> {
-    type SlotRow = (String, Option<String>, Option<String>, Option<String>, String);
+    type SlotRow = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
     let read = || {
         sqlx::query_as::<_, SlotRow>(
             "SELECT slot_type::text, plugin::text, database::text, wal_status::text, current_database()::text \
@@ -876,7 +894,10 @@ mod tests {
             split_table("sales.orders"),
             Some(("sales".into(), "orders".into()))
         );
-        assert_eq!(split_table("orders"), Some(("public".into(), "orders".into())));
+        assert_eq!(
+            split_table("orders"),
+            Some(("public".into(), "orders".into()))
+        );
         assert_eq!(split_table("a.b.c"), None);
         assert_eq!(split_table(".x"), None);
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");

@@ -33,19 +33,26 @@ struct Effects {
 
 /// Slow enough to be interrupted mid-stream; the effect and the position commit together.
 #[async_handler]
-async fn apply(change: Change, position: CdcPosition, State(effects): State<Effects>) -> Result<(), HandlerError> {
+async fn apply(
+    change: Change,
+    position: CdcPosition,
+    State(effects): State<Effects>,
+) -> Result<(), HandlerError> {
     tokio::time::sleep(Duration::from_millis(3)).await;
     let id = change
         .new_value("id")
         .and_then(|v| v.as_i64())
         .ok_or_else(|| HandlerError::permanent(HandlerError::msg("no id")))?;
     let mut tx = position.begin().await?;
-    sqlx::query(&format!("INSERT INTO {} (id, lsn, seq) VALUES ($1, $2, $3)", effects.table))
-        .bind(id)
-        .bind(change.commit_lsn.to_string())
-        .bind(i64::from(change.seq))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {} (id, lsn, seq) VALUES ($1, $2, $3)",
+        effects.table
+    ))
+    .bind(id)
+    .bind(change.commit_lsn.to_string())
+    .bind(i64::from(change.seq))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     if effects.die_after == Some(id) {
         // kill -9 of this very process: the effect is committed, the source has not stored its
@@ -92,10 +99,13 @@ fn spawn_child(fx: &Fixture, die_after: Option<i64>) -> std::process::Child {
 
 /// Each id's effect (id, its change's LSN, its seq), by id.
 async fn effect_rows(fx: &Fixture) -> Vec<(i64, String, i64)> {
-    sqlx::query_as(&format!("SELECT id, lsn, seq FROM {} ORDER BY id", fx.table(1)))
-        .fetch_all(&fx.pool)
-        .await
-        .expect("effects")
+    sqlx::query_as(&format!(
+        "SELECT id, lsn, seq FROM {} ORDER BY id",
+        fx.table(1)
+    ))
+    .fetch_all(&fx.pool)
+    .await
+    .expect("effects")
 }
 
 async fn insert_rows(fx: &Fixture, from: i64, to: i64) {
@@ -113,10 +123,13 @@ async fn insert_rows(fx: &Fixture, from: i64, to: i64) {
 
 /// (effects, distinct ids with an effect).
 async fn counts(fx: &Fixture) -> (i64, i64) {
-    sqlx::query_as(&format!("SELECT count(*), count(DISTINCT id) FROM {}", fx.table(1)))
-        .fetch_one(&fx.pool)
-        .await
-        .expect("counts")
+    sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT id) FROM {}",
+        fx.table(1)
+    ))
+    .fetch_one(&fx.pool)
+    .await
+    .expect("counts")
 }
 
 /// The child's part: run the source (and be killed while at it).
@@ -130,7 +143,7 @@ async fn crash_child() {
         panic!("{CHILD_ENV} = slot,publication,table,effects,die_after");
     };
     let die_after = die_after.parse::<i64>().ok().filter(|id| *id > 0);
-    let borrowed = Fixture::from_names(slot, publication, &[source_table.clone()]).await;
+    let borrowed = Fixture::from_names(slot, publication, std::slice::from_ref(source_table)).await;
     let herald = service(&borrowed.pool, effects, die_after);
     let source = borrowed.source(&herald).build().await.expect("source");
     let result = source.run_until(std::future::pending()).await;
@@ -141,7 +154,13 @@ async fn crash_child() {
 async fn a_kill_9_mid_stream_resumes_with_no_gap_and_no_effect_twice() {
     let fx = Fixture::new(
         "kill",
-        &[("src", "id bigint PRIMARY KEY"), ("fx", "id bigint NOT NULL, lsn text NOT NULL, seq bigint NOT NULL")],
+        &[
+            ("src", "id bigint PRIMARY KEY"),
+            (
+                "fx",
+                "id bigint NOT NULL, lsn text NOT NULL, seq bigint NOT NULL",
+            ),
+        ],
     )
     .await;
     let herald = service(&fx.pool, fx.table(1), None);
@@ -158,8 +177,13 @@ async fn a_kill_9_mid_stream_resumes_with_no_gap_and_no_effect_twice() {
 
     // 1. The child kills itself right after id 100's effect committed.
     let die_after = 100;
-    let status = spawn_child(&fx, Some(die_after)).wait().expect("child status");
-    assert!(!status.success(), "the first child killed itself: {status:?}");
+    let status = spawn_child(&fx, Some(die_after))
+        .wait()
+        .expect("child status");
+    assert!(
+        !status.success(),
+        "the first child killed itself: {status:?}"
+    );
     let rows = effect_rows(&fx).await;
     assert_eq!(
         rows.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -169,26 +193,40 @@ async fn a_kill_9_mid_stream_resumes_with_no_gap_and_no_effect_twice() {
     // The source's own position is one change behind the effects: id 100 will be delivered again.
     let stored = source.position().await.expect("position").expect("stored");
     let (_, lsn_99, seq_99) = &rows[rows.len() - 2];
-    assert_eq!((stored.0.to_string(), i64::from(stored.1)), (lsn_99.clone(), *seq_99));
+    assert_eq!(
+        (stored.0.to_string(), i64::from(stored.1)),
+        (lsn_99.clone(), *seq_99)
+    );
 
     // 2. A second child resumes, and is killed by us at whatever point it has reached.
     let mut child = spawn_child(&fx, None);
-    eventually("the second child to apply some changes", Duration::from_secs(60), || async {
-        counts(&fx).await.0 >= die_after + 50
-    })
+    eventually(
+        "the second child to apply some changes",
+        Duration::from_secs(60),
+        || async { counts(&fx).await.0 >= die_after + 50 },
+    )
     .await;
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("child status");
     assert!(!status.success(), "the second child was killed: {status:?}");
     let (applied, _) = counts(&fx).await;
-    assert!(applied < ROWS, "the kill came mid-stream ({applied} of {ROWS} applied)");
+    assert!(
+        applied < ROWS,
+        "the kill came mid-stream ({applied} of {ROWS} applied)"
+    );
 
     // 3. More changes while no one reads, then resume here (the child's session may still be
     // closing: the source waits for the slot).
     insert_rows(&fx, ROWS + 1, ROWS + 50).await;
     let running = source.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move { running.run_until(async { let _ = stopped.await; }).await });
+    let task = tokio::spawn(async move {
+        running
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
     eventually("every change applied", Duration::from_secs(120), || async {
         counts(&fx).await.1 >= ROWS + 50
     })
@@ -199,23 +237,43 @@ async fn a_kill_9_mid_stream_resumes_with_no_gap_and_no_effect_twice() {
     task.await.expect("task").expect("source");
 
     let (effects, distinct) = counts(&fx).await;
-    assert_eq!((effects, distinct), (ROWS + 50, ROWS + 50), "every change exactly once in effect");
+    assert_eq!(
+        (effects, distinct),
+        (ROWS + 50, ROWS + 50),
+        "every change exactly once in effect"
+    );
     // In commit order: each effect's position grows with its id.
     let parsed: Vec<(herald_cdc::Lsn, i64)> = effect_rows(&fx)
         .await
         .iter()
         .map(|(_, lsn, seq)| (lsn.parse().expect("lsn"), *seq))
         .collect();
-    assert!(parsed.windows(2).all(|w| w[0] < w[1]), "effects follow commit order");
-    let stored = source.position().await.expect("position").expect("a stored position");
-    assert_eq!((stored.0, i64::from(stored.1)), *parsed.last().expect("last"));
+    assert!(
+        parsed.windows(2).all(|w| w[0] < w[1]),
+        "effects follow commit order"
+    );
+    let stored = source
+        .position()
+        .await
+        .expect("position")
+        .expect("a stored position");
+    assert_eq!(
+        (stored.0, i64::from(stored.1)),
+        *parsed.last().expect("last")
+    );
 }
 
 #[tokio::test]
 async fn a_terminated_session_reconnects_and_resumes_with_no_gap() {
     let fx = Fixture::new(
         "term",
-        &[("src", "id bigint PRIMARY KEY"), ("fx", "id bigint NOT NULL, lsn text NOT NULL, seq bigint NOT NULL")],
+        &[
+            ("src", "id bigint PRIMARY KEY"),
+            (
+                "fx",
+                "id bigint NOT NULL, lsn text NOT NULL, seq bigint NOT NULL",
+            ),
+        ],
     )
     .await;
     let herald = service(&fx.pool, fx.table(1), None);
@@ -230,7 +288,13 @@ async fn a_terminated_session_reconnects_and_resumes_with_no_gap() {
     insert_rows(&fx, 1, ROWS).await;
     let running = source.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move { running.run_until(async { let _ = stopped.await; }).await });
+    let task = tokio::spawn(async move {
+        running
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
 
     let terminate = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'herald-cdc:{}'",
@@ -249,10 +313,15 @@ async fn a_terminated_session_reconnects_and_resumes_with_no_gap() {
             .fetch_one(&fx.pool)
             .await
             .expect("terminate");
-        assert_eq!(terminated, 1, "round {round}: the source's session was terminated");
-        eventually("the source to reconnect", Duration::from_secs(30), || async {
-            source.stats().reconnects >= round
-        })
+        assert_eq!(
+            terminated, 1,
+            "round {round}: the source's session was terminated"
+        );
+        eventually(
+            "the source to reconnect",
+            Duration::from_secs(30),
+            || async { source.stats().reconnects >= round },
+        )
         .await;
     }
     eventually("every change applied", Duration::from_secs(120), || async {
@@ -262,7 +331,11 @@ async fn a_terminated_session_reconnects_and_resumes_with_no_gap() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = stop.send(());
     task.await.expect("task").expect("source");
-    assert_eq!(counts(&fx).await, (ROWS, ROWS), "every change exactly once in effect");
+    assert_eq!(
+        counts(&fx).await,
+        (ROWS, ROWS),
+        "every change exactly once in effect"
+    );
     let stats = source.stats();
     assert!(stats.reconnects >= 2, "{stats:?}");
 }

@@ -29,7 +29,9 @@ pub async fn pool() -> PgPool {
         .connect_with(options)
         .await
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} (HERALD_TEST_DATABASE_URL) is required for these tests: {e}")
+            panic!(
+                "PostgreSQL at {url} (HERALD_TEST_DATABASE_URL) is required for these tests: {e}"
+            )
         });
     let wal_level: String = sqlx::query_scalar("SHOW wal_level")
         .fetch_one(&pool)
