@@ -49,7 +49,6 @@ pub struct CdcSource {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     herald: Herald,
     pool: PgPool,
@@ -61,6 +60,19 @@ struct Inner {
     max_reconnect_wait: Duration,
     lag_every: Duration,
     stats: Counters,
+}
+
+impl std::fmt::Debug for Inner {
+    // The connect options hold the password: left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdcSource")
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("batch_size", &self.batch_size)
+            .field("idle_wait", &self.idle_wait)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
