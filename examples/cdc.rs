@@ -24,6 +24,9 @@ use herald::{async_handler, HandlerError, Herald};
 const SLOT: &str = "herald_cdc_example";
 const PUBLICATION: &str = "herald_cdc_example_pub";
 
+/// A ledger line: order id, event, amount, the amount before (an update).
+type LedgerLine = (Option<i64>, String, Option<i64>, Option<i64>);
+
 /// Posts each committed order change to the ledger; the line and the position commit together.
 #[async_handler]
 async fn post_to_ledger(change: Change, position: CdcPosition) -> Result<(), HandlerError> {
@@ -119,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|lsn| lsn.to_string())
             .unwrap_or_default()
     );
-    let ledger: Vec<(Option<i64>, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let ledger: Vec<LedgerLine> = sqlx::query_as(
         "SELECT order_id, event, cents, was_cents FROM cdc_example_ledger ORDER BY commit_lsn, order_id",
     )
     .fetch_all(&pool)

@@ -4,8 +4,9 @@
 //! skip, when PostgreSQL is missing.
 //!
 //! Commit order across interleaved transactions; rolled-back work never emitted; old and new
-//! values under each replica identity; truncate; routes; re-driving a dead-lettered change past
-//! the handler's position; slot lag and the abandoned-slot warning; errors that name the fix.
+//! values under each replica identity; truncate; routes; retries holding the order; re-driving a
+//! dead-lettered change past the handler's position; slot lag and the abandoned-slot warning;
+//! errors that name the fix.
 
 mod common;
 
@@ -449,6 +450,57 @@ mod redrive {
         assert_eq!(effects(&fx).await, [1, 2, 3]);
         let ledger = herald.ledger();
         assert_eq!(ledger.total.deduplicated, 3, "{ledger}");
+        assert!(ledger.is_balanced(), "{ledger}");
+    }
+}
+
+mod retries {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Flaky {
+        failures_left: Arc<AtomicU32>,
+        seen: Seen,
+    }
+
+    /// Fails its first two attempts at id 1.
+    #[async_handler(retry(max_attempts = 3, backoff = fixed(20ms)))]
+    async fn flaky(change: Change, State(flaky): State<Flaky>) -> Result<(), HandlerError> {
+        flaky.seen.push(change.clone());
+        let first = change.new_value("id") == Some(&json!(1));
+        if first && flaky.failures_left.fetch_sub(1, Ordering::SeqCst) > 0 {
+            return Err(HandlerError::msg("not yet"));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_retried_change_holds_back_the_next_one() {
+        let fx = Fixture::new("retry", &[("t", "id int PRIMARY KEY")]).await;
+        let flaky = Flaky::default();
+        flaky.failures_left.store(2, Ordering::SeqCst);
+        let herald = herald_for(module_path!(), flaky.clone(), &fx.pool);
+        let source = fx.source(&herald).build().await.expect("source");
+        fx.exec(&format!("INSERT INTO {} VALUES (1)", fx.table(0)))
+            .await;
+        fx.exec(&format!("INSERT INTO {} VALUES (2)", fx.table(0)))
+            .await;
+        let report = source.catch_up().await.expect("catch up");
+        assert_eq!(report.changes, 2);
+        assert_eq!(
+            flaky.seen.values("id"),
+            [json!(1), json!(1), json!(1), json!(2)],
+            "id 2 waits until id 1 succeeded on its third attempt"
+        );
+        let ledger = herald.ledger();
+        assert_eq!(
+            (ledger.total.succeeded, ledger.total.failed_attempts),
+            (2, 2),
+            "{ledger}"
+        );
+        assert!(ledger.is_balanced(), "{ledger}");
     }
 }
 
