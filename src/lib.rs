@@ -64,6 +64,12 @@ pub use herald_web as web;
 #[cfg(feature = "batch")]
 pub use herald_batch as batch;
 
+/// Change data capture from PostgreSQL: committed row changes, in commit order, as
+/// `herald.cdc.change` messages for handlers and routes, with positions stored beside the
+/// handlers' effects (feature `cdc`).
+#[cfg(feature = "cdc")]
+pub use herald_cdc as cdc;
+
 /// Items used by the code that Herald's macros generate. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {

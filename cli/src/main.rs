@@ -8,11 +8,14 @@
 //! herald --database-url sqlite:app.db events tail --after 100 --follow
 //! herald --database-url sqlite:app.db dead-letters redrive --handler app::send_mail
 //! herald --database-url postgres://localhost/app serve --bind 127.0.0.1:8080 --read-only
+//! herald --database-url postgres://localhost/app cdc lag
 //! ```
 //!
 //! `dead-letters redrive` needs no handler code: it moves the dead letter back into the outbox,
 //! due now and for its handler only, and the application's running relay delivers it.
 //! `serve` runs the web console and the HTTP event feed (crate `herald-web`) on that database.
+//! `cdc lag` lists PostgreSQL's replication slots (crate `herald-cdc`): how far each is behind,
+//! how much WAL it keeps, whether anything reads it, with a warning for an abandoned slot.
 //! Every command that prints takes `--json`; long operations show a progress bar on a terminal.
 
 use clap::{Parser, Subcommand};
@@ -67,6 +70,22 @@ enum Command {
     },
     /// The web console and the HTTP event feed on this database (loopback unless told otherwise).
     Serve(ServeArgs),
+    /// Change data capture (PostgreSQL): replication slots.
+    Cdc {
+        #[command(subcommand)]
+        command: CdcCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CdcCommand {
+    /// Every replication slot: bytes behind, WAL kept, whether anything reads it; a warning for an
+    /// abandoned slot (it pins WAL) or one that lost its WAL. Needs no Herald schema.
+    Lag {
+        /// Only this slot.
+        #[arg(long)]
+        slot: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -339,6 +358,12 @@ fn print_letter_line(letter: &DeadLetter) {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Cdc {
+        command: CdcCommand::Lag { slot },
+    } = &cli.command
+    {
+        return cdc_lag(&cli.database_url, slot.as_deref(), cli.json).await;
+    }
     let db = open(&cli.database_url).await?;
     match cli.command {
         Command::Outbox {
@@ -477,6 +502,81 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 },
         } => tail(&*db, after, limit, follow, poll_ms, cli.json).await?,
         Command::Serve(args) => serve(db, args, cli.json).await?,
+        Command::Cdc { .. } => unreachable!("handled before the outbox is opened"),
+    }
+    Ok(())
+}
+
+/// `cdc lag`: the server's replication slots, and a warning (on stderr) for each one at risk.
+async fn cdc_lag(url: &str, slot: Option<&str>, json: bool) -> Result<(), Failure> {
+    let shown = redact(url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Failure(format!(
+            "`cdc lag` reads PostgreSQL's replication slots: give a `postgres://` URL, not `{shown}`"
+        )));
+    }
+    let cannot = |e: &dyn std::fmt::Display| {
+        Failure(format!("cannot connect to PostgreSQL at {shown}: {e}"))
+    };
+    let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| cannot(&e))?;
+    let pool = outbox::postgres::connect_with(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5)),
+        options,
+    )
+    .await
+    .map_err(|e| cannot(&e))?;
+    let slots = match slot {
+        Some(slot) => vec![herald_cdc::lag::slot_lag(&pool, slot).await?],
+        None => herald_cdc::lag::slots(&pool).await?,
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "slot": s.slot,
+                    "slot_type": s.slot_type,
+                    "plugin": s.plugin,
+                    "database": s.database,
+                    "active": s.active,
+                    "active_pid": s.active_pid,
+                    "consumer_pid": s.consumer_pid,
+                    "in_use": s.in_use(),
+                    "restart_lsn": s.restart_lsn.map(|l| l.to_string()),
+                    "confirmed_flush_lsn": s.confirmed_flush_lsn.map(|l| l.to_string()),
+                    "lag_bytes": s.lag_bytes,
+                    "retained_bytes": s.retained_bytes,
+                    "wal_status": s.wal_status,
+                    "warning": s.warning(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if slots.is_empty() {
+        println!("no replication slots");
+    } else {
+        println!(
+            "{:<32}  {:<8}  {:<10}  {:<6}  {:>14}  {:>14}  wal_status",
+            "slot", "type", "plugin", "in use", "lag bytes", "retained bytes"
+        );
+        for s in &slots {
+            let bytes = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+            println!(
+                "{:<32}  {:<8}  {:<10}  {:<6}  {:>14}  {:>14}  {}",
+                s.slot,
+                s.slot_type,
+                s.plugin.as_deref().unwrap_or("-"),
+                if s.in_use() { "yes" } else { "no" },
+                bytes(s.lag_bytes),
+                bytes(s.retained_bytes),
+                s.wal_status.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for warning in slots.iter().filter_map(herald_cdc::SlotLag::warning) {
+        eprintln!("warning: {warning}");
     }
     Ok(())
 }

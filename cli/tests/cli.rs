@@ -1,6 +1,7 @@
 //! The `herald` binary against a real SQLite file and the machine's MySQL/MariaDB: status, dead
 //! letters (list, show, redrive, purge), events tail, and the errors for a bad URL, a database
-//! without the schema, and URLs with passwords.
+//! without the schema, and URLs with passwords; `cdc lag` on the machine's PostgreSQL
+//! (`wal_level = logical`).
 
 use herald_core::outbox::SqliteOutbox;
 use herald_core::{
@@ -150,6 +151,101 @@ fn an_unreachable_server_is_reported_as_such_and_quickly() {
     assert!(!err.contains("pool timed out"), "{err}");
     // The pool used to retry for its whole 5 s acquire timeout.
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+}
+
+/// A logical replication slot of the test, dropped at its end even on panic (a forgotten slot
+/// pins WAL on the shared server).
+struct Slot(String);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let pool = herald_core::sqlx::PgPool::connect(&postgres_url()).await?;
+                herald_core::sqlx::query(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                )
+                .bind(&name)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "!! could not drop replication slot `{}`: drop it by hand",
+                self.0
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cdc_lag_lists_the_slots_and_warns_about_an_abandoned_one() {
+    let pool = herald_core::sqlx::PgPool::connect(&postgres_url())
+        .await
+        .expect("PostgreSQL (HERALD_TEST_DATABASE_URL) is required for this test");
+    let slot = Slot(format!("herald_cli_lag_{}", std::process::id()));
+    herald_core::sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(&slot.0)
+        .execute(&pool)
+        .await
+        .expect("a logical slot (wal_level = logical)");
+    herald_core::sqlx::query("SELECT pg_logical_emit_message(true, 'herald-cli-test', 'x')")
+        .execute(&pool)
+        .await
+        .expect("some WAL");
+
+    let (ok, out, err) = herald(&postgres_url(), &["cdc", "lag"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&slot.0))
+        .unwrap_or_else(|| panic!("the slot is listed: {out}"));
+    assert!(
+        line.contains("logical") && line.contains("pgoutput") && line.contains(" no "),
+        "{line}"
+    );
+    assert!(
+        err.contains(&format!("SELECT pg_drop_replication_slot('{}')", slot.0)),
+        "an abandoned slot is named with the fix: {err}"
+    );
+
+    let (ok, out, err) = herald(
+        &postgres_url(),
+        &["--json", "cdc", "lag", "--slot", &slot.0],
+    );
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(rows[0]["slot"], slot.0.as_str());
+    assert_eq!(rows[0]["in_use"], false);
+    assert!(
+        rows[0]["lag_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{rows}"
+    );
+    assert!(
+        rows[0]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("no consumer")),
+        "{rows}"
+    );
+
+    let (ok, _, err) = herald(
+        &postgres_url(),
+        &["cdc", "lag", "--slot", "no_such_slot_here"],
+    );
+    assert!(
+        !ok && err.contains("pg_create_logical_replication_slot"),
+        "{err}"
+    );
+    let (ok, _, err) = herald("sqlite:app.db", &["cdc", "lag"]);
+    assert!(!ok && err.contains("postgres://"), "{err}");
 }
 
 /// The machine's MySQL/MariaDB, as the core tests find it (`HERALD_TEST_MYSQL_URL`).
