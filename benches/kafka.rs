@@ -159,7 +159,7 @@ async fn sink_outbound(kafka: &Kafka, n: u64) -> Duration {
 /// The transport alone: `receive` and `settle` (done) in batches of 500, no Herald.
 async fn source_inbound(brokers: &str, topic: &str, n: u64) -> Duration {
     use herald::ports::{MessageSource, Settlement};
-    let kafka = Kafka::builder(brokers, topic, "bench-source")
+    let kafka = Kafka::builder(brokers, topic, format!("{topic}.source"))
         .max_buffered(5_000)
         .connect()
         .await
@@ -206,7 +206,7 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
 
 /// The raw consumer: poll, parse, store the offset, until `n` records.
 fn raw_inbound(brokers: &str, topic: &str, n: u64) -> Duration {
-    let consumer: BaseConsumer = consumer_config(brokers, "bench-raw")
+    let consumer: BaseConsumer = consumer_config(brokers, &format!("{topic}.raw"))
         .create()
         .expect("a consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -231,7 +231,7 @@ fn raw_inbound(brokers: &str, topic: &str, n: u64) -> Duration {
 
 /// Herald: the transport's source, a relay, a handler that counts.
 async fn herald_inbound(brokers: &str, topic: &str, n: u64) -> Duration {
-    let kafka = Kafka::builder(brokers, topic, "bench-herald")
+    let kafka = Kafka::builder(brokers, topic, format!("{topic}.herald"))
         .max_buffered(5_000)
         .connect()
         .await

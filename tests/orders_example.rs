@@ -301,7 +301,9 @@ async fn over_kafka_every_order_is_emailed_and_granted_exactly_once_across_kill_
         std::env::var("HERALD_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     // Reads the group's lag at the end (it never subscribes); creating the topic fails loudly
     // when the broker is down.
-    let admin = Kafka::builder(&brokers, &topic, "notifications-service")
+    // A group of the test's own: groups live on the broker, beyond this run.
+    let group = format!("{topic}.notifications");
+    let admin = Kafka::builder(&brokers, &topic, &group)
         .create_topic(3, 1)
         .connect()
         .await
@@ -321,6 +323,8 @@ async fn over_kafka_every_order_is_emailed_and_granted_exactly_once_across_kill_
         // conformance/tests/brokers/mod.rs, `real_builder`). Kafka has no such defect.
         "--kafka-set",
         "batch.num.messages=1",
+        "--kafka-group",
+        &group,
         "--queue",
         &topic,
     ];

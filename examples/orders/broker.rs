@@ -38,6 +38,9 @@ pub(crate) struct BrokerArgs {
     /// The Kafka brokers (`host:port[,host:port...]`), with `--transport kafka`.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub(crate) kafka_brokers: String,
+    /// The Kafka consumer group the notification service reads the topic as.
+    #[arg(long, env = "KAFKA_GROUP", default_value = "notifications-service")]
+    pub(crate) kafka_group: String,
     /// How long Kafka waits for a consumer that stopped answering (a kill -9) before its
     /// partitions go to another member, in milliseconds (`session.timeout.ms`).
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -61,9 +64,9 @@ pub(crate) struct BrokerArgs {
 pub(crate) enum Role {
     /// Only publishes (the order service): it never consumes what it feeds.
     Publisher,
-    /// Consumes as the group or queue consumer `group`, with at most `prefetch` deliveries
-    /// unfinished at once.
-    Consumer { group: &'static str, prefetch: u16 },
+    /// Consumes (in Kafka, as the consumer group `--kafka-group`), with at most `prefetch`
+    /// deliveries unfinished at once.
+    Consumer { prefetch: u16 },
 }
 
 /// A connected broker transport, whichever `--transport` chose.
@@ -145,7 +148,7 @@ impl BrokerArgs {
         // The order service publishes only: its consumer never subscribes, so it never joins.
         let (group, prefetch) = match role {
             Role::Publisher => ("orders-service", 1),
-            Role::Consumer { group, prefetch } => (group, prefetch),
+            Role::Consumer { prefetch } => (self.kafka_group.as_str(), prefetch),
         };
         let mut builder = Kafka::builder(&self.kafka_brokers, &self.queue, group)
             .create_topic(3, 1)

@@ -14,9 +14,9 @@
 //!    last attempt the message goes to the dead letters in this service's database.
 //!
 //! With `--transport kafka` the same flow runs on a Kafka topic read by the consumer group
-//! `notifications-service`: "acked" means the partition's done watermark passed the message and was
-//! committed, and a retry holds the customer's lane in this process (Kafka has no per-message
-//! nack). A kill -9 makes the group's next member read again from the last committed offset.
+//! `--kafka-group` (default `notifications-service`): "acked" means the partition's done
+//! watermark passed the message and was committed, and a retry holds the customer's lane in this
+//! process (Kafka has no per-message nack). A kill -9 makes the group's next member read again from the last committed offset.
 //!
 //! A kill -9 between a commit and the ack makes RabbitMQ deliver the message again after the
 //! restart: the inbox finds the handler's row, the handler is skipped (`Deduplicated`), and the
@@ -162,7 +162,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = args
         .broker
         .connect(broker::Role::Consumer {
-            group: "notifications-service",
             prefetch: args.prefetch,
         })
         .await?;
