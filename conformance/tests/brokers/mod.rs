@@ -257,7 +257,8 @@ pub(crate) mod kafka_topics {
     #[derive(Clone)]
     pub(crate) struct MockBroker {
         pub(crate) bootstrap: String,
-        requests: std::sync::mpsc::Sender<(MockRequest, std::sync::mpsc::Sender<Result<(), String>>)>,
+        requests:
+            std::sync::mpsc::Sender<(MockRequest, std::sync::mpsc::Sender<Result<(), String>>)>,
     }
 
     impl MockBroker {
