@@ -29,6 +29,53 @@ async fn count(_item: Item, State(done): State<Done>) {
     done.0.fetch_add(1, Ordering::Relaxed);
 }
 
+/// One event of the latency measure: `n` indexes the commit and start times.
+#[derive(Event, Clone, Debug, Serialize, Deserialize)]
+#[event(name = "bench.outbox.ping")]
+struct Ping {
+    n: usize,
+}
+
+/// When each ping's transaction committed (as seen by the producer) and its handler started.
+#[derive(Clone)]
+struct Times {
+    committed: Arc<Vec<std::sync::OnceLock<Instant>>>,
+    started: Arc<Vec<std::sync::OnceLock<Instant>>>,
+}
+
+impl Times {
+    fn new(n: usize) -> Self {
+        let slots = || Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+        Times {
+            committed: slots(),
+            started: slots(),
+        }
+    }
+
+    /// Commit → handler start of every ping, sorted, in microseconds (a handler that started
+    /// before the producer's `commit()` returned counts 0).
+    fn latencies(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self
+            .committed
+            .iter()
+            .zip(self.started.iter())
+            .map(|(committed, started)| {
+                let (Some(c), Some(s)) = (committed.get(), started.get()) else {
+                    panic!("a ping was not handled");
+                };
+                u64::try_from(s.saturating_duration_since(*c).as_micros()).unwrap_or(u64::MAX)
+            })
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+#[async_handler]
+async fn ping_started(ping: Ping, State(times): State<Times>) {
+    let _ = times.started[ping.n].set(Instant::now());
+}
+
 const TX_SIZE: u64 = 100;
 
 /// How the producer writes its 100 events per transaction: the same for Herald and the baseline.
@@ -65,8 +112,63 @@ fn herald(done: &Done) -> Herald {
     Herald::builder()
         .handlers_under(module_path!())
         .state(done.clone())
+        .state(Times::new(0))
         .build()
         .expect("registry")
+}
+
+/// Latency: one event per transaction at `rate` per second, the relay at its default poll
+/// interval (100 ms); prints p50/p90/p99/max of commit → handler start.
+async fn latency_run<D, P>(
+    backend: &str,
+    outbox: &herald::outbox::SqlOutbox<D>,
+    begin: P,
+    n: usize,
+    rate: u64,
+) where
+    D: herald::outbox::Dialect,
+    P: AsyncFn() -> sqlx::Transaction<'static, D>,
+    for<'c> &'c mut sqlx::Transaction<'static, D>: herald::outbox::OutboxConnection<D>,
+{
+    let times = Times::new(n);
+    let herald = Herald::builder()
+        .handlers_under(module_path!())
+        .state(Done::default())
+        .state(times.clone())
+        .build()
+        .expect("registry");
+    let relay = outbox.relay(&herald).batch_size(100).start();
+    // Let the relay reach its idle wait first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tick = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut next = tokio::time::Instant::now();
+    for i in 0..n {
+        next += tick;
+        tokio::time::sleep_until(next).await;
+        let mut tx = begin().await;
+        outbox
+            .publish(&mut tx, Ping { n: i })
+            .await
+            .expect("publish");
+        tx.commit().await.expect("commit");
+        let _ = times.committed[i].set(Instant::now());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while times.started.iter().any(|s| s.get().is_none()) {
+        assert!(Instant::now() < deadline, "latency run stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.stop().await;
+    herald.shutdown(Duration::from_secs(5)).await;
+    let all = times.latencies();
+    let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    println!(
+        "| {backend:<8} | {n:>6} | {rate:>7} | {:>8.2} | {:>8.2} | {:>8.2} | {:>8.2} |",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 async fn wait_for(done: &Done, n: u64) {
@@ -396,4 +498,29 @@ async fn main() {
     }
     #[cfg(not(feature = "postgres"))]
     println!("(PostgreSQL rows need `--features postgres`)");
+
+    // Commit → handler start, one event per transaction at 1,000 events/s (same run, both backends).
+    let pings = usize::try_from((n / 20).clamp(500, 5_000)).unwrap_or(5_000);
+    println!();
+    println!("commit -> handler start latency (one event per transaction, relay at its default 100 ms poll interval), ms");
+    println!("| backend  | events |  ev/s   |      p50 |      p90 |      p99 |      max |");
+    println!("|----------|--------|---------|----------|----------|----------|----------|");
+    if only.is_empty() || only == "sqlite" {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = outbox::sqlite::connect(dir.path().join("latency.db"))
+            .await
+            .expect("open");
+        let sqlite = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+        let begin = async || pool.begin().await.expect("begin");
+        latency_run("sqlite", &sqlite, begin, pings, 1_000).await;
+    }
+    #[cfg(feature = "postgres")]
+    if only.is_empty() || only == "postgres" {
+        let pool = pg::pool().await;
+        let postgres = herald::outbox::PgOutbox::new(pool.clone())
+            .await
+            .expect("migrate");
+        let begin = async || pool.begin().await.expect("begin");
+        latency_run("postgres", &postgres, begin, pings, 1_000).await;
+    }
 }

@@ -50,6 +50,7 @@
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod dialect;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod local_wake;
 mod ops;
 mod relay;
 // The SQL backends' relay side and its adapter to `MessageSource`: nothing else uses them.

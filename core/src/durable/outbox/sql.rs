@@ -4,6 +4,7 @@
 //! [`PgOutbox`](super::PgOutbox) and [`MySqlOutbox`](super::MySqlOutbox) are this type.
 
 use super::dialect::{sealed::SqlDialect, Bind, Dialect};
+use super::local_wake::{LocalPublishes, LocalWaiter};
 use super::row::{self, Backend, ClaimedRow, Outcome, Waiter};
 use super::schema::{self, MIGRATIONS};
 use super::{
@@ -51,6 +52,8 @@ impl<D: Dialect> fmt::Debug for SqlOutbox<D> {
 /// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to.
 pub(crate) struct SqlBackend<D: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<D>,
+    /// This process's publishes, which wake its relays (`local_wake.rs`).
+    pub(crate) local: Arc<LocalPublishes>,
 }
 
 impl<D: Dialect> fmt::Debug for SqlBackend<D> {
@@ -84,7 +87,10 @@ impl<D: Dialect> SqlOutbox<D> {
 
     fn from_pool(pool: sqlx::Pool<D>) -> Self {
         SqlOutbox {
-            backend: Arc::new(SqlBackend { pool }),
+            backend: Arc::new(SqlBackend {
+                pool,
+                local: Arc::default(),
+            }),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
@@ -243,7 +249,10 @@ impl<D: Dialect> SqlOutbox<D> {
         .instrument(span)
         .await
         {
-            Ok(_) => Ok(row.envelope.id),
+            Ok(_) => {
+                self.backend.local.published();
+                Ok(row.envelope.id)
+            }
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
         }
     }
@@ -285,6 +294,7 @@ impl<D: Dialect> SqlOutbox<D> {
                 source,
             });
         }
+        self.backend.local.published();
         Ok(rows.into_iter().map(|row| row.envelope.id).collect())
     }
 
@@ -441,7 +451,10 @@ impl<D: Dialect> Backend for SqlBackend<D> {
     }
 
     async fn waiter(&self) -> Box<dyn Waiter> {
-        D::waiter(&self.pool).await
+        Box::new(LocalWaiter::new(
+            D::waiter(&self.pool).await,
+            self.local.clone(),
+        ))
     }
 
     async fn delete_finished(
