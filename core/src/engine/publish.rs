@@ -237,6 +237,10 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(event, options, handlers, sink, Patience::Wait)
             .await?;
+        if let Some(slas) = self.slas_concern(E::NAME) {
+            slas.record_message(&dispatch.envelope, &dispatch.payload)
+                .await;
+        }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
@@ -268,6 +272,7 @@ impl Herald {
             .accept(event, options, handlers, sink, Patience::Never)
             .now_or_never()
             .expect("accepting without patience never waits")?;
+        self.record_sla_later(E::NAME, &dispatch);
         Ok(Delivery::new(dispatch.envelope.id, rx))
     }
 
@@ -302,6 +307,10 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(command, options, &handlers[..1], sink, Patience::Wait)
             .await?;
+        if let Some(slas) = self.slas_concern(C::NAME) {
+            slas.record_message(&dispatch.envelope, &dispatch.payload)
+                .await;
+        }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
@@ -335,7 +344,23 @@ impl Herald {
             )
             .now_or_never()
             .expect("accepting without patience never waits")?;
+        self.record_sla_later(C::NAME, &dispatch);
         Ok(CommandReply::new(dispatch.envelope.id, rx))
+    }
+
+    /// Records a message an SLA concerns without waiting (`try_publish`, `try_send`): in the
+    /// background, which shutdown awaits.
+    fn record_sla_later(&self, name: &'static str, dispatch: &Arc<Dispatch>) {
+        if self.slas_concern(name).is_none() {
+            return;
+        }
+        let dispatch = dispatch.clone();
+        self.inner.background.spawn(async move {
+            if let Some(slas) = &dispatch.herald.inner.slas {
+                slas.record_message(&dispatch.envelope, &dispatch.payload)
+                    .await;
+            }
+        });
     }
 
     /// Takes room for `message` in each handler's pool, then queues its jobs. Returns the jobs the

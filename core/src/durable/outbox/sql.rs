@@ -6,6 +6,7 @@
 use super::dialect::{sealed::SqlDialect, Bind, Dialect};
 use super::row::{self, Backend, ClaimedRow, Outcome, Waiter};
 use super::schema::{self, MIGRATIONS};
+use super::sla::{self as sla_store, Declared};
 use super::{
     NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
     StoredEvent, DEFAULT_MAX_PAYLOAD_BYTES,
@@ -48,9 +49,11 @@ impl<D: Dialect> fmt::Debug for SqlOutbox<D> {
     }
 }
 
-/// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to.
+/// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to,
+/// and the SLAs a runtime declared to the outbox (shared by its clones).
 pub(crate) struct SqlBackend<D: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<D>,
+    pub(crate) declared: Declared,
 }
 
 impl<D: Dialect> fmt::Debug for SqlBackend<D> {
@@ -84,9 +87,17 @@ impl<D: Dialect> SqlOutbox<D> {
 
     fn from_pool(pool: sqlx::Pool<D>) -> Self {
         SqlOutbox {
-            backend: Arc::new(SqlBackend { pool }),
+            backend: Arc::new(SqlBackend {
+                pool,
+                declared: Declared::default(),
+            }),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
+    }
+
+    /// The SLAs declared to this outbox by a runtime (`HeraldBuilder::sla_store`).
+    pub(crate) fn declared(&self) -> &Declared {
+        &self.backend.declared
     }
 
     /// The schema version applied to this database (0: none).
@@ -233,17 +244,16 @@ impl<D: Dialect> SqlOutbox<D> {
             "messaging.message.id",
             tracing::field::display(row.envelope.id),
         );
-        match D::insert(
-            conn.connection(),
-            &row.envelope,
-            &row.payload,
-            None,
-            row.deliver,
-        )
+        let written = async {
+            let connection = conn.connection();
+            D::insert(connection, &row.envelope, &row.payload, None, row.deliver).await?;
+            // The SLA expectations it opens or fulfils, in the same transaction.
+            sla_store::record_in::<D>(self.declared(), connection, &row.envelope, &message).await
+        }
         .instrument(span)
-        .await
-        {
-            Ok(_) => Ok(row.envelope.id),
+        .await;
+        match written {
+            Ok(()) => Ok(row.envelope.id),
             Err(source) => Err(OutboxPublishError::Failed { message, source }),
         }
     }
@@ -276,10 +286,19 @@ impl<D: Dialect> SqlOutbox<D> {
             Ok(rows) => rows,
             Err(refused) => return Err(refused.returning(messages)),
         };
-        if let Err(source) = D::insert_all(conn.connection(), &rows)
-            .instrument(span)
-            .await
-        {
+        let written = async {
+            let connection = conn.connection();
+            D::insert_all(connection, &rows).await?;
+            // The SLA expectations they open or fulfil, in the same transaction.
+            for (row, message) in rows.iter().zip(&messages) {
+                sla_store::record_in::<D>(self.declared(), connection, &row.envelope, message)
+                    .await?;
+            }
+            Ok::<(), OutboxError>(())
+        }
+        .instrument(span)
+        .await;
+        if let Err(source) = written {
             return Err(OutboxPublishError::Failed {
                 message: messages,
                 source,
