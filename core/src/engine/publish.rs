@@ -238,8 +238,12 @@ impl Herald {
             .accept(event, options, handlers, sink, Patience::Wait)
             .await?;
         if let Some(slas) = self.slas_concern(E::NAME) {
-            slas.record_message(&dispatch.envelope, &dispatch.payload)
-                .await;
+            slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            )
+            .await;
         }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
@@ -308,8 +312,12 @@ impl Herald {
             .accept(command, options, &handlers[..1], sink, Patience::Wait)
             .await?;
         if let Some(slas) = self.slas_concern(C::NAME) {
-            slas.record_message(&dispatch.envelope, &dispatch.payload)
-                .await;
+            slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            )
+            .await;
         }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
@@ -348,19 +356,16 @@ impl Herald {
         Ok(CommandReply::new(dispatch.envelope.id, rx))
     }
 
-    /// Records a message an SLA concerns without waiting (`try_publish`, `try_send`): in the
-    /// background, which shutdown awaits.
-    fn record_sla_later(&self, name: &'static str, dispatch: &Arc<Dispatch>) {
-        if self.slas_concern(name).is_none() {
-            return;
+    /// Records a message an SLA concerns without waiting (`try_publish`, `try_send`): its task
+    /// runs on, and shutdown awaits it.
+    fn record_sla_later(&self, name: &'static str, dispatch: &Dispatch) {
+        if let Some(slas) = self.slas_concern(name) {
+            drop(slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            ));
         }
-        let dispatch = dispatch.clone();
-        self.inner.background.spawn(async move {
-            if let Some(slas) = &dispatch.herald.inner.slas {
-                slas.record_message(&dispatch.envelope, &dispatch.payload)
-                    .await;
-            }
-        });
     }
 
     /// Takes room for `message` in each handler's pool, then queues its jobs. Returns the jobs the

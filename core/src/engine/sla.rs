@@ -11,6 +11,9 @@
 //! - an expected handler succeeding: [`Slas::record_completion`], awaited by the worker before
 //!   the job settles, so a relay finishes the row only once the fulfilment is stored.
 //!
+//! Each record (and each sweep asked for with [`Herald::sweep_slas`]) runs in a task of its own,
+//! which the caller awaits: a caller that gives up cuts no store write or transaction short.
+//!
 //! A store that refuses a write is tried again a few times; then the expectation is logged in
 //! full at error level, as a dead letter is.
 
@@ -34,6 +37,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often the sweeper looks for due expectations unless
 /// [`sla_sweep_interval`](crate::HeraldBuilder::sla_sweep_interval) says otherwise.
@@ -209,48 +213,58 @@ impl Slas {
 
     /// Records a message that passed through this runtime: each A opens its SLAs'
     /// expectations, each B fulfils the open ones of its key (at B's time).
-    pub(crate) fn record_message<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        payload: &'a Payload,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+    ///
+    /// The store is written in a task of its own (tracked by `background`, which shutdown
+    /// awaits), so a caller that gives up (a publish dropped by its timeout) cuts no write short:
+    /// the returned future only waits for it.
+    pub(crate) fn record_message(
+        self: &Arc<Self>,
+        background: &TaskTracker,
+        envelope: &Envelope,
+        payload: &Payload,
+    ) -> BoxFuture<'static, ()> {
+        let (slas, envelope, payload) = (self.clone(), envelope.clone(), payload.clone());
+        detached(background.spawn(async move {
             let name = envelope.name.as_ref();
-            for &index in self.after.get(name).map_or(&[][..], Vec::as_slice) {
-                let sla = &self.list[index];
+            for &index in slas.after.get(name).map_or(&[][..], Vec::as_slice) {
+                let sla = &slas.list[index];
                 let Some(key) = sla.key_of_after(payload.as_any()) else {
                     continue;
                 };
                 let new = NewExpectation::new(sla, key, envelope.id, envelope.occurred_at);
-                self.open(index, new).await;
+                slas.open(index, new).await;
             }
-            for &index in self.expected.get(name).map_or(&[][..], Vec::as_slice) {
-                let Some(key) = self.list[index].key_of_expected(payload.as_any()) else {
+            for &index in slas.expected.get(name).map_or(&[][..], Vec::as_slice) {
+                let Some(key) = slas.list[index].key_of_expected(payload.as_any()) else {
                     continue;
                 };
-                self.fulfil(index, &key, envelope.id, envelope.occurred_at)
+                slas.fulfil(index, &key, envelope.id, envelope.occurred_at)
                     .await;
             }
-        })
+        }))
     }
 
     /// Records the success of a handler that SLAs `indices` expect: it fulfils the open
-    /// expectations of its message's key, now.
-    pub(crate) fn record_completion<'a>(
-        &'a self,
-        indices: &'a [usize],
-        envelope: &'a Envelope,
-        payload: &'a Payload,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+    /// expectations of its message's key, now. Written in a task of its own, as
+    /// [`record_message`](Self::record_message).
+    pub(crate) fn record_completion(
+        self: &Arc<Self>,
+        background: &TaskTracker,
+        indices: &[usize],
+        envelope: &Envelope,
+        payload: &Payload,
+    ) -> BoxFuture<'static, ()> {
+        let (slas, indices) = (self.clone(), indices.to_vec());
+        let (id, payload) = (envelope.id, payload.clone());
+        detached(background.spawn(async move {
             let now = Utc::now();
-            for &index in indices {
-                let Some(key) = self.list[index].key_of_expected(payload.as_any()) else {
+            for index in indices {
+                let Some(key) = slas.list[index].key_of_expected(payload.as_any()) else {
                     continue;
                 };
-                self.fulfil(index, &key, envelope.id, now).await;
+                slas.fulfil(index, &key, id, now).await;
             }
-        })
+        }))
     }
 
     async fn open(&self, index: usize, new: NewExpectation) {
@@ -381,6 +395,15 @@ impl Slas {
     }
 }
 
+/// Waits for a task that records SLA movements; dropping the future leaves the task running.
+fn detached(task: JoinHandle<()>) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "recording an SLA movement panicked or was cancelled");
+        }
+    })
+}
+
 /// Runs a store call, trying it again after [`STORE_RETRIES`] when it fails.
 async fn retrying<T, F, Fut>(what: &'static str, mut call: F) -> Result<T, SlaStoreError>
 where
@@ -405,11 +428,8 @@ where
 
 impl Herald {
     #[inline]
-    pub(crate) fn slas_concern(&self, name: &str) -> Option<&Slas> {
-        self.inner
-            .slas
-            .as_deref()
-            .filter(|slas| slas.concerns(name))
+    pub(crate) fn slas_concern(&self, name: &str) -> Option<&Arc<Slas>> {
+        self.inner.slas.as_ref().filter(|slas| slas.concerns(name))
     }
 
     /// The SLAs registered with [`HeraldBuilder::sla`](crate::HeraldBuilder::sla) (also listed by
@@ -457,9 +477,20 @@ impl Herald {
     /// # Errors
     /// When the store cannot be written; the expectations stay open for the next sweep.
     pub async fn sweep_slas(&self) -> Result<usize, SlaStoreError> {
-        match &self.inner.slas {
-            Some(slas) => slas.sweep(self).await,
-            None => Ok(0),
+        let Some(slas) = self.inner.slas.clone() else {
+            return Ok(0);
+        };
+        // In a task of its own: a caller that gives up cuts no sweep short (the breaches it
+        // marks are emitted, or opened again).
+        let herald = self.clone();
+        match self
+            .inner
+            .background
+            .spawn(async move { slas.sweep(&herald).await })
+            .await
+        {
+            Ok(swept) => swept,
+            Err(error) => Err(SlaStoreError::new("sweeping", error)),
         }
     }
 }

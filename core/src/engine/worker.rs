@@ -745,8 +745,10 @@ fn succeed(guard: &mut InFlight, attempt: u32, reply: AnyReply) {
 #[inline(never)]
 async fn record_completion(guard: &InFlight) {
     let job = guard.job();
-    if let Some(slas) = &job.dispatch.herald.inner.slas {
+    let herald = &job.dispatch.herald;
+    if let Some(slas) = &herald.inner.slas {
         slas.record_completion(
+            &herald.inner.background,
             &job.handler.slas,
             &job.dispatch.envelope,
             &job.dispatch.payload,

@@ -48,7 +48,8 @@ pub(crate) async fn record_in<D: Dialect>(
     declared: &Declared,
     conn: &mut D::Connection,
     envelope: &Envelope,
-    message: &dyn Any,
+    // `Send + Sync`: held across the awaits of a publish, whose future must be `Send`.
+    message: &(dyn Any + Send + Sync),
 ) -> Result<(), OutboxError> {
     let Some(slas) = declared.get() else {
         return Ok(());
