@@ -388,7 +388,7 @@ impl HeraldBuilder {
         for sla in &self.slas {
             names.entry(sla.name()).or_default().push(sla);
             problems.extend(sla.problems().into_iter().map(BuildProblem::general));
-            if let Expected::Handler {
+            if let Expected::Completion {
                 handler,
                 message,
                 rust_type,

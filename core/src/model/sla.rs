@@ -85,19 +85,21 @@ impl fmt::Display for Sla {
     }
 }
 
-/// What fulfils an SLA's expectation.
+/// What fulfils an SLA's expectation. (The variants are not named after `Message` and
+/// `Handler`: a public item named `Message` would make rustc print the trait's full path in
+/// every error that names it.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Expected {
-    /// A message: published, stored in an outbox, or received.
-    Message {
+    /// A message arriving: published, stored in an outbox, or received.
+    Arrival {
         /// Its wire name.
-        name: &'static str,
+        message: &'static str,
         /// Its Rust type.
         rust_type: &'static str,
     },
-    /// A handler succeeding on a message.
-    Handler {
+    /// A handler completing (succeeding on) a message.
+    Completion {
         /// The handler's name.
         handler: String,
         /// The wire name of the message it handles.
@@ -110,8 +112,8 @@ pub enum Expected {
 impl fmt::Display for Expected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expected::Message { name, .. } => f.write_str(name),
-            Expected::Handler {
+            Expected::Arrival { message, .. } => f.write_str(message),
+            Expected::Completion {
                 handler, message, ..
             } => write!(f, "handler {handler} to complete {message}"),
         }
@@ -169,16 +171,16 @@ impl Sla {
     /// The wire name of the message whose arrival (or whose handler's completion) fulfils it.
     pub fn expected_message(&self) -> &'static str {
         match &self.expected {
-            Expected::Message { name, .. } => name,
-            Expected::Handler { message, .. } => message,
+            Expected::Arrival { message, .. } => message,
+            Expected::Completion { message, .. } => message,
         }
     }
 
     /// The handler that fulfils it, when it expects a handler.
     pub fn expected_handler(&self) -> Option<&str> {
         match &self.expected {
-            Expected::Handler { handler, .. } => Some(handler),
-            Expected::Message { .. } => None,
+            Expected::Completion { handler, .. } => Some(handler),
+            Expected::Arrival { .. } => None,
         }
     }
 
@@ -219,7 +221,7 @@ impl Sla {
             )),
             Some(_) => {}
         }
-        if let Expected::Message { name, .. } = self.expected {
+        if let Expected::Arrival { message: name, .. } = self.expected {
             if name == self.after {
                 problems.push(format!(
                     "SLA `{}` ({at}) expects `{name}` after `{name}`: each would fulfil its own expectation; expect another message, or a handler with `.expect_handler::<{}>(\"handler name\")`",
@@ -272,8 +274,8 @@ impl<A: Message> SlaAfter<A> {
         SlaExpect {
             name: self.name,
             location: self.location,
-            expected: Expected::Message {
-                name: B::NAME,
+            expected: Expected::Arrival {
+                message: B::NAME,
                 rust_type: std::any::type_name::<B>(),
             },
             within: None,
@@ -288,7 +290,7 @@ impl<A: Message> SlaAfter<A> {
         SlaExpect {
             name: self.name,
             location: self.location,
-            expected: Expected::Handler {
+            expected: Expected::Completion {
                 handler: handler.into(),
                 message: M::NAME,
                 rust_type: std::any::type_name::<M>(),
@@ -382,6 +384,9 @@ pub struct SlaBreached {
     pub breached_at: DateTime<Utc>,
 }
 
+// Not suggested by rustc when a user's type is not a message ("the trait `Message` is
+// implemented for `SlaBreached`" would only distract from the fix the trait's note gives).
+#[diagnostic::do_not_recommend]
 impl Message for SlaBreached {
     const NAME: &'static str = "herald.sla_breached";
     const KIND: MessageKind = MessageKind::Event;
