@@ -42,7 +42,7 @@ fn late(handler: &HandlerRuntime, dispatch: &Dispatch, limit: Duration) {
     tracing::warn!(
         handler = handler.desc.name,
         message_id = %dispatch.envelope.id,
-        message = %dispatch.envelope.name,
+        message_type = %dispatch.envelope.name,
         waited = ?waited,
         start_within = ?limit,
         "handler started late: the message waited longer than its `start_within` before its first attempt"
