@@ -188,10 +188,12 @@ mod orders {
             .await
             .expect("publish");
         eventually("the breach handled", || breaches.all().len() == 1).await;
-        let _ = herald
-            .publish(OrderShipped { order_id: 3 })
-            .await
-            .expect("publish");
+        drop(
+            herald
+                .publish(OrderShipped { order_id: 3 })
+                .await
+                .expect("publish"),
+        );
         let record = herald
             .sla_expectation("order-shipped", placed.message_id())
             .await
@@ -222,24 +224,32 @@ mod orders {
         let (breaches, moves) = (Breaches::default(), Arc::new(Moves::default()));
         let herald = build(&breaches, &moves);
         for order_id in [10, 11, 12] {
-            let _ = herald
-                .publish(OrderPlaced { order_id })
-                .await
-                .expect("publish");
+            drop(
+                herald
+                    .publish(OrderPlaced { order_id })
+                    .await
+                    .expect("publish"),
+            );
         }
         // Two As of one key: one B fulfils both.
-        let _ = herald
-            .publish(OrderPlaced { order_id: 11 })
-            .await
-            .expect("publish");
-        let _ = herald
-            .publish(OrderShipped { order_id: 11 })
-            .await
-            .expect("publish");
-        let _ = herald
-            .publish(OrderShipped { order_id: 99 })
-            .await
-            .expect("publish");
+        drop(
+            herald
+                .publish(OrderPlaced { order_id: 11 })
+                .await
+                .expect("publish"),
+        );
+        drop(
+            herald
+                .publish(OrderShipped { order_id: 11 })
+                .await
+                .expect("publish"),
+        );
+        drop(
+            herald
+                .publish(OrderShipped { order_id: 99 })
+                .await
+                .expect("publish"),
+        );
         eventually("two breaches", || breaches.all().len() == 2).await;
         tokio::time::sleep(SWEEP * 5).await;
         let mut keys: Vec<String> = breaches.all().into_iter().map(|b| b.key).collect();
@@ -277,10 +287,12 @@ mod orders {
     async fn shutdown_stops_the_sweeper_and_leaves_the_expectations_open() {
         let (breaches, moves) = (Breaches::default(), Arc::new(Moves::default()));
         let herald = build(&breaches, &moves);
-        let _ = herald
-            .publish(OrderPlaced { order_id: 8 })
-            .await
-            .expect("publish");
+        drop(
+            herald
+                .publish(OrderPlaced { order_id: 8 })
+                .await
+                .expect("publish"),
+        );
         let report = herald.shutdown(Duration::from_secs(1)).await;
         assert!(report.drained);
         tokio::time::sleep(T + SWEEP * 5).await;
@@ -313,12 +325,13 @@ mod handlers {
     /// Requests a charge (the expected handler then runs on it).
     #[async_handler]
     async fn request(event: PaymentRequested, bus: herald::Bus) -> Result<(), HandlerError> {
-        let _ = bus
-            .publish(Charge {
+        drop(
+            bus.publish(Charge {
                 payment: event.payment,
                 fail: event.fail,
             })
-            .await?;
+            .await?,
+        );
         Ok(())
     }
 

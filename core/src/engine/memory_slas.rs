@@ -289,22 +289,31 @@ mod tests {
             new("s", "8", 1),
         );
         assert_eq!(
-            store.open(&[a1.clone(), a2.clone(), other]).await.unwrap(),
+            store
+                .open(&[a1.clone(), a2.clone(), other])
+                .await
+                .expect("in memory"),
             3
         );
-        assert_eq!(store.open(std::slice::from_ref(&a1)).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .open(std::slice::from_ref(&a1))
+                .await
+                .expect("in memory"),
+            0
+        );
         let moved = store
             .fulfil("s", "7", MessageId::new(), Utc::now())
             .await
-            .unwrap();
+            .expect("in memory");
         assert_eq!(moved.len(), 2);
         assert!(moved.iter().all(|f| f.state == ExpectationState::Fulfilled));
         assert!(store
             .fulfil("s", "7", MessageId::new(), Utc::now())
             .await
-            .unwrap()
+            .expect("in memory")
             .is_empty());
-        let status = store.status().await.unwrap();
+        let status = store.status().await.expect("in memory");
         assert_eq!((status[0].pending, status[0].fulfilled), (1, 2));
     }
 
@@ -312,31 +321,37 @@ mod tests {
     async fn a_due_expectation_is_breached_once_then_fulfilled_late_and_can_be_reopened() {
         let store = InMemorySlaStore::default();
         let late = new("s", "k", 1);
-        store.open(std::slice::from_ref(&late)).await.unwrap();
+        store
+            .open(std::slice::from_ref(&late))
+            .await
+            .expect("in memory");
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let breached = store.sweep(10).await.unwrap();
+        let breached = store.sweep(10).await.expect("in memory");
         assert_eq!(breached.len(), 1);
         assert_eq!(breached[0].a_message_id, late.a_message_id);
-        assert!(store.sweep(10).await.unwrap().is_empty(), "breached once");
-        store.reopen(&breached[0]).await.unwrap();
+        assert!(
+            store.sweep(10).await.expect("in memory").is_empty(),
+            "breached once"
+        );
+        store.reopen(&breached[0]).await.expect("in memory");
         assert_eq!(
-            store.sweep(10).await.unwrap().len(),
+            store.sweep(10).await.expect("in memory").len(),
             1,
             "reopened, swept again"
         );
         let moved = store
             .fulfil("s", "k", MessageId::new(), Utc::now())
             .await
-            .unwrap();
+            .expect("in memory");
         assert_eq!(moved[0].state, ExpectationState::FulfilledLate);
         let record = store
             .expectation("s", late.a_message_id)
             .await
-            .unwrap()
+            .expect("in memory")
             .expect("kept");
         assert_eq!(record.state, ExpectationState::FulfilledLate);
         assert!(record.breached_at.is_some() && record.fulfilled_at.is_some());
-        let status = store.status().await.unwrap();
+        let status = store.status().await.expect("in memory");
         assert_eq!(
             (
                 status[0].pending,
@@ -352,13 +367,13 @@ mod tests {
         let store = InMemorySlaStore::with_capacity(2);
         for n in 0..5 {
             let expectation = new("s", &n.to_string(), 60_000);
-            store.open(&[expectation]).await.unwrap();
+            store.open(&[expectation]).await.expect("in memory");
             store
                 .fulfil("s", &n.to_string(), MessageId::new(), Utc::now())
                 .await
-                .unwrap();
+                .expect("in memory");
         }
         assert_eq!(store.book.lock().expectations.len(), 2);
-        assert_eq!(store.status().await.unwrap()[0].fulfilled, 5);
+        assert_eq!(store.status().await.expect("in memory")[0].fulfilled, 5);
     }
 }

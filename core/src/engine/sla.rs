@@ -118,12 +118,12 @@ impl SlaCounters {
     }
 
     fn snapshot(&self) -> SlaCounts {
-        let mut counts = SlaCounts::default();
-        counts.opened = self.opened.load(Ordering::Relaxed);
-        counts.fulfilled = self.fulfilled.load(Ordering::Relaxed);
-        counts.fulfilled_late = self.fulfilled_late.load(Ordering::Relaxed);
-        counts.breached = self.breached.load(Ordering::Relaxed);
-        counts
+        SlaCounts {
+            opened: self.opened.load(Ordering::Relaxed),
+            fulfilled: self.fulfilled.load(Ordering::Relaxed),
+            fulfilled_late: self.fulfilled_late.load(Ordering::Relaxed),
+            breached: self.breached.load(Ordering::Relaxed),
+        }
     }
 }
 
