@@ -398,6 +398,38 @@ mod handlers {
     }
 }
 
+mod without_slas {
+    use super::*;
+    use herald::{Envelope, Settlement, StoredMessage};
+
+    /// A relay of a runtime without SLAs may claim a breach row another process's sweeper wrote
+    /// into a shared outbox: it decodes it (no handler: done), never dead-letters it as malformed.
+    #[tokio::test]
+    async fn a_runtime_without_slas_still_reads_a_stored_breach() {
+        let herald = Herald::builder()
+            .handlers_under("slas::nothing_here")
+            .build()
+            .expect("valid registry");
+        let breach = SlaBreached {
+            sla: "order-shipped".into(),
+            key: "7".into(),
+            a_message_id: herald::MessageId::new(),
+            due_at: herald::chrono::Utc::now(),
+            breached_at: herald::chrono::Utc::now(),
+        };
+        let stored = StoredMessage::new(
+            &Envelope::new("herald.sla_breached"),
+            serde_json::to_string(&breach).expect("json"),
+        );
+        assert!(
+            matches!(herald.ingest(&stored).await, Settlement::Done { .. }),
+            "decoded and done"
+        );
+        assert_eq!(herald.dead_letters().count().await.expect("count"), 0);
+        assert!(!herald.routes().to_string().contains("sla_breached"));
+    }
+}
+
 mod checks {
     use super::*;
 

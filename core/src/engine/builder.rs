@@ -252,7 +252,7 @@ impl HeraldBuilder {
                 messages.extend(registry::message_named(handler.message));
             }
         }
-        // A breach written into an outbox must decode at its relay, handled or not.
+        // With SLAs, their breach event is in the routing table, handled or not.
         if !self.slas.is_empty() && !messages.iter().any(|m| m.name == SlaBreached::NAME) {
             messages.extend(registry::message_named(SlaBreached::NAME));
         }
@@ -357,7 +357,14 @@ impl HeraldBuilder {
             dead_letters: self
                 .dead_letters
                 .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
-            messages: messages.iter().map(|m| (m.name, *m)).collect(),
+            // Every runtime decodes a breach event, SLAs or not: a relay sharing an outbox with a
+            // process that sweeps may claim its row, and must not take it for a malformed one.
+            messages: messages
+                .iter()
+                .copied()
+                .chain(registry::message_named(SlaBreached::NAME))
+                .map(|m| (m.name, m))
+                .collect(),
             accepting: AtomicBool::new(true),
             background: TaskTracker::new(),
             delays: Arc::new(Delays::default()),

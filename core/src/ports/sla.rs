@@ -108,3 +108,45 @@ pub trait SlaStore: Send + Sync + fmt::Debug + 'static {
         a_message_id: MessageId,
     ) -> Result<Option<SlaExpectation>, SlaStoreError>;
 }
+
+/// A shared store is a store.
+#[async_trait]
+impl<T: SlaStore + ?Sized> SlaStore for Arc<T> {
+    fn declare(&self, slas: Arc<[Sla]>) {
+        (**self).declare(slas);
+    }
+    fn durable(&self) -> bool {
+        (**self).durable()
+    }
+    async fn open(&self, expectations: &[NewExpectation]) -> Result<u64, SlaStoreError> {
+        (**self).open(expectations).await
+    }
+    async fn fulfil(
+        &self,
+        sla: &str,
+        key: &str,
+        by: MessageId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Fulfilment>, SlaStoreError> {
+        (**self).fulfil(sla, key, by, at).await
+    }
+    async fn sweep(&self, limit: usize) -> Result<Vec<SlaBreached>, SlaStoreError> {
+        (**self).sweep(limit).await
+    }
+    fn delivers_breaches(&self) -> bool {
+        (**self).delivers_breaches()
+    }
+    async fn reopen(&self, breach: &SlaBreached) -> Result<(), SlaStoreError> {
+        (**self).reopen(breach).await
+    }
+    async fn status(&self) -> Result<Vec<SlaStatus>, SlaStoreError> {
+        (**self).status().await
+    }
+    async fn expectation(
+        &self,
+        sla: &str,
+        a_message_id: MessageId,
+    ) -> Result<Option<SlaExpectation>, SlaStoreError> {
+        (**self).expectation(sla, a_message_id).await
+    }
+}

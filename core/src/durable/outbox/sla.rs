@@ -35,7 +35,7 @@ impl Declared {
         *self.0.write() = Some(slas);
     }
 
-    /// The declared SLAs that an `envelope.name` message opens or fulfils, if any.
+    /// The declared SLAs, if a runtime declared any.
     fn get(&self) -> Option<Arc<[Sla]>> {
         self.0.read().clone()
     }
