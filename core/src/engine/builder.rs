@@ -204,8 +204,9 @@ impl HeraldBuilder {
     /// outbox (or a clone) opens its expectation in the same transaction, a B fulfils them in its
     /// transaction, and a breach is marked and its `SlaBreached` written into the outbox in one
     /// transaction (delivered by the outbox's relay). Several processes may share it: their
-    /// sweepers compete, and each breach is emitted once. Default: [`InMemorySlaStore`], whose
-    /// expectations do not survive a restart.
+    /// sweepers compete, and each breach is emitted once. An outbox follows the SLAs of the last
+    /// runtime built with it. Default: [`InMemorySlaStore`], whose expectations do not survive a
+    /// restart.
     pub fn sla_store(mut self, store: impl SlaStore) -> Self {
         self.sla_store = Some(Arc::new(store));
         self

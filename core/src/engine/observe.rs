@@ -13,7 +13,9 @@
 //!   duplicate, an overflow drop, a shutdown, a cancelled `CallerRuns` publisher;
 //! - [`on_ledger`](AttemptObserver::on_ledger) for every movement of the handler's ledger
 //!   (accepted, rejected, started, ended, evicted, …), exactly as
-//!   [`Herald::ledger`](crate::Herald::ledger) counts them, so gauges such as "jobs queued" stay exact.
+//!   [`Herald::ledger`](crate::Herald::ledger) counts them, so gauges such as "jobs queued" stay exact;
+//! - [`on_sla`](AttemptObserver::on_sla) when this process opens, fulfils or breaches a deadline
+//!   SLA's expectation ([`SlaEvent`]; not a job's hook: it runs on the task that recorded it).
 //!
 //! The `metrics`-crate counters (`herald_messages_total{handler,outcome}`,
 //! `herald_failed_attempts_total`, `herald_retries_total`, `herald_in_flight`, `herald_queued`) are
