@@ -40,6 +40,18 @@ pub mod dead_letter {
     pub use crate::ports::dead_letters::{DeadLetterError, DeadLetterStore};
 }
 
+/// Deadline SLAs ("when A happens, B within T"): the declaration, the breach event, the stored
+/// records, the store port and its in-memory default (see `docs/SLAS.md`).
+pub mod sla {
+    pub use crate::engine::memory_slas::{InMemorySlaStore, DEFAULT_KEEP_FINISHED};
+    pub use crate::engine::sla::DEFAULT_SLA_SWEEP_INTERVAL;
+    pub use crate::model::sla::{
+        ExpectationState, Expected, Fulfilment, NewExpectation, Sla, SlaAfter, SlaBreached,
+        SlaBuilder, SlaCounts, SlaExpect, SlaExpectation, SlaStatus, MAX_SLA_NAME,
+    };
+    pub use crate::ports::sla::{SlaStore, SlaStoreError};
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -78,6 +90,7 @@ pub use model::outcome::{EventOutcome, HandlerReport, HandlerStatus};
 pub use model::stored_message::{
     HandlerProgress, OutgoingMessage, Progress, Settlement, StoredMessage,
 };
+pub use sla::{InMemorySlaStore, Sla, SlaBreached, SlaCounts, SlaStatus, SlaStore, SlaStoreError};
 
 /// The `chrono` Herald's times are in (envelope times, [`PublishOptions::deliver_at`]).
 pub use chrono;

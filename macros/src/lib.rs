@@ -63,6 +63,7 @@ use proc_macro::TokenStream;
 /// | `dedupe` | skip a message id this handler already completed | off |
 /// | `ordered` | messages with the same key run one at a time, in order (the message needs `key = ..`) | off |
 /// | `circuit_breaker(failures = 5, open_for = "30s")` | after `failures` failed attempts in a row, the handler's jobs wait `open_for` (no attempt spent), then one probe runs; each part optional | none (`circuit_breaker` alone: 5 failures, 30 s) |
+/// | `start_within = "30s"` | a job whose first attempt starts later than this after the message's time (its queue delay) is logged at warn level and counted in `start_late`; it still runs | none |
 ///
 /// Durations are a number and a unit: `ns`, `us`, `ms`, `s`, `m` or `h` (`100ms`, `1.5s`).
 ///

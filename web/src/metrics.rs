@@ -15,7 +15,12 @@
 //!   destination;
 //! - **gauges sampled at scrape time**: pool depth and in-flight jobs ([`Herald::pool_stats`] and
 //!   the ledger), stored dead letters, outbox pending and oldest-pending age
-//!   ([`OutboxOps::status`]) and consumer lag ([`ConsumerLag`]).
+//!   ([`OutboxOps::status`]), consumer lag ([`ConsumerLag`]) and SLA expectations by state
+//!   ([`Herald::sla_status`], [`OutboxOps::sla_status`]).
+//!
+//! The engine's own `metrics` series (resolved against this recorder by [`HeraldMetrics::build`])
+//! include the deadline ones: `herald_sla_events_total{sla,event}` and
+//! `herald_start_late_total{handler}`.
 //!
 //! Sampling at scrape time keeps the gauges exact at the moment Prometheus reads them, needs no
 //! background task to start and stop, and costs the database nothing while nobody scrapes: one
@@ -49,6 +54,7 @@ use herald_core::observe::{
     AttemptEnd, AttemptObserver, AttemptOutcome, FinalEvent, LedgerChange, LedgerEvent,
 };
 use herald_core::ports::lag::ConsumerLag;
+use herald_core::sla::{ExpectationState, SlaStatus};
 use herald_core::{
     BuildError, Disposition, HandlerErrorKind, HandlerStatus, Herald, HeraldBuilder, Overload,
 };
@@ -271,6 +277,26 @@ impl HeraldMetrics {
             Ok(Err(error)) => self.sample_failed("dead_letters", &error),
             Err(_) => self.sample_failed("dead_letters", &"timed out"),
         }
+        if !herald.slas().is_empty() {
+            match tokio::time::timeout(self.inner.sample_timeout, herald.sla_status()).await {
+                Ok(Ok(status)) => self.set_sla_gauges(&status),
+                Ok(Err(error)) => self.sample_failed("slas", &error),
+                Err(_) => self.sample_failed("slas", &"timed out"),
+            }
+        }
+    }
+
+    /// `herald_sla_expectations{sla,state}` from a store's counts (a runtime's SLA store, or an
+    /// outbox's table: the same store read twice sets the same values).
+    fn set_sla_gauges(&self, status: &[SlaStatus]) {
+        self.in_scope(|| {
+            for sla in status {
+                for state in ExpectationState::ALL {
+                    gauge!("herald_sla_expectations", "sla" => sla.sla.clone(), "state" => state.as_str())
+                        .set(sla.count(state) as f64);
+                }
+            }
+        });
     }
 
     async fn sample_outbox(&self, name: &str, outbox: &dyn OutboxOps) {
@@ -292,6 +318,11 @@ impl HeraldMetrics {
             }),
             Ok(Err(error)) => self.sample_failed("outbox", &error),
             Err(_) => self.sample_failed("outbox", &"timed out"),
+        }
+        match tokio::time::timeout(self.inner.sample_timeout, outbox.sla_status()).await {
+            Ok(Ok(status)) => self.set_sla_gauges(&status),
+            Ok(Err(error)) => self.sample_failed("slas", &error),
+            Err(_) => self.sample_failed("slas", &"timed out"),
         }
     }
 
@@ -419,7 +450,19 @@ fn describe() {
     );
     describe_counter!(
         "herald_metrics_sample_errors_total",
-        "Scrapes that could not sample a source (outbox, consumer_lag, dead_letters)"
+        "Scrapes that could not sample a source (outbox, consumer_lag, dead_letters, slas)"
+    );
+    describe_counter!(
+        "herald_sla_events_total",
+        "SLA expectations this process moved, by SLA and event: opened, fulfilled, fulfilled_late, breached"
+    );
+    describe_gauge!(
+        "herald_sla_expectations",
+        "SLA expectations in the store, by SLA and state: pending, fulfilled, fulfilled_late, breached"
+    );
+    describe_counter!(
+        "herald_start_late_total",
+        "Jobs whose first attempt started later than the handler's start_within after the message's time"
     );
 }
 

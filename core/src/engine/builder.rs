@@ -9,14 +9,19 @@ use crate::engine::dedupe::DedupeWindow;
 use crate::engine::delay::Delays;
 use crate::engine::lanes::KeyLanes;
 use crate::engine::memory_dead_letters::InMemoryDeadLetters;
+use crate::engine::memory_slas::InMemorySlaStore;
+use crate::engine::observe::HandlerSeries;
 use crate::engine::observe::{AttemptObserver, Hooks, Observers};
 use crate::engine::pool::{Pool, PoolConfig};
 use crate::engine::registry::{self, RoutingTable};
 use crate::engine::route::{Forward, RouteSpec};
 use crate::engine::runtime::{HandlerRuntime, Herald, Inner};
+use crate::engine::sla::{Slas, DEFAULT_SLA_SWEEP_INTERVAL};
 use crate::engine::worker;
-use crate::model::message::{MessageDescriptor, MessageKind};
+use crate::model::message::{Message, MessageDescriptor, MessageKind};
 use crate::model::options::{CircuitBreaker, Rate};
+use crate::model::sla::{Expected, Sla, SlaBreached};
+use crate::ports::sla::SlaStore;
 use governor::{Quota, RateLimiter};
 use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
@@ -44,6 +49,9 @@ pub struct HeraldBuilder {
     observers: Vec<(&'static str, Box<dyn AttemptObserver>)>,
     metrics: bool,
     routes: Vec<RouteSpec>,
+    slas: Vec<Sla>,
+    sla_store: Option<Arc<dyn SlaStore>>,
+    sla_sweep_interval: std::time::Duration,
 }
 
 impl fmt::Debug for HeraldBuilder {
@@ -62,6 +70,8 @@ impl fmt::Debug for HeraldBuilder {
             )
             .field("metrics", &self.metrics)
             .field("routes", &self.routes)
+            .field("slas", &self.slas)
+            .field("sla_store", &self.sla_store)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +90,9 @@ impl HeraldBuilder {
             observers: Vec::new(),
             metrics: true,
             routes: Vec::new(),
+            slas: Vec::new(),
+            sla_store: None,
+            sla_sweep_interval: DEFAULT_SLA_SWEEP_INTERVAL,
         }
     }
 
@@ -176,12 +189,43 @@ impl HeraldBuilder {
         self
     }
 
+    /// Registers a deadline SLA: after message A, expect message B (or a handler's completion)
+    /// within a time, correlated by a key (see [`Sla`] and `docs/SLAS.md`). Its expectations live
+    /// in the [`sla_store`](Self::sla_store) (in memory by default), and a sweeper emits an
+    /// [`SlaBreached`] event for each one that misses its deadline. SLAs are listed by
+    /// [`Herald::routes`].
+    pub fn sla(mut self, sla: Sla) -> Self {
+        self.slas.push(sla);
+        self
+    }
+
+    /// Where SLA expectations live. Give the outbox (`.sla_store(outbox.clone())`, any
+    /// `SqliteOutbox`, `PgOutbox` or `MySqlOutbox`) to keep them durable: an A written with that
+    /// outbox (or a clone) opens its expectation in the same transaction, a B fulfils them in its
+    /// transaction, and a breach is marked and its `SlaBreached` written into the outbox in one
+    /// transaction (delivered by the outbox's relay). Several processes may share it: their
+    /// sweepers compete, and each breach is emitted once. An outbox follows the SLAs of the last
+    /// runtime built with it. Default: [`InMemorySlaStore`], whose expectations do not survive a
+    /// restart.
+    pub fn sla_store(mut self, store: impl SlaStore) -> Self {
+        self.sla_store = Some(Arc::new(store));
+        self
+    }
+
+    /// How often the SLA sweeper looks for due expectations (default 1 s): a breach is emitted
+    /// within about this long after its due time.
+    pub fn sla_sweep_interval(mut self, interval: std::time::Duration) -> Self {
+        self.sla_sweep_interval = interval;
+        self
+    }
+
     /// Checks the registry and the configuration, then starts the pools.
     ///
     /// # Errors
     /// A [`BuildError`] listing every problem: a command with no handler or with two, duplicate
     /// handler names, a handler naming an unknown pool, state that was never registered, a pool with
-    /// zero concurrency or queue, no tokio runtime.
+    /// zero concurrency or queue, an SLA without a deadline or whose handler does not exist, no
+    /// tokio runtime.
     pub fn build(mut self) -> Result<Herald, BuildError> {
         let (mut handlers, mut messages) = registry::collect(self.prefix.as_deref());
         let mut problems = Vec::new();
@@ -209,7 +253,12 @@ impl HeraldBuilder {
                 messages.extend(registry::message_named(handler.message));
             }
         }
+        // With SLAs, their breach event is in the routing table, handled or not.
+        if !self.slas.is_empty() && !messages.iter().any(|m| m.name == SlaBreached::NAME) {
+            messages.extend(registry::message_named(SlaBreached::NAME));
+        }
         problems.extend(self.check(&handlers, &messages));
+        problems.extend(self.check_slas(&handlers));
         let runtime = tokio::runtime::Handle::try_current();
         if runtime.is_err() {
             problems.push(BuildProblem::general(
@@ -230,6 +279,19 @@ impl HeraldBuilder {
         }
         let window = NonZeroUsize::new(self.dedupe_window).unwrap_or(NonZeroUsize::MIN);
         let observers = Observers::new(std::mem::take(&mut self.observers));
+        let slas = (!self.slas.is_empty()).then(|| {
+            let store = self.sla_store.take().unwrap_or_else(|| {
+                tracing::info!("SLA expectations are kept in memory and do not survive a restart: give the builder `.sla_store(outbox.clone())` to keep them in the outbox's database");
+                Arc::new(InMemorySlaStore::default())
+            });
+            Arc::new(Slas::new(
+                std::mem::take(&mut self.slas),
+                store,
+                observers.clone(),
+                self.metrics,
+                self.sla_sweep_interval,
+            ))
+        });
         let mut runtimes: Vec<Arc<HandlerRuntime>> = handlers
             .iter()
             .map(|desc| {
@@ -241,7 +303,10 @@ impl HeraldBuilder {
                     counters: HandlerCounters::new(Hooks::new(
                         desc.name,
                         self.metrics,
-                        breaker.is_some(),
+                        HandlerSeries {
+                            breaker: breaker.is_some(),
+                            start_within: desc.options.start_within.is_some(),
+                        },
                         observers.clone(),
                     )),
                     breaker: breaker.map(|config| Arc::new(Breaker::new(desc.name, config))),
@@ -255,6 +320,10 @@ impl HeraldBuilder {
                     dedupe: desc.options.dedupe.then(|| DedupeWindow::new(window)),
                     lanes: desc.options.ordered.then(KeyLanes::default),
                     forward: forwards.remove(desc.name),
+                    slas: slas
+                        .as_ref()
+                        .map(|slas| slas.fulfilled_by(desc.name))
+                        .unwrap_or_default(),
                 })
             })
             .collect();
@@ -273,6 +342,9 @@ impl HeraldBuilder {
             }
             table.set_breaker(handler.desc.name, self.breaker_of(handler.desc));
         }
+        if let Some(slas) = &slas {
+            table.set_slas(slas.list());
+        }
         let inner = Inner {
             table,
             handlers: runtimes,
@@ -286,10 +358,18 @@ impl HeraldBuilder {
             dead_letters: self
                 .dead_letters
                 .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
-            messages: messages.iter().map(|m| (m.name, *m)).collect(),
+            // Every runtime decodes a breach event, SLAs or not: a relay sharing an outbox with a
+            // process that sweeps may claim its row, and must not take it for a malformed one.
+            messages: messages
+                .iter()
+                .copied()
+                .chain(registry::message_named(SlaBreached::NAME))
+                .map(|m| (m.name, m))
+                .collect(),
             accepting: AtomicBool::new(true),
             background: TaskTracker::new(),
             delays: Arc::new(Delays::default()),
+            slas,
         };
         runtime.spawn(inner.delays.clone().run());
         for pool in &inner.pools {
@@ -298,9 +378,69 @@ impl HeraldBuilder {
                 .collect();
             *pool.workers.lock() = workers;
         }
-        Ok(Herald {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        if let Some(slas) = &inner.slas {
+            slas.start(&inner);
+        }
+        Ok(Herald { inner })
+    }
+
+    /// The SLAs' problems: their own (name, deadline), two with one name, an expected handler
+    /// that does not exist or handles another message, a sweep interval of zero.
+    fn check_slas(&self, handlers: &[&'static HandlerDescriptor]) -> Vec<BuildProblem> {
+        let mut problems: Vec<BuildProblem> = Vec::new();
+        if self.slas.is_empty() {
+            return problems;
+        }
+        let mut names: BTreeMap<&str, Vec<&Sla>> = BTreeMap::new();
+        for sla in &self.slas {
+            names.entry(sla.name()).or_default().push(sla);
+            problems.extend(sla.problems().into_iter().map(BuildProblem::general));
+            if let Expected::Completion {
+                handler,
+                message,
+                rust_type,
+                ..
+            } = sla.expected()
+            {
+                let at = format!("{}:{}", sla.location().file(), sla.location().line());
+                match handlers.iter().find(|h| h.name == handler) {
+                    None => problems.push(BuildProblem::general(format!(
+                        "SLA `{}` ({at}) expects handler `{handler}`, which is not registered: use a handler name from the routing table (`herald.routes()`)",
+                        sla.name()
+                    ))),
+                    Some(found) if found.message != *message => {
+                        problems.push(BuildProblem::general(format!(
+                            "SLA `{}` ({at}) expects handler `{handler}` to complete `{message}` (`{rust_type}`), but it handles `{}` (`{}`): write `.expect_handler::<{}>(\"{handler}\")`",
+                            sla.name(),
+                            found.message,
+                            found.message_type,
+                            found.message_type
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (name, same) in names {
+            if same.len() > 1 {
+                let places: Vec<String> = same
+                    .iter()
+                    .map(|sla| format!("{}:{}", sla.location().file(), sla.location().line()))
+                    .collect();
+                problems.push(BuildProblem::general(format!(
+                    "SLA name `{name}` is registered {} times ({}): give each SLA its own name",
+                    same.len(),
+                    places.join(", ")
+                )));
+            }
+        }
+        if self.sla_sweep_interval.is_zero() {
+            problems.push(BuildProblem::general(
+                "`.sla_sweep_interval(Duration::ZERO)` would sweep without pause: use an interval above zero, e.g. Duration::from_secs(1)",
+            ));
+        }
+        problems
     }
 
     fn rate_of(&self, handler: &HandlerDescriptor) -> Option<Rate> {

@@ -71,6 +71,7 @@ struct Outcomes {
     breaker_probes: AtomicU64,
     breaker_closed: AtomicU64,
     breaker_held: AtomicU64,
+    start_late: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -198,6 +199,12 @@ impl HandlerCounters {
         self.hooks.ledger(LedgerChange::Breaker(change));
     }
 
+    /// A job's first attempt started later than the handler's `start_within`.
+    pub(crate) fn start_late(&self) {
+        bump(&self.outcomes.start_late);
+        self.hooks.ledger(LedgerChange::StartLate);
+    }
+
     fn bucket(&self, ending: Ending) -> &AtomicU64 {
         match ending {
             Ending::Succeeded => &self.outcomes.succeeded,
@@ -259,6 +266,7 @@ impl HandlerCounters {
             breaker_probes: o.breaker_probes.load(Acquire),
             breaker_closed: o.breaker_closed.load(Acquire),
             breaker_held: o.breaker_held.load(Acquire),
+            start_late: o.start_late.load(Acquire),
         }
     }
 }
@@ -292,7 +300,7 @@ mod tests {
         let counters = &HandlerCounters::new(Hooks::new(
             "ledger-test",
             true,
-            false,
+            crate::engine::observe::HandlerSeries::default(),
             crate::engine::observe::Observers::default(),
         ));
         let done = &AtomicBool::new(false);

@@ -54,6 +54,12 @@ impl Herald {
             Ok(decoded) => decoded,
             Err(reason) => return self.ingest_malformed(message, &targets, reason).await,
         };
+        if let Some(slas) = self.slas_concern(&message.name) {
+            // Every delivery records it: the store's writes are idempotent, and an A stored in an
+            // outbox that knows the SLA has opened its expectation already (then this is a no-op).
+            slas.record_message(&self.inner.background, &envelope, &payload)
+                .await;
+        }
         if targets.is_empty() {
             return finished(message.progress.clone(), None);
         }

@@ -13,7 +13,9 @@
 //!   duplicate, an overflow drop, a shutdown, a cancelled `CallerRuns` publisher;
 //! - [`on_ledger`](AttemptObserver::on_ledger) for every movement of the handler's ledger
 //!   (accepted, rejected, started, ended, evicted, …), exactly as
-//!   [`Herald::ledger`](crate::Herald::ledger) counts them, so gauges such as "jobs queued" stay exact.
+//!   [`Herald::ledger`](crate::Herald::ledger) counts them, so gauges such as "jobs queued" stay exact;
+//! - [`on_sla`](AttemptObserver::on_sla) when this process opens, fulfils or breaches a deadline
+//!   SLA's expectation ([`SlaEvent`]; not a job's hook: it runs on the task that recorded it).
 //!
 //! The `metrics`-crate counters (`herald_messages_total{handler,outcome}`,
 //! `herald_failed_attempts_total`, `herald_retries_total`, `herald_in_flight`, `herald_queued`) are
@@ -60,7 +62,7 @@
 //! # }
 //! ```
 
-use crate::model::envelope::Envelope;
+use crate::model::envelope::{Envelope, MessageId};
 use crate::model::error::{Disposition, HandlerError};
 use crate::model::outcome::HandlerStatus;
 use metrics::{counter, gauge, Counter, Gauge};
@@ -95,6 +97,12 @@ pub trait AttemptObserver: Send + Sync + 'static {
     fn on_ledger(&self, event: &LedgerEvent) {
         let _ = event;
     }
+
+    /// An SLA expectation moved in this process: opened, fulfilled (on time or late) or
+    /// breached (see [`SlaEvent`]).
+    fn on_sla(&self, event: &SlaEvent<'_>) {
+        let _ = event;
+    }
 }
 
 /// Share an observer: register an `Arc` clone and keep another to read what it gathered.
@@ -110,6 +118,9 @@ impl<T: AttemptObserver + ?Sized> AttemptObserver for Arc<T> {
     }
     fn on_ledger(&self, event: &LedgerEvent) {
         (**self).on_ledger(event);
+    }
+    fn on_sla(&self, event: &SlaEvent<'_>) {
+        (**self).on_sla(event);
     }
 }
 
@@ -278,6 +289,51 @@ pub enum LedgerChange {
     DelayEnded,
     /// The handler's circuit breaker moved, or held a job.
     Breaker(BreakerChange),
+    /// A job's first attempt started later than the handler's `start_within` after the
+    /// message's time (it runs all the same).
+    StartLate,
+}
+
+/// An SLA expectation moved, as this process recorded it (an expectation opened or fulfilled in
+/// an outbox's publishing transaction is not reported here: the transaction may still roll back;
+/// the store's counts include it).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SlaEvent<'a> {
+    /// The SLA's name.
+    pub sla: &'a str,
+    /// The correlation key.
+    pub key: &'a str,
+    /// The message id of the A that opened the expectation.
+    pub a_message_id: MessageId,
+    /// What happened to it.
+    pub change: SlaChange,
+}
+
+/// What happened to an SLA expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlaChange {
+    /// An A opened it.
+    Opened,
+    /// A B (or the expected handler's completion) fulfilled it by its due time.
+    Fulfilled,
+    /// A B fulfilled it after its due time, or after it was breached.
+    FulfilledLate,
+    /// It was due with nothing fulfilling it: this process emitted its `SlaBreached`.
+    Breached,
+}
+
+impl SlaChange {
+    /// The word used in logs and metrics: `opened`, `fulfilled`, `fulfilled_late`, `breached`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaChange::Opened => "opened",
+            SlaChange::Fulfilled => "fulfilled",
+            SlaChange::FulfilledLate => "fulfilled_late",
+            SlaChange::Breached => "breached",
+        }
+    }
 }
 
 /// A movement of a handler's circuit breaker ([`CircuitBreaker`](crate::CircuitBreaker)).
@@ -390,6 +446,10 @@ impl Observers {
         self.each("on_final", |observer| observer.on_final(event));
     }
 
+    pub(crate) fn sla(&self, event: &SlaEvent<'_>) {
+        self.each("on_sla", |observer| observer.on_sla(event));
+    }
+
     /// Calls `hook` on every observer in order; a panic is caught and logged, and the next observer
     /// still runs.
     fn each(&self, hook: &'static str, call: impl Fn(&dyn AttemptObserver)) {
@@ -428,16 +488,17 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    /// `breaker`: whether the handler has a circuit breaker (its series are made only then).
+    /// `breaker`: whether the handler has a circuit breaker, `start_within`: whether it has a
+    /// `start_within` deadline (their series are made only then).
     pub(crate) fn new(
         handler: &'static str,
         metrics: bool,
-        breaker: bool,
+        series: HandlerSeries,
         observers: Observers,
     ) -> Self {
         Hooks {
             handler,
-            metrics: metrics.then(|| MetricsObserver::new(handler, breaker)),
+            metrics: metrics.then(|| MetricsObserver::new(handler, series)),
             observers,
         }
     }
@@ -504,6 +565,15 @@ impl Hooks {
     }
 }
 
+/// Which optional series a handler's `metrics` observer makes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HandlerSeries {
+    /// It has a circuit breaker.
+    pub(crate) breaker: bool,
+    /// It has a `start_within` deadline.
+    pub(crate) start_within: bool,
+}
+
 /// The built-in observer that mirrors one handler's ledger to the `metrics` facade. Its handles are
 /// resolved once at build, so an event costs no label lookup.
 #[derive(Debug)]
@@ -523,6 +593,7 @@ pub(crate) struct MetricsObserver {
     queued: Gauge,
     delayed: Gauge,
     breaker: Option<BreakerMetrics>,
+    start_late: Option<Counter>,
 }
 
 /// The series of a handler's circuit breaker: transitions by state, jobs held, and whether it is
@@ -537,7 +608,7 @@ struct BreakerMetrics {
 }
 
 impl MetricsObserver {
-    pub(crate) fn new(handler: &'static str, breaker: bool) -> Self {
+    pub(crate) fn new(handler: &'static str, series: HandlerSeries) -> Self {
         let c = |outcome: &'static str| counter!("herald_messages_total", "handler" => handler, "outcome" => outcome);
         MetricsObserver {
             accepted: c("accepted"),
@@ -554,7 +625,10 @@ impl MetricsObserver {
             in_flight: gauge!("herald_in_flight", "handler" => handler),
             queued: gauge!("herald_queued", "handler" => handler),
             delayed: gauge!("herald_delayed", "handler" => handler),
-            breaker: breaker.then(|| {
+            start_late: series
+                .start_within
+                .then(|| counter!("herald_start_late_total", "handler" => handler)),
+            breaker: series.breaker.then(|| {
                 let t = |to: &'static str| counter!("herald_circuit_breaker_transitions_total", "handler" => handler, "to" => to);
                 BreakerMetrics {
                     opened: t("open"),
@@ -622,6 +696,11 @@ impl AttemptObserver for MetricsObserver {
                         }
                         BreakerChange::Held => breaker.held.increment(1),
                     }
+                }
+            }
+            LedgerChange::StartLate => {
+                if let Some(start_late) = &self.start_late {
+                    start_late.increment(1);
                 }
             }
         }

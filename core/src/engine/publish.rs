@@ -237,6 +237,14 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(event, options, handlers, sink, Patience::Wait)
             .await?;
+        if let Some(slas) = self.slas_concern(E::NAME) {
+            slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            )
+            .await;
+        }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
@@ -268,6 +276,7 @@ impl Herald {
             .accept(event, options, handlers, sink, Patience::Never)
             .now_or_never()
             .expect("accepting without patience never waits")?;
+        self.record_sla_later(E::NAME, &dispatch);
         Ok(Delivery::new(dispatch.envelope.id, rx))
     }
 
@@ -302,6 +311,14 @@ impl Herald {
         let (dispatch, inline) = self
             .accept(command, options, &handlers[..1], sink, Patience::Wait)
             .await?;
+        if let Some(slas) = self.slas_concern(C::NAME) {
+            slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            )
+            .await;
+        }
         if !inline.is_empty() {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
@@ -335,7 +352,20 @@ impl Herald {
             )
             .now_or_never()
             .expect("accepting without patience never waits")?;
+        self.record_sla_later(C::NAME, &dispatch);
         Ok(CommandReply::new(dispatch.envelope.id, rx))
+    }
+
+    /// Records a message an SLA concerns without waiting (`try_publish`, `try_send`): its task
+    /// runs on, and shutdown awaits it.
+    fn record_sla_later(&self, name: &'static str, dispatch: &Dispatch) {
+        if let Some(slas) = self.slas_concern(name) {
+            drop(slas.record_message(
+                &self.inner.background,
+                &dispatch.envelope,
+                &dispatch.payload,
+            ));
+        }
     }
 
     /// Takes room for `message` in each handler's pool, then queues its jobs. Returns the jobs the

@@ -3,6 +3,7 @@
 use crate::contract::handler::HandlerDescriptor;
 use crate::model::message::{MessageDescriptor, MessageKind};
 use crate::model::options::CircuitBreaker;
+use crate::model::sla::Sla;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -33,10 +34,12 @@ pub(crate) fn message_named(name: &str) -> Option<&'static MessageDescriptor> {
         .find(|m| m.name == name)
 }
 
-/// The routing table: message → handlers, with pool and options. `Display` prints it for people.
+/// The routing table: message → handlers, with pool and options, and the deadline SLAs.
+/// `Display` prints it for people.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
     routes: BTreeMap<&'static str, Route>,
+    slas: Vec<Sla>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +86,20 @@ impl RoutingTable {
                 breaker: handler.options.circuit_breaker,
             });
         }
-        RoutingTable { routes }
+        RoutingTable {
+            routes,
+            slas: Vec::new(),
+        }
+    }
+
+    /// Records the runtime's SLAs.
+    pub(crate) fn set_slas(&mut self, slas: &[Sla]) {
+        self.slas = slas.to_vec();
+    }
+
+    /// The deadline SLAs ([`HeraldBuilder::sla`](crate::HeraldBuilder::sla)).
+    pub fn slas(&self) -> &[Sla] {
+        &self.slas
     }
 
     /// The handlers of a message, by name.
@@ -164,6 +180,9 @@ fn describe_options(handler: &HandlerDescriptor) -> String {
     if o.ordered {
         parts.push("ordered".into());
     }
+    if let Some(limit) = o.start_within {
+        parts.push(format!("start_within={limit:?}"));
+    }
     parts.join(" ")
 }
 
@@ -184,6 +203,12 @@ impl fmt::Display for RoutingTable {
                     "  -> {} [pool={}] {}{breaker} ({})",
                     entry.handler, entry.pool, entry.options, entry.location
                 )?;
+            }
+        }
+        if !self.slas.is_empty() {
+            writeln!(f, "SLAs")?;
+            for sla in &self.slas {
+                writeln!(f, "  {sla}")?;
             }
         }
         Ok(())

@@ -268,6 +268,7 @@ impl<E: Event> RouteBuilder<E> {
                 dedupe: false,
                 ordered: E::HAS_KEY,
                 circuit_breaker: None,
+                start_within: None,
             },
             requires: Capabilities::none(),
             location,

@@ -12,6 +12,7 @@ use crate::engine::observe::BreakerState;
 use crate::engine::pool::{Pool, PoolStats};
 use crate::engine::registry::RoutingTable;
 use crate::engine::route::Forward;
+use crate::engine::sla::Slas;
 use crate::model::ledger::LedgerSnapshot;
 use crate::model::message::MessageDescriptor;
 use crate::ports::dead_letters::{DeadLetterError, DeadLetterStore};
@@ -52,6 +53,8 @@ pub(crate) struct HandlerRuntime {
     pub(crate) forward: Option<Forward>,
     /// Set when the handler has a circuit breaker.
     pub(crate) breaker: Option<Arc<Breaker>>,
+    /// The SLAs (indices into `Inner::slas`) its success fulfils.
+    pub(crate) slas: Box<[usize]>,
 }
 
 impl fmt::Debug for HandlerRuntime {
@@ -78,6 +81,8 @@ pub(crate) struct Inner {
     pub(crate) background: TaskTracker,
     /// Jobs of delayed messages waiting for their time.
     pub(crate) delays: Arc<Delays>,
+    /// The SLAs, their store and sweeper; `None` without SLAs.
+    pub(crate) slas: Option<Arc<Slas>>,
 }
 
 impl Drop for Inner {
@@ -88,6 +93,9 @@ impl Drop for Inner {
             pool.queue.close();
         }
         self.delays.stop();
+        if let Some(slas) = &self.slas {
+            slas.stop();
+        }
     }
 }
 
@@ -179,6 +187,9 @@ impl Herald {
                 .map(|h| (h.desc.name, &h.counters)),
         );
         ledger.dead_letters_evicted = self.inner.dead_letters.evicted();
+        if let Some(slas) = &self.inner.slas {
+            ledger.slas = slas.snapshot();
+        }
         ledger
     }
 

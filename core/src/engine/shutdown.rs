@@ -37,6 +37,10 @@ impl Herald {
         let started = Instant::now();
         let inner = &self.inner;
         inner.accepting.store(false, Ordering::Release);
+        if let Some(slas) = &inner.slas {
+            // Expectations stay in their store: a durable one is swept by the next process.
+            slas.stop();
+        }
         for pool in &inner.pools {
             // Publishers waiting for room get `ShuttingDown` instead of waiting forever.
             pool.close_space();
@@ -139,6 +143,14 @@ impl Herald {
 
         inner.background.close();
         inner.background.wait().await;
+        if let Some(slas) = &inner.slas {
+            slas.stopped(
+                deadline
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_secs(1)),
+            )
+            .await;
+        }
         ShutdownReport {
             elapsed: started.elapsed(),
             drained,

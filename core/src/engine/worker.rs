@@ -11,6 +11,7 @@ use crate::engine::observe::{AfterFailure, AttemptOutcome, Hooks};
 use crate::engine::pool::Pool;
 use crate::engine::publish::{Attempts, Job};
 use crate::engine::runtime::HandlerRuntime;
+use crate::engine::start_within;
 use crate::model::dead_letter::{DeadLetter, DeadLetterId, DeadLetterReason, FailureKind};
 use crate::model::envelope::Envelope;
 use crate::model::error::{Disposition, HandlerError, HandlerErrorKind, HandlerFailure};
@@ -416,9 +417,11 @@ impl Drop for InFlight {
 ///    was let through by it already; any other attempt waits in place while it is open (in
 ///    flight, no attempt spent). Then [`wait_for_rate`]: the handler's rate limiter.
 /// 3. [`call`]: the handler under its timeout, with panics caught; observers see the attempt start
-///    before and end after the retry decision.
+///    before and end after the retry decision. A first attempt starting later than the handler's
+///    `start_within` is logged and counted first (`start_within.rs`).
 /// 4. [`decide`]: the retry decision ([`Next`]).
-/// 5. The disposition: [`succeed`], [`skip_duplicate`], [`retry_later`] (back to step 2),
+/// 5. The disposition: [`succeed`] (after [`record_completion`] for a handler SLAs expect),
+///    [`skip_duplicate`], [`retry_later`] (back to step 2),
 ///    [`defer`] to the relay, or [`dispose`] of the failure (dead-letter, log or ignore).
 ///
 /// The [`InFlight`] guard holds the job throughout, so a worker aborted or a publisher gone at any
@@ -463,6 +466,7 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
         guard.probing = pass == Some(Pass::Probe);
         let attempt = guard.next_attempt();
         wait_for_rate(&handler).await;
+        start_within::check(&handler, &guard.job().dispatch, attempt);
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
@@ -491,7 +495,12 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
         }
         match next {
             // By reference: moving the guard costs a `memcpy` per job; it is disarmed inside.
-            Next::Succeed(reply) => return succeed(&mut guard, attempt, reply),
+            Next::Succeed(reply) => {
+                if !handler.slas.is_empty() {
+                    record_completion(&guard).await;
+                }
+                return succeed(&mut guard, attempt, reply);
+            }
             Next::Duplicate(error) => return skip_duplicate(&mut guard, &error),
             Next::Retry { error, delay } => retry_later(&guard, attempt, &error, delay).await,
             Next::Defer(error) => return defer(&mut guard, attempt, error),
@@ -727,6 +736,25 @@ fn succeed(guard: &mut InFlight, attempt: u32, reply: AnyReply) {
     let job = guard.disarm();
     job.handler.counters.finished(Ending::Succeeded);
     job.settle(HandlerStatus::Succeeded { attempts: attempt }, Some(reply));
+}
+
+/// Step 5 on success of a handler that SLAs expect: the fulfilment is stored before the job
+/// settles (a relay then finishes its row only once the fulfilment is stored). The guard stays
+/// armed meanwhile.
+#[cold]
+#[inline(never)]
+async fn record_completion(guard: &InFlight) {
+    let job = guard.job();
+    let herald = &job.dispatch.herald;
+    if let Some(slas) = &herald.inner.slas {
+        slas.record_completion(
+            &herald.inner.background,
+            &job.handler.slas,
+            &job.dispatch.envelope,
+            &job.dispatch.payload,
+        )
+        .await;
+    }
 }
 
 /// Step 5 when the handler said the message was already handled: the id completes, the job is a

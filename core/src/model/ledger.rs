@@ -4,6 +4,7 @@
 //! `accepted = succeeded + dead_lettered + dropped + ignored + deduplicated + deferred + in_flight + queued`.
 //! Counts are per handler job: an event fanned out to four handlers is four accepted jobs.
 
+use crate::model::sla::SlaCounts;
 use std::collections::BTreeMap;
 use std::fmt;
 /// A reading of the ledger counters (per handler, or summed).
@@ -52,6 +53,9 @@ pub struct Counts {
     /// Times a job was made to wait by the open circuit breaker, at no cost to its attempts
     /// (not a bucket: the job is still `queued` or `in_flight`).
     pub breaker_held: u64,
+    /// Jobs whose first attempt started later than the handler's `start_within` after the
+    /// message's time (informational: each was logged at warn level and still ran).
+    pub start_late: u64,
 }
 
 impl Counts {
@@ -91,6 +95,7 @@ impl Counts {
         self.breaker_probes += other.breaker_probes;
         self.breaker_closed += other.breaker_closed;
         self.breaker_held += other.breaker_held;
+        self.start_late += other.start_late;
     }
 }
 
@@ -122,6 +127,9 @@ impl fmt::Display for Counts {
                 self.breaker_opened, self.breaker_probes, self.breaker_closed, self.breaker_held
             )?;
         }
+        if self.start_late > 0 {
+            write!(f, " (started late: {})", self.start_late)?;
+        }
         if !self.is_balanced() {
             write!(
                 f,
@@ -144,6 +152,9 @@ pub struct LedgerSnapshot {
     /// Dead letters the store evicted to stay within its bound ([`DeadLetterStore::evicted`](crate::DeadLetterStore::evicted)):
     /// they were counted in `dead_lettered` and logged in full, but are no longer in the store.
     pub dead_letters_evicted: u64,
+    /// Per SLA name: the expectations this process opened, fulfilled (on time or late) and
+    /// breached (the store's [`SlaStatus`](crate::SlaStatus) counts those of every process).
+    pub slas: BTreeMap<String, SlaCounts>,
 }
 
 impl fmt::Display for LedgerSnapshot {
@@ -158,6 +169,9 @@ impl fmt::Display for LedgerSnapshot {
         }
         for (name, counts) in &self.handlers {
             writeln!(f, "  {name}: {counts}")?;
+        }
+        for (name, counts) in &self.slas {
+            writeln!(f, "  SLA {name}: {counts}")?;
         }
         Ok(())
     }

@@ -126,6 +126,11 @@ impl Payload {
     pub fn key(&self) -> Option<String> {
         self.0.key()
     }
+
+    /// The typed message, for code that knows its type only at run time (an SLA's correlation).
+    pub(crate) fn as_any(&self) -> &dyn Any {
+        self.0.as_any()
+    }
 }
 
 impl fmt::Debug for Payload {

@@ -1,5 +1,5 @@
 //! Handler options as data: retry policy and backoff, timeout, rate, dedupe, ordering, failure
-//! route, circuit breaker.
+//! route, circuit breaker, the queue-delay deadline (`start_within`).
 
 use std::fmt;
 use std::time::Duration;
@@ -21,11 +21,17 @@ pub struct HandlerOptions {
     pub ordered: bool,
     /// Stop calling a failing partner for a while: see [`CircuitBreaker`].
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// The longest a message should wait before the handler starts on it (`start_within =
+    /// "30s"`): from the message's time (its publish, or its delivery time when delayed in
+    /// memory) to the start of the job's first attempt. A later start is logged at warn level
+    /// and counted in the ledger's `start_late`; the job still runs.
+    pub start_within: Option<Duration>,
 }
 
 impl HandlerOptions {
     /// The defaults: 3 attempts with exponential backoff (100 ms × 2, at most 10 s), no timeout,
-    /// dead-letter on failure, no rate limit, no dedupe, unordered, no circuit breaker.
+    /// dead-letter on failure, no rate limit, no dedupe, unordered, no circuit breaker, no
+    /// `start_within`.
     pub const DEFAULT: HandlerOptions = HandlerOptions {
         retry: RetryPolicy::DEFAULT,
         timeout: None,
@@ -34,6 +40,7 @@ impl HandlerOptions {
         dedupe: false,
         ordered: false,
         circuit_breaker: None,
+        start_within: None,
     };
 }
 

@@ -3,6 +3,7 @@
 //! talk to `dyn OutboxOps`, whatever database is behind it.
 
 use crate::model::dead_letter::DeadLetterId;
+use crate::model::sla::SlaStatus;
 
 use crate::ports::dead_letters::DeadLetterStore;
 use async_trait::async_trait;
@@ -63,6 +64,15 @@ pub trait OutboxOps: EventFeed {
     /// # Errors
     /// When the store cannot be written (nothing changes).
     async fn redrive(&self, id: DeadLetterId) -> Result<Option<i64>, OpsError>;
+
+    /// The SLA expectations kept in the same store, counted by SLA and state (empty when the
+    /// store keeps none: the default).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn sla_status(&self) -> Result<Vec<SlaStatus>, OpsError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What the outbox holds now (`herald outbox status`).

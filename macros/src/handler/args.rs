@@ -11,6 +11,7 @@
 //!     dedupe,
 //!     ordered,
 //!     circuit_breaker(failures = 5, open_for = "30s"),
+//!     start_within = "30s",                                      // warn and count a later start
 //! )]
 //! ```
 
@@ -32,6 +33,7 @@ mod kw {
     syn::custom_keyword!(dedupe);
     syn::custom_keyword!(ordered);
     syn::custom_keyword!(circuit_breaker);
+    syn::custom_keyword!(start_within);
 
     syn::custom_keyword!(max_attempts);
     syn::custom_keyword!(backoff);
@@ -68,6 +70,7 @@ const OPTIONS: &[(&str, &str)] = &[
         "circuit_breaker",
         "circuit_breaker(failures = 5, open_for = \"30s\")",
     ),
+    ("start_within", "start_within = \"30s\""),
 ];
 
 /// Words other libraries use for Herald's options.
@@ -86,6 +89,10 @@ const OPTION_ALIASES: &[(&str, &str)] = &[
     ("breaker", "circuit_breaker"),
     ("circuit", "circuit_breaker"),
     ("circuitbreaker", "circuit_breaker"),
+    ("start_deadline", "start_within"),
+    ("max_queue_delay", "start_within"),
+    ("queue_timeout", "start_within"),
+    ("sla", "start_within"),
 ];
 
 const RETRY_OPTIONS: &[(&str, &str)] = &[
@@ -131,6 +138,7 @@ pub(crate) struct HandlerArgs {
     /// The span of the `ordered` keyword, where a missing message key is reported.
     pub(crate) ordered: Option<Span>,
     pub(crate) circuit_breaker: Option<BreakerArgs>,
+    pub(crate) start_within: Option<Duration>,
 }
 
 /// `circuit_breaker(failures = 5, open_for = "30s")`; what is not written takes the runtime's
@@ -183,6 +191,7 @@ enum HandlerOption {
     Dedupe,
     Ordered(Span),
     CircuitBreaker(BreakerArgs),
+    StartWithin(Duration),
 }
 
 enum BreakerOption {
@@ -219,6 +228,7 @@ impl Parse for HandlerArgs {
                 HandlerOption::CircuitBreaker(breaker) => {
                     args.circuit_breaker.replace(breaker).is_some()
                 }
+                HandlerOption::StartWithin(limit) => args.start_within.replace(limit).is_some(),
             };
             if repeated {
                 push_error(&mut errors, repeated_error(&options, index, key, span));
@@ -307,6 +317,22 @@ fn parse_option(
             key.span,
             HandlerOption::CircuitBreaker(parse_breaker(input, options)?),
         )
+    } else if lookahead.peek(kw::start_within) {
+        let key = input.parse::<kw::start_within>()?;
+        expect_eq(input, options, "start_within", key.span)?;
+        let example = |fix: Option<&str>| {
+            let fixed = format!("start_within = {}", fix.unwrap_or("\"30s\""));
+            options.corrected(index, Some(&fixed))
+        };
+        let (limit, span) = duration::parse_lit(input, example)?;
+        if limit.is_zero() {
+            let message = format!(
+                "a `start_within` of zero would call every start late: give the longest wait you accept, e.g. {}",
+                example(None)
+            );
+            return Err(syn::Error::new(span, message));
+        }
+        keyed("start_within", key.span, HandlerOption::StartWithin(limit))
     } else if input.peek(syn::Ident::peek_any) {
         let groups = [
             ("retry", "a retry option", RETRY_OPTIONS, RETRY_ALIASES),
@@ -1053,6 +1079,33 @@ mod tests {
             errors(quote!(retry(backoff = fixed(2secs)))),
             ["unknown unit `secs` in `2secs`: use `ns`, `us`, `ms`, `s`, `m` or `h`, e.g. #[async_handler(retry(backoff = fixed(2s)))]"]
         );
+    }
+
+    #[test]
+    fn start_within_takes_a_duration_above_zero() {
+        let args = parse(quote!(start_within = "30s", timeout = "5s")).unwrap();
+        assert_eq!(args.start_within, Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse(quote!(start_within = 250ms)).unwrap().start_within,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            errors(quote!(dedupe, start_within = "0s")),
+            [
+                r#"a `start_within` of zero would call every start late: give the longest wait you accept, e.g. #[async_handler(dedupe, start_within = "30s")]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(start_within = "half a minute")),
+            [
+                r#"`half a minute` is not a duration: write a number and a unit (`ns`, `us`, `ms`, `s`, `m` or `h`), e.g. #[async_handler(start_within = "30s")]"#
+            ]
+        );
+        assert_eq!(
+            errors(quote!(start_within = "1s", start_within = "2s")),
+            [r#"`start_within` is given twice; keep one: #[async_handler(start_within = "1s")]"#]
+        );
+        assert!(errors(quote!(max_queue_delay = "30s"))[0].contains("did you mean `start_within`?"));
     }
 
     #[test]

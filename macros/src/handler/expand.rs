@@ -201,7 +201,11 @@ fn options(args: &HandlerArgs) -> TokenStream {
         let breaker = circuit_breaker(breaker);
         fields.push(quote!(circuit_breaker: ::core::option::Option::Some(#breaker)));
     }
-    struct_with_defaults(quote!(::herald::__private::HandlerOptions), fields, 7)
+    if let Some(limit) = args.start_within {
+        let limit = duration::to_tokens(limit);
+        fields.push(quote!(start_within: ::core::option::Option::Some(#limit)));
+    }
+    struct_with_defaults(quote!(::herald::__private::HandlerOptions), fields, 8)
 }
 
 fn circuit_breaker(breaker: &BreakerArgs) -> TokenStream {

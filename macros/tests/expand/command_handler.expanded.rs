@@ -74,6 +74,9 @@ const _: () = {
                 failures: 3,
                 open_for: ::herald::__private::Duration::from_secs(10),
             }),
+            start_within: ::core::option::Option::Some(
+                ::herald::__private::Duration::from_secs(30),
+            ),
         },
         module: ::core::module_path!(),
         file: ::core::file!(),

@@ -11,6 +11,7 @@ use herald::{async_handler, Bus, HandlerError};
     dedupe,
     ordered,
     circuit_breaker(failures = 3, open_for = "10s"),
+    start_within = "30s",
 )]
 async fn grant_points(command: GrantPoints, bus: Bus) -> Result<PointsGranted, HandlerError> {
     bus.publish(PointsChanged { user_id: command.user_id }).await?;

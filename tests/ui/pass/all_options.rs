@@ -23,6 +23,7 @@ struct OrderPlaced {
     dedupe,
     ordered,
     circuit_breaker(failures = 3, open_for = "10s"),
+    start_within = "30s",
 )]
 async fn charge(_event: OrderPlaced) {}
 
@@ -32,7 +33,7 @@ async fn notify(_event: OrderPlaced) {}
 #[async_handler(retry(backoff = fixed(250ms)), on_failure = ignore, timeout = 2m, rate = "1000/m")]
 async fn archive(_event: OrderPlaced) {}
 
-#[async_handler(retry(jitter), timeout = "500us", circuit_breaker(open_for = 2m))]
+#[async_handler(retry(jitter), timeout = "500us", circuit_breaker(open_for = 2m), start_within = 250ms)]
 async fn index(_event: OrderPlaced) {}
 
 fn registered(name: &str) -> &'static HandlerDescriptor {
@@ -50,7 +51,7 @@ fn main() {
     assert_eq!(charge.pool, Some("billing"));
     assert!(charge.file.ends_with("all_options.rs"), "{}", charge.file);
     assert_eq!(
-        charge.line, 27,
+        charge.line, 28,
         "the line of `async fn charge`, not of the attribute"
     );
     assert!((charge.requirements)().is_empty());
@@ -79,6 +80,7 @@ fn main() {
                 failures: 3,
                 open_for: Duration::from_secs(10),
             }),
+            start_within: Some(Duration::from_secs(30)),
         }
     );
 
@@ -126,4 +128,6 @@ fn main() {
         })
     );
     assert_eq!(archive.options.circuit_breaker, None);
+    assert_eq!(index.options.start_within, Some(Duration::from_millis(250)));
+    assert_eq!(archive.options.start_within, None);
 }

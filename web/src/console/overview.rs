@@ -1,12 +1,15 @@
-//! The overview: outbox lag, dead letters by handler and kind, pools and ledger, consumers' lag.
+//! The overview: outbox lag, dead letters by handler and kind, pools and ledger, consumers' lag,
+//! deadline SLAs.
 
 use super::dead_letters::SCAN_LIMIT;
-use super::layout::visible;
+use super::layout::{time, visible};
 use super::outbox;
 use super::store_error;
 use crate::Shared;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
+use herald_core::sla::SlaStatus;
+use herald_core::Herald;
 use maud::{html, Markup};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ async fn live(shared: &Shared) -> Result<Markup, super::Failure> {
             ))
             .or_default() += 1;
     }
+    let sla_status = shared.ops.sla_status().await.map_err(store_error)?;
     let mut consumers = Vec::new();
     for (name, _) in &shared.access.consumers {
         let position = shared.positions.load(name).await.map_err(store_error)?;
@@ -119,9 +123,60 @@ async fn live(shared: &Shared) -> Result<Markup, super::Failure> {
                 }
             }
         }
-        h2 { "SLA breaches" }
-        p.note { "Not reported by this deployment: Herald has no SLA settings yet." }
+        h2 { "Deadline SLAs" }
+        (slas(&sla_status, shared.herald.as_ref()))
     })
+}
+
+/// The store's SLA expectations by state, and, with the runtime, its declared SLAs and what this
+/// process recorded.
+fn slas(status: &[SlaStatus], herald: Option<&Herald>) -> Markup {
+    let declared = herald.map(Herald::slas).unwrap_or_default();
+    let recorded = herald
+        .map(|herald| herald.ledger().slas)
+        .unwrap_or_default();
+    html! {
+        @if status.is_empty() {
+            p.note #no-slas {
+                "No SLA expectations in this store. Declare one with " code { "HeraldBuilder::sla" }
+                " and keep its expectations here with " code { ".sla_store(outbox.clone())" } "."
+            }
+        } @else {
+            table #slas {
+                thead { tr {
+                    th { "SLA" } th.num { "pending" } th.num { "fulfilled" } th.num { "fulfilled late" }
+                    th.num { "breached" } th { "next due" }
+                } }
+                tbody {
+                    @for sla in status {
+                        tr {
+                            td { code { (visible(&sla.sla)) } }
+                            td.num { (sla.pending) }
+                            td.num { (sla.fulfilled) }
+                            td.num.bad[sla.fulfilled_late > 0] { (sla.fulfilled_late) }
+                            td.num.bad[sla.breached > 0] { (sla.breached) }
+                            td { (sla.next_due.as_ref().map_or("-".to_owned(), time)) }
+                        }
+                    }
+                }
+            }
+            p.muted { "Breached: due with nothing fulfilling them (each emitted one " code { "SlaBreached" } "); a late B moves one to fulfilled late." }
+        }
+        @if !declared.is_empty() {
+            table #declared-slas {
+                thead { tr { th { "declared" } th.num { "opened here" } th.num { "fulfilled here" } th.num { "late here" } th.num { "breached here" } } }
+                tbody {
+                    @for sla in declared {
+                        @let here = recorded.get(sla.name()).copied().unwrap_or_default();
+                        tr {
+                            td { code { (visible(&sla.to_string())) } }
+                            td.num { (here.opened) } td.num { (here.fulfilled) } td.num { (here.fulfilled_late) } td.num { (here.breached) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub(super) async fn show(State(shared): State<Arc<Shared>>) -> Response {

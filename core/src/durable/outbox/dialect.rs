@@ -103,7 +103,35 @@ pub(crate) struct Statements {
     /// Binds handler, message id, processed_at. A duplicate inserts nothing or fails with a
     /// unique violation.
     pub(crate) inbox_insert: &'static str,
+    /// Binds sla, key (free text), a_message_id, opened_at, due_at. Inserts nothing when the
+    /// SLA has an expectation for that A already (affects 0 rows then).
+    pub(crate) sla_open: &'static str,
+    /// Binds sla, key (free text). Columns id, a_message_id (text), state, due_at of the
+    /// expectations that take a fulfilment (`pending`, `breached`), in id order; locks them
+    /// until the transaction ends (PostgreSQL, MySQL).
+    pub(crate) sla_of_key: &'static str,
+    /// Binds state, fulfilled_at, fulfilled_by, id. Moves only a row that still takes a
+    /// fulfilment.
+    pub(crate) sla_fulfil: &'static str,
+    /// Binds sla, a_message_id: a breached expectation open again.
+    pub(crate) sla_reopen: &'static str,
+    /// No binds. Columns sla, pending, fulfilled, fulfilled_late, breached (integers), next_due
+    /// (time), one row per SLA, by name.
+    pub(crate) sla_status: &'static str,
+    /// Binds sla, a_message_id. Columns sla, correlation_key, a_message_id, opened_at, due_at,
+    /// state, fulfilled_at, fulfilled_by, breached_at (ids as text).
+    pub(crate) sla_get: &'static str,
 }
+
+/// Counts by SLA and state (the same text on every dialect: `COUNT` of a `CASE` is an integer
+/// everywhere).
+pub(crate) const SLA_STATUS: &str = "SELECT sla,
+        COUNT(CASE WHEN state = 'pending' THEN 1 END) AS pending,
+        COUNT(CASE WHEN state = 'fulfilled' THEN 1 END) AS fulfilled,
+        COUNT(CASE WHEN state = 'fulfilled_late' THEN 1 END) AS fulfilled_late,
+        COUNT(CASE WHEN state = 'breached' THEN 1 END) AS breached,
+        MIN(CASE WHEN state = 'pending' THEN due_at END) AS next_due
+     FROM herald_sla_expectations GROUP BY sla ORDER BY sla";
 
 pub(crate) mod sealed {
     use super::*;
@@ -214,6 +242,14 @@ pub(crate) mod sealed {
             true
         }
         async fn waiter(pool: &sqlx::Pool<Self>) -> Box<dyn Waiter>;
+        /// In one transaction: marks up to `limit` open expectations whose due time has passed
+        /// as breached (skipping rows another transaction holds), and writes their
+        /// `SlaBreached` events into the outbox (`super::sla::write_breaches`). Returns the
+        /// events.
+        async fn sla_sweep(
+            pool: &sqlx::Pool<Self>,
+            limit: usize,
+        ) -> Result<Vec<crate::model::sla::SlaBreached>, OutboxError>;
         /// Makes positions final for `events_after` (see each dialect's gap-safety note).
         async fn prepare_events(pool: &sqlx::Pool<Self>) -> Result<(), OutboxError>;
     }

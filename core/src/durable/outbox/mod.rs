@@ -58,6 +58,8 @@ mod relay;
 pub(crate) mod row;
 mod schema;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) mod sla;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod source;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;

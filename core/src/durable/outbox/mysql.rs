@@ -28,6 +28,7 @@ use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
 use crate::model::envelope::{DeliverAt, Envelope, MessageId};
+use crate::model::sla::SlaBreached;
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySql, MySqlPool, QueryBuilder, Row};
@@ -167,6 +168,25 @@ static STATEMENTS: Statements = Statements {
     dead_letter_count: "SELECT COUNT(*) AS count FROM herald_dead_letters",
     // A duplicate fails with a unique violation (the inbox takes it as "already done").
     inbox_insert: "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES (?, ?, ?)",
+    // IGNORE: a duplicate (sla, a_message_id) inserts nothing and affects 0 rows (with
+    // CLIENT_FOUND_ROWS, `ON DUPLICATE KEY UPDATE` would report 1 for it too). The values are
+    // checked before (the SLA name's length at build), so it hides nothing else.
+    sla_open: "INSERT IGNORE INTO herald_sla_expectations (sla, correlation_key, a_message_id,
+                                                        opened_at, due_at)
+               VALUES (?, ?, ?, ?, ?)",
+    // The row locks make a B wait for a sweep that is breaching its expectation, then see it
+    // breached (late); a sweep skips the rows a B's open transaction holds.
+    sla_of_key: "SELECT id, a_message_id, state, due_at FROM herald_sla_expectations
+                 WHERE sla = ? AND correlation_key = ? AND state IN ('pending', 'breached')
+                 ORDER BY id FOR UPDATE",
+    sla_fulfil: "UPDATE herald_sla_expectations SET state = ?, fulfilled_at = ?, fulfilled_by = ?
+                 WHERE id = ? AND state IN ('pending', 'breached')",
+    sla_reopen: "UPDATE herald_sla_expectations SET state = 'pending', breached_at = NULL
+                 WHERE sla = ? AND a_message_id = ? AND state = 'breached'",
+    sla_status: super::dialect::SLA_STATUS,
+    sla_get: "SELECT sla, correlation_key, a_message_id, opened_at, due_at, state, fulfilled_at,
+                     fulfilled_by, breached_at
+              FROM herald_sla_expectations WHERE sla = ? AND a_message_id = ?",
 };
 
 /// The keys of `rows`, each once.
@@ -472,6 +492,53 @@ impl_dialect!(MySql {
 
     async fn waiter(_pool: &sqlx::Pool<Self>) -> Box<dyn Waiter> {
         Box::new(Sleeper)
+    }
+
+    async fn sla_sweep(
+        pool: &sqlx::Pool<Self>,
+        limit: usize,
+    ) -> Result<Vec<SlaBreached>, OutboxError> {
+        let mut conn = pool.acquire().await?;
+        // No gap locks: publishers open expectations freely beside a sweep.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await?;
+        let mut tx = conn.begin().await?;
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT UTC_TIMESTAMP(6)")
+            .fetch_one(&mut *tx)
+            .await?;
+        // Competing sweepers skip each other's rows (and those a B's open transaction holds).
+        let rows = sqlx::query(
+            "SELECT id, sla, correlation_key, a_message_id, due_at FROM herald_sla_expectations
+             WHERE state = 'pending' AND due_at <= ?
+             ORDER BY due_at, id LIMIT ?
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let breaches = rows
+            .iter()
+            .map(|row| super::sla::breach::<MySql>(row, Some(now)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !rows.is_empty() {
+            let ids = rows
+                .iter()
+                .map(|row| row.try_get::<i64, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            sqlx::query(&format!(
+                "UPDATE herald_sla_expectations SET state = 'breached', breached_at = ?
+                 WHERE id IN ({})",
+                id_list(&ids)
+            ))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            super::sla::write_breaches::<MySql>(&mut tx, &breaches).await?;
+        }
+        tx.commit().await?;
+        Ok(breaches)
     }
 
     async fn prepare_events(pool: &sqlx::Pool<Self>) -> Result<(), OutboxError> {

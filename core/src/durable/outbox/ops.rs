@@ -2,6 +2,7 @@
 
 use super::{Dialect, SqlOutbox};
 use crate::model::dead_letter::DeadLetterId;
+use crate::model::sla::SlaStatus;
 use crate::ports::dead_letters::DeadLetterStore;
 use crate::ports::feed::{EventFeed, OpsError, OutboxOps, OutboxStatus, StoredEvent};
 use async_trait::async_trait;
@@ -35,5 +36,11 @@ impl<D: Dialect> OutboxOps for SqlOutbox<D> {
             .redrive_to_outbox(id)
             .await
             .map_err(|e| OpsError::new("re-driving a dead letter into the outbox", e))
+    }
+
+    async fn sla_status(&self) -> Result<Vec<SlaStatus>, OpsError> {
+        SqlOutbox::sla_status(self)
+            .await
+            .map_err(|e| OpsError::new("counting SLA expectations", e))
     }
 }

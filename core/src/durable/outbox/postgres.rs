@@ -21,6 +21,7 @@ use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Outcome, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
 use crate::model::envelope::{DeliverAt, Envelope, MessageId};
+use crate::model::sla::SlaBreached;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -162,6 +163,24 @@ static STATEMENTS: Statements = Statements {
     dead_letter_count: "SELECT COUNT(*) AS count FROM herald_dead_letters",
     inbox_insert: "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES ($1, $2, $3)
                    ON CONFLICT (handler, message_id) DO NOTHING",
+    sla_open: "INSERT INTO herald_sla_expectations (sla, correlation_key, a_message_id, opened_at,
+                                                 due_at)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (sla, a_message_id) DO NOTHING",
+    // The row locks make a B wait for a sweep that is breaching its expectation, then see it
+    // breached (late); a sweep skips the rows a B's open transaction holds.
+    sla_of_key: "SELECT id, a_message_id::text AS a_message_id, state, due_at
+                 FROM herald_sla_expectations
+                 WHERE sla = $1 AND correlation_key = $2 AND state IN ('pending', 'breached')
+                 ORDER BY id FOR UPDATE",
+    sla_fulfil: "UPDATE herald_sla_expectations SET state = $1, fulfilled_at = $2, fulfilled_by = $3
+                 WHERE id = $4 AND state IN ('pending', 'breached')",
+    sla_reopen: "UPDATE herald_sla_expectations SET state = 'pending', breached_at = NULL
+                 WHERE sla = $1 AND a_message_id = $2 AND state = 'breached'",
+    sla_status: super::dialect::SLA_STATUS,
+    sla_get: "SELECT sla, correlation_key, a_message_id::text AS a_message_id, opened_at, due_at,
+                     state, fulfilled_at, fulfilled_by::text AS fulfilled_by, breached_at
+              FROM herald_sla_expectations WHERE sla = $1 AND a_message_id = $2",
 };
 
 /// Whether jsonb would refuse `json`: jsonb cannot hold U+0000, which serde_json writes as
@@ -536,6 +555,36 @@ impl_dialect!(Postgres {
                 Box::new(Sleeper)
             }
         }
+    }
+
+    async fn sla_sweep(
+        pool: &sqlx::Pool<Self>,
+        limit: usize,
+    ) -> Result<Vec<SlaBreached>, OutboxError> {
+        // Competing sweepers skip each other's rows (and those a B's open transaction holds);
+        // the breach and its event commit together.
+        let mut tx = pool.begin().await?;
+        let rows = sqlx::query(
+            "WITH due AS (
+                SELECT id FROM herald_sla_expectations
+                WHERE state = 'pending' AND due_at <= now()
+                ORDER BY due_at, id LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE herald_sla_expectations e SET state = 'breached', breached_at = now()
+             FROM due WHERE e.id = due.id
+             RETURNING e.sla, e.correlation_key, e.a_message_id::text AS a_message_id, e.due_at,
+                       e.breached_at",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let breaches = rows
+            .iter()
+            .map(|row| super::sla::breach::<Postgres>(row, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        super::sla::write_breaches::<Postgres>(&mut tx, &breaches).await?;
+        tx.commit().await?;
+        Ok(breaches)
     }
 
     /// Gives positions to the rows that can no longer be overtaken (see `events_after`).

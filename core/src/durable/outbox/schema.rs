@@ -49,6 +49,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0003_dead_letter_failure.sql"),
         mysql: include_str!("../../../migrations/mysql/0003_dead_letter_failure.sql"),
     },
+    Migration {
+        version: 4,
+        description: "deadline SLA expectations",
+        sqlite: include_str!("../../../migrations/sqlite/0004_slas.sql"),
+        postgres: include_str!("../../../migrations/postgres/0004_slas.sql"),
+        mysql: include_str!("../../../migrations/mysql/0004_slas.sql"),
+    },
 ];
 
 /// The newest version this build ships.

@@ -7,6 +7,7 @@ use super::dialect::{sealed::SqlDialect, Bind, Dialect};
 use super::local_wake::{LocalPublishes, LocalWaiter};
 use super::row::{self, Backend, ClaimedRow, Outcome, Waiter};
 use super::schema::{self, MIGRATIONS};
+use super::sla::{self as sla_store, Declared};
 use super::{
     NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
     StoredEvent, DEFAULT_MAX_PAYLOAD_BYTES,
@@ -49,11 +50,13 @@ impl<D: Dialect> fmt::Debug for SqlOutbox<D> {
     }
 }
 
-/// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to.
+/// The relay's side of a SQL outbox: the [`Backend`] the relay claims from and writes back to,
+/// and the SLAs a runtime declared to the outbox (shared by its clones).
 pub(crate) struct SqlBackend<D: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<D>,
     /// This process's publishes, which wake its relays (`local_wake.rs`).
     pub(crate) local: Arc<LocalPublishes>,
+    pub(crate) declared: Declared,
 }
 
 impl<D: Dialect> fmt::Debug for SqlBackend<D> {
@@ -90,9 +93,15 @@ impl<D: Dialect> SqlOutbox<D> {
             backend: Arc::new(SqlBackend {
                 pool,
                 local: Arc::default(),
+                declared: Declared::default(),
             }),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
+    }
+
+    /// The SLAs declared to this outbox by a runtime (`HeraldBuilder::sla_store`).
+    pub(crate) fn declared(&self) -> &Declared {
+        &self.backend.declared
     }
 
     /// The schema version applied to this database (0: none).
@@ -239,17 +248,16 @@ impl<D: Dialect> SqlOutbox<D> {
             "messaging.message.id",
             tracing::field::display(row.envelope.id),
         );
-        match D::insert(
-            conn.connection(),
-            &row.envelope,
-            &row.payload,
-            None,
-            row.deliver,
-        )
+        let written = async {
+            let connection = conn.connection();
+            D::insert(connection, &row.envelope, &row.payload, None, row.deliver).await?;
+            // The SLA expectations it opens or fulfils, in the same transaction.
+            sla_store::record_in::<D>(self.declared(), connection, &row.envelope, &message).await
+        }
         .instrument(span)
-        .await
-        {
-            Ok(_) => {
+        .await;
+        match written {
+            Ok(()) => {
                 self.backend.local.published();
                 Ok(row.envelope.id)
             }
@@ -285,10 +293,19 @@ impl<D: Dialect> SqlOutbox<D> {
             Ok(rows) => rows,
             Err(refused) => return Err(refused.returning(messages)),
         };
-        if let Err(source) = D::insert_all(conn.connection(), &rows)
-            .instrument(span)
-            .await
-        {
+        let written = async {
+            let connection = conn.connection();
+            D::insert_all(connection, &rows).await?;
+            // The SLA expectations they open or fulfil, in the same transaction.
+            for (row, message) in rows.iter().zip(&messages) {
+                sla_store::record_in::<D>(self.declared(), connection, &row.envelope, message)
+                    .await?;
+            }
+            Ok::<(), OutboxError>(())
+        }
+        .instrument(span)
+        .await;
+        if let Err(source) = written {
             return Err(OutboxPublishError::Failed {
                 message: messages,
                 source,

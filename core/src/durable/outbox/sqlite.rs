@@ -9,7 +9,8 @@ use super::dialect::{claimed_row, impl_dialect, Query, Statements};
 use super::row::{self, ClaimedRow, Sleeper, Waiter};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
 use crate::model::envelope::{DeliverAt, Envelope, MessageId};
-use chrono::{DateTime, SecondsFormat, Utc};
+use crate::model::sla::SlaBreached;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use std::path::Path;
@@ -154,6 +155,22 @@ static STATEMENTS: Statements = Statements {
     dead_letter_count: "SELECT COUNT(*) AS count FROM herald_dead_letters",
     inbox_insert: "INSERT INTO herald_inbox (handler, message_id, processed_at) VALUES (?1, ?2, ?3)
                    ON CONFLICT (handler, message_id) DO NOTHING",
+    sla_open: "INSERT INTO herald_sla_expectations (sla, correlation_key, a_message_id, opened_at,
+                                                 due_at)
+               VALUES (?1, ?2, ?3, ?4, ?5)
+               ON CONFLICT (sla, a_message_id) DO NOTHING",
+    // A write transaction on SQLite holds the database's write lock: no row lock needed.
+    sla_of_key: "SELECT id, a_message_id, state, due_at FROM herald_sla_expectations
+                 WHERE sla = ?1 AND correlation_key = ?2 AND state IN ('pending', 'breached')
+                 ORDER BY id",
+    sla_fulfil: "UPDATE herald_sla_expectations SET state = ?1, fulfilled_at = ?2, fulfilled_by = ?3
+                 WHERE id = ?4 AND state IN ('pending', 'breached')",
+    sla_reopen: "UPDATE herald_sla_expectations SET state = 'pending', breached_at = NULL
+                 WHERE sla = ?1 AND a_message_id = ?2 AND state = 'breached'",
+    sla_status: super::dialect::SLA_STATUS,
+    sla_get: "SELECT sla, correlation_key, a_message_id, opened_at, due_at, state, fulfilled_at,
+                     fulfilled_by, breached_at
+              FROM herald_sla_expectations WHERE sla = ?1 AND a_message_id = ?2",
 };
 
 /// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
@@ -331,5 +348,33 @@ impl_dialect!(Sqlite {
     async fn prepare_events(_pool: &sqlx::Pool<Self>) -> Result<(), OutboxError> {
         // Ids are in commit order: every id is final as soon as it is visible.
         Ok(())
+    }
+
+    async fn sla_sweep(
+        pool: &sqlx::Pool<Self>,
+        limit: usize,
+    ) -> Result<Vec<SlaBreached>, OutboxError> {
+        // The write lock first: one sweeper (or writer) at a time; the times are this
+        // process's, as the relay's are.
+        let mut tx = pool.begin_with(STATEMENTS.write_begin).await?;
+        let now = Utc::now().trunc_subsecs(3);
+        let rows = sqlx::query(
+            "UPDATE herald_sla_expectations SET state = 'breached', breached_at = ?1
+             WHERE id IN (SELECT id FROM herald_sla_expectations
+                          WHERE state = 'pending' AND due_at <= ?1
+                          ORDER BY due_at, id LIMIT ?2)
+             RETURNING sla, correlation_key, a_message_id, due_at",
+        )
+        .bind(text_time(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let breaches = rows
+            .iter()
+            .map(|row| super::sla::breach::<Sqlite>(row, Some(now)))
+            .collect::<Result<Vec<_>, _>>()?;
+        super::sla::write_breaches::<Sqlite>(&mut tx, &breaches).await?;
+        tx.commit().await?;
+        Ok(breaches)
     }
 });
