@@ -51,6 +51,7 @@
 pub(crate) mod dialect;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod local_wake;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod ops;
 mod relay;
 // The SQL backends' relay side and its adapter to `MessageSource`: nothing else uses them.
