@@ -325,16 +325,13 @@ pub(crate) mod kafka_topics {
     }
 
     pub(crate) async fn make_mock_source(case: &'static str) -> BrokerHarness<Kafka> {
-        let cluster = MockCluster::new(1).expect("librdkafka's mock cluster starts");
-        let brokers = cluster.bootstrap_servers();
+        // One small in-process cluster per case, on the thread that also serves the pub/sub
+        // suite's mock clusters; it lives until the test process ends.
+        let mock = MockBroker::start();
         let topic = topic(case);
-        // MockCluster does not take CreateTopics requests: the topic is made on the mock itself.
-        cluster
-            .create_topic(&topic, 3, 1)
-            .expect("the mock cluster creates the topic");
-        // The cluster lives until the test process ends (the harness has no place for it, and
-        // it is not `Send`): one small in-process cluster per case.
-        std::mem::forget(cluster);
+        mock.create_topic(&topic)
+            .unwrap_or_else(|e| panic!("the mock cluster creates the topic: {e}"));
+        let brokers = mock.bootstrap.clone();
         let kafka = builder(brokers, topic, "conformance")
             .connect()
             .await
