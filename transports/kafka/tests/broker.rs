@@ -79,14 +79,17 @@ fn numbers(received: &[Received]) -> Vec<u32> {
     numbers
 }
 
-// Flaky against tansu 0.6 (1 run in 5 received a record from before the time, and with wider
-// gaps whole partitions started at the beginning): not yet known whether tansu's lookup by time
-// (ListOffsets) or the transport's placement is at fault. Run it by hand with `--ignored`.
-#[ignore = "flaky on tansu 0.6: the cause (broker lookup by time or placement) is not found yet"]
+// One partition: tansu 0.6 answers a lookup by time on a partition that holds no record at or
+// after the time with offset 0 instead of Kafka's "none" (-1, which the transport turns into the
+// partition's end), so such a partition would be re-read from its beginning (tansu-storage 0.6
+// `dynostore.rs`, `list_offsets`: with no candidate it answers `offset: Some(0)`). With two
+// partitions and keyless records, one partition held none of the three later records in about one
+// run in four, and the test received `[2, 3, 4]` or `[0, 1, 2]`. Kafka itself follows the
+// protocol here, so the transport does not second-guess an answer of 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_at_a_time_re_reads_what_came_after_it() {
     let topic = topic("start-at-time");
-    let producer = connect(builder(&topic, "unused")).await;
+    let producer = connect(builder(&topic, "unused").create_topic(1, 1)).await;
     for n in 0..3 {
         publish(&producer, n).await;
     }
@@ -96,7 +99,12 @@ async fn start_at_a_time_re_reads_what_came_after_it() {
     for n in 3..6 {
         publish(&producer, n).await;
     }
-    let kafka = connect(builder(&topic, "replay").start_at(StartAt::Time(since))).await;
+    let kafka = connect(
+        builder(&topic, "replay")
+            .create_topic(1, 1)
+            .start_at(StartAt::Time(since)),
+    )
+    .await;
     let received = receive(&kafka, "relay", 3).await;
     assert_eq!(numbers(&received), vec![3, 4, 5]);
     tokio::time::sleep(Duration::from_millis(300)).await;
