@@ -113,8 +113,9 @@ pub fn propagator() -> Option<&'static dyn TracePropagator> {
 }
 
 /// Captures the current span's context into `headers` at publish time, unless the caller already
-/// set a `traceparent` header (an explicit context wins).
+/// set a `traceparent` header (an explicit context wins). Only the SQL outbox calls it.
 #[inline]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn capture(headers: &mut Headers) {
     if let Some(propagator) = propagator() {
         capture_with(propagator, headers, false);
