@@ -153,6 +153,7 @@ macro_rules! pubsub_suite {
                 handler_errors_do_not_stop_the_rest,
                 messages_of_one_key_arrive_in_order,
                 a_closed_publisher_has_flushed_what_was_confirmed,
+                a_cancelled_publish_loses_nothing,
                 a_topic_never_reaches_another_topics_subscriber,
                 a_new_subscriber_receives_old_messages,
                 each_consumer_group_gets_every_message,

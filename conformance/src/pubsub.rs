@@ -732,6 +732,72 @@ pub async fn a_closed_publisher_has_flushed_what_was_confirmed<H: PubSubHarness>
     assert_eq!(report.delivered, 60);
 }
 
+/// Polls `future` at most `polls` times, then drops it: `None` when it was cut off. Dropping
+/// after the n-th poll cancels the future at its n-th await, whatever that await is.
+async fn cut_after<F: Future>(future: F, polls: u32) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut left = polls;
+    std::future::poll_fn(move |cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => {
+            left = left.saturating_sub(1);
+            if left == 0 {
+                std::task::Poll::Ready(None)
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// A publish whose future is dropped at any of its awaits (a timeout, a `select!`, a relay
+/// stopping) loses nothing and wedges nothing. Each message is published under a cut that drops
+/// the publish after 1 to 8 polls, then, unless it was confirmed, published again until it is,
+/// as the outbox relay does with a row it could not mark published. Every message arrives once
+/// (a cut-off copy that reached the broker arrives too; the handler's `dedupe` absorbs it), and
+/// the sink confirms a plain batch afterwards.
+pub async fn a_cancelled_publish_loses_nothing<H: PubSubHarness>(harness: H) {
+    let transport = open(&harness, "cancelled", "g").await;
+    let books = Accounting::new();
+    let sub = Subscriber::new(&harness, &transport).start(1, &transport);
+    let mut cut_off = 0_u32;
+    for seq in 0..48_u32 {
+        let parcel = Parcel::new("cancelled", &format!("k{}", seq % 4), seq);
+        let message = OutgoingMessage::new(&parcel, PublishOptions::new())
+            .unwrap_or_else(|error| panic!("a parcel does not serialize: {error}"));
+        let id = message.envelope.id;
+        books.attempted(id);
+        let first = cut_after(transport.publish(vec![message.clone()]), seq % 8 + 1).await;
+        let confirmed =
+            matches!(&first, Some(Ok(c)) if c.first().is_some_and(|c| c.is_confirmed()));
+        if !confirmed {
+            cut_off += 1;
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let again = transport.publish(vec![message.clone()]).await;
+                if matches!(&again, Ok(c) if c.first().is_some_and(|c| c.is_confirmed())) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never confirmed {id} after a cancelled publish: {again:?}",
+                    transport.destination()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        books.confirmed(id);
+    }
+    publish(&transport, &books, parcels("cancelled", "after", 0..10)).await;
+    println!(
+        "{}: {cut_off} of 48 publishes cut off before their confirmation",
+        transport.destination()
+    );
+    let (report, _) = sub.finish(&harness, &books, false).await;
+    assert_eq!(report.delivered, 58);
+}
+
 /// Messages on topic A never reach a subscriber of topic B, and A's subscriber gets them all.
 pub async fn a_topic_never_reaches_another_topics_subscriber<H: PubSubHarness>(harness: H) {
     let a = open(&harness, "isolated-a", "g").await;
