@@ -178,18 +178,17 @@ impl RabbitMqBuilder {
         self
     }
 
-    /// Only publishes: the queues are declared but not consumed, so this process takes no
-    /// delivery from them. Use it for a service that only forwards to the queue (a route's sink):
-    /// a consumer that no relay reads would hold up to `prefetch` deliveries unacked, away from
-    /// the real consumers, until its connection closes. As a source it then receives nothing and
-    /// `receive` says why.
+    /// Only publishes: `receive` is refused, with the reason. A transport takes no delivery until
+    /// its first `receive` anyway (its consumer starts there, so a route's sink does not hold
+    /// deliveries away from the real consumers); this makes a sink that must never consume say
+    /// so when it is used as a source by mistake.
     pub fn publish_only(mut self) -> Self {
         self.consume = false;
         self
     }
 
-    /// Connects, declares the durable queue and its delay queue, and starts consuming (unless
-    /// [`publish_only`](Self::publish_only)).
+    /// Connects and declares the durable queue and its delay queue. Consuming starts with the
+    /// first `receive` (a relay's), not here.
     ///
     /// # Errors
     /// When the settings cannot work, the URL is not valid, the broker cannot be reached, or a
@@ -253,7 +252,15 @@ struct Link {
     buffered: Arc<AtomicUsize>,
     /// Cleared when the consumer's stream ends or fails.
     alive: Arc<AtomicBool>,
-    forwarder: tokio::task::JoinHandle<()>,
+    /// The consumer, started by the first `receive` on this connection (see [`Link::consumer`]):
+    /// until then the sender waits here and no delivery is taken from the queue.
+    consumer: tokio::sync::Mutex<Consumer>,
+}
+
+/// A link's consumer: not started (holding the sender its forwarder will feed), or running.
+enum Consumer {
+    Idle(mpsc::UnboundedSender<Delivery>),
+    Running(tokio::task::JoinHandle<()>),
 }
 
 impl Link {
@@ -267,7 +274,9 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.forwarder.abort();
+        if let Consumer::Running(forwarder) = self.consumer.get_mut() {
+            forwarder.abort();
+        }
     }
 }
 
@@ -500,21 +509,31 @@ impl RabbitMq {
         let (sender, receiver) = mpsc::unbounded_channel();
         let buffered = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
-        if !config.consume {
-            // Publish only: no consumer, so no delivery is taken from the queue.
-            drop(sender);
-            return Ok(Link {
-                generation,
-                connection,
-                publish,
-                consume,
-                deliveries: tokio::sync::Mutex::new(receiver),
-                buffered,
-                alive,
-                forwarder: tokio::spawn(async {}),
-            });
-        }
-        let mut consumer = consume
+        Ok(Link {
+            generation,
+            connection,
+            publish,
+            consume,
+            deliveries: tokio::sync::Mutex::new(receiver),
+            buffered,
+            alive,
+            consumer: tokio::sync::Mutex::new(Consumer::Idle(sender)),
+        })
+    }
+
+    /// Starts `link`'s consumer unless it runs already. Called by `receive` only: a transport
+    /// used only as a sink (a route's, a forwarding service's) never consumes, so it holds no
+    /// delivery away from the real consumers (up to `prefetch` of them, unacked until its
+    /// connection closed, when the consumer started at connect).
+    async fn consume_on(&self, link: &Link) -> Result<(), RabbitMqError> {
+        let mut consumer = link.consumer.lock().await;
+        let Consumer::Idle(sender) = &*consumer else {
+            return Ok(());
+        };
+        let sender = sender.clone();
+        let config = &self.shared.config;
+        let mut deliveries = link
+            .consume
             .basic_consume(
                 &config.queue,
                 "",
@@ -525,13 +544,13 @@ impl RabbitMq {
             .map_err(amqp("start consuming"))?;
         let arrived = self.shared.arrived.clone();
         let forwarder = tokio::spawn({
-            let buffered = buffered.clone();
-            let alive = alive.clone();
+            let buffered = link.buffered.clone();
+            let alive = link.alive.clone();
             let queue = config.queue.clone();
             async move {
                 // The broker sends at most `prefetch` unacked deliveries: this buffer stays bounded.
                 loop {
-                    match consumer.next().await {
+                    match deliveries.next().await {
                         Some(Ok(delivery)) => {
                             buffered.fetch_add(1, Ordering::AcqRel);
                             if sender.send(delivery).is_err() {
@@ -553,16 +572,8 @@ impl RabbitMq {
                 arrived.notify_waiters();
             }
         });
-        Ok(Link {
-            generation,
-            connection,
-            publish,
-            consume,
-            deliveries: tokio::sync::Mutex::new(receiver),
-            buffered,
-            alive,
-            forwarder,
-        })
+        *consumer = Consumer::Running(forwarder);
+        Ok(())
     }
 
     /// Publishes one body and waits for the broker's confirm.
@@ -813,6 +824,9 @@ impl MessageSource for RabbitMq {
         }
         let link = self
             .link()
+            .await
+            .map_err(|e| SourceError::backend("receive", e))?;
+        self.consume_on(&link)
             .await
             .map_err(|e| SourceError::backend("receive", e))?;
         let mut deliveries = Vec::new();

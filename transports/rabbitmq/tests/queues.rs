@@ -200,18 +200,20 @@ async fn a_retry_comes_back_after_its_delay_not_before() {
     rabbit.delete_queues().await.expect("delete");
 }
 
-/// A producer's sink built `publish_only` takes no delivery from its queue: every message reaches
-/// the consumer at once, none waits unacked on the producer's connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_only_sink_leaves_every_delivery_to_the_consumers() {
-    let consumer = rabbit("publish-only").await;
-    let producer = RabbitMq::builder(url(), consumer.queue())
+/// A producer's sink takes no delivery from its queue, whether built `publish_only` or not (its
+/// consumer would start only with a `receive`): every message reaches the consumer while the
+/// producer is connected, none waits unacked on the producer's connection.
+async fn a_sink_leaves_every_delivery_to_the_consumers(publish_only: bool) {
+    let consumer = rabbit("sink-only").await;
+    let builder = RabbitMq::builder(url(), consumer.queue())
         .prefetch(16)
-        .expires_after(Duration::from_secs(60))
-        .publish_only()
-        .connect()
-        .await
-        .expect("connect the producer");
+        .expires_after(Duration::from_secs(60));
+    let builder = if publish_only {
+        builder.publish_only()
+    } else {
+        builder
+    };
+    let producer = builder.connect().await.expect("connect the producer");
     let seen = Seen::default();
     let herald = herald(&seen);
     for n in 0..20 {
@@ -227,10 +229,24 @@ async fn a_publish_only_sink_leaves_every_delivery_to_the_consumers() {
     .await;
     drained(&consumer).await;
     relay.stop().await;
-    let refused = herald::ports::MessageSource::receive(&producer, "me", 1, Duration::from_secs(1))
-        .await
-        .map(|received| received.len());
-    let error = refused.expect_err("a publish-only transport receives nothing");
-    assert!(error.to_string().contains("publish_only"), "{error}");
+    if publish_only {
+        let refused =
+            herald::ports::MessageSource::receive(&producer, "me", 1, Duration::from_secs(1))
+                .await
+                .map(|received| received.len());
+        let error = refused.expect_err("a publish-only transport receives nothing");
+        assert!(error.to_string().contains("publish_only"), "{error}");
+    }
+    producer.close().await.expect("close the producer");
     consumer.delete_queues().await.expect("delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_only_sink_leaves_every_delivery_to_the_consumers() {
+    a_sink_leaves_every_delivery_to_the_consumers(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_never_receives_leaves_every_delivery_to_the_consumers() {
+    a_sink_leaves_every_delivery_to_the_consumers(false).await;
 }
