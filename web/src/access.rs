@@ -3,7 +3,8 @@
 //! - **Loopback by default.** [`serve`](crate::serve) refuses an address other than loopback
 //!   unless an access token or a trusted proxy header is configured ([`Access::check_bind`]).
 //! - **Console access.** With a token, a browser logs in once at `/login` and gets an `HttpOnly`,
-//!   `SameSite=Strict` session cookie holding an HMAC of the token under a per-process key (never
+//!   `SameSite=Strict` session cookie (also `Secure` when a proxy says the browser came over
+//!   HTTPS: [`over_https`]) holding an HMAC of the token under a per-process key (never
 //!   the token); a script may send `Authorization: Bearer <token>` instead. With a proxy header,
 //!   a request that carries it (non-empty) is let in.
 //! - **CSRF.** Every mutation is a `POST` whose form carries a token derived from the per-process
@@ -265,10 +266,70 @@ pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes() == b"cross-site")
 }
 
+/// Whether the browser reached the console over HTTPS, as a TLS-terminating proxy in front of it
+/// says (`X-Forwarded-Proto: https`, or `Forwarded: ...;proto=https`): the session cookie is
+/// then marked `Secure`, so the browser never sends it over plain HTTP. `herald serve` itself
+/// speaks plain HTTP (on loopback unless a token or proxy guards it), where a `Secure` cookie
+/// would not be sent back at all.
+pub(crate) fn over_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get("forwarded")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .is_some_and(|first| {
+            first.split(';').any(|pair| {
+                pair.split_once('=').is_some_and(|(name, value)| {
+                    name.trim().eq_ignore_ascii_case("proto")
+                        && value.trim().trim_matches('"').eq_ignore_ascii_case("https")
+                })
+            })
+        });
+    forwarded_proto || forwarded
+}
+
+/// The `Set-Cookie` value of the console session (`value` empty: the logout that clears it).
+pub(crate) fn session_cookie(value: &str, headers: &HeaderMap) -> String {
+    let secure = if over_https(headers) { "; Secure" } else { "" };
+    let clear = if value.is_empty() { "; Max-Age=0" } else { "" };
+    format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/{secure}{clear}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn the_session_cookie_is_secure_behind_an_https_proxy_only() {
+        let mut headers = HeaderMap::new();
+        let plain = session_cookie("abc", &headers);
+        assert_eq!(
+            plain,
+            format!("{SESSION_COOKIE}=abc; HttpOnly; SameSite=Strict; Path=/")
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(session_cookie("abc", &headers).ends_with("; Secure"));
+        assert!(session_cookie("", &headers).ends_with("; Secure; Max-Age=0"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("for=192.0.2.60;proto=HTTPS;by=203.0.113.43"),
+        );
+        assert!(over_https(&headers));
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("for=192.0.2.60;proto=http"),
+        );
+        assert!(!over_https(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http, https"));
+        assert!(!over_https(&headers), "the first hop is the client's");
+    }
 
     fn keys() -> Keys {
         Keys::generate().expect("random")

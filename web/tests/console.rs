@@ -390,6 +390,19 @@ async fn an_access_token_guards_every_page_and_never_shows() {
         !cookie.contains(token),
         "the cookie is not the token: {cookie}"
     );
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let proxied = post_form_with(
+        &router,
+        "/login",
+        &[("csrf", &csrf), ("token", token)],
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    let proxied = proxied.headers["set-cookie"].to_str().expect("ascii");
+    assert!(
+        proxied.contains("; Secure"),
+        "behind an HTTPS proxy: {proxied}"
+    );
     let session = cookie.split(';').next().expect("pair").to_owned();
     for uri in ["/", "/dead-letters", "/outbox", "/feed"] {
         let page = get_with(&router, uri, ("cookie", &session)).await;

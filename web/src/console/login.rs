@@ -2,7 +2,7 @@
 
 use super::layout::{csrf_input, page};
 use super::FormData;
-use crate::access::{self, CSRF_FIELD, SESSION_COOKIE};
+use crate::access::{self, CSRF_FIELD};
 use crate::Shared;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -62,7 +62,7 @@ pub(super) async fn submit(
         Some(session) => (
             [(
                 header::SET_COOKIE,
-                format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/"),
+                access::session_cookie(&session, &headers),
             )],
             Redirect::to("/"),
         )
@@ -88,10 +88,7 @@ pub(super) async fn logout(
         return super::refusal(StatusCode::FORBIDDEN, "Stale form: reload and try again.");
     }
     (
-        [(
-            header::SET_COOKIE,
-            format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-        )],
+        [(header::SET_COOKIE, access::session_cookie("", &headers))],
         Redirect::to("/login"),
     )
         .into_response()
