@@ -4,7 +4,8 @@
 //!
 //! Commit and rollback; 2 and 4 competing relays on 10,000 messages; kill -9 of a relay process
 //! mid-batch then recovery with the inbox stopping duplicate effects; per-key order with four
-//! relays; durable dead letters and re-drive; `events_after` never skipping a row that commits late.
+//! relays; durable dead letters and re-drive; `events_after` never skipping a row that commits late;
+//! relays whose connections PostgreSQL ends again and again under load.
 #![cfg(feature = "postgres")]
 
 use herald::inbox::PgInbox;
@@ -1093,6 +1094,127 @@ async fn a_version_1_database_is_upgraded_with_its_rows_kept() {
     .await
     .expect("reloptions");
     assert_eq!(options, vec!["fillfactor=70".to_owned()]);
+}
+
+mod dropped_connections {
+    use super::*;
+
+    const SCHEMA: &str = "herald_t_dropped";
+    /// The relays' connections carry this name, so the killer ends theirs and nobody else's.
+    const APP: &str = "herald_t_dropped_relays";
+    const TRANSACTIONS: u32 = 60;
+    const PER_TRANSACTION: u32 = 10;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.stamp_collected")]
+    pub(crate) struct StampCollected {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler]
+    async fn collect(event: StampCollected, State(tracker): State<Tracker>) {
+        tracker.enter(&event.n.to_string());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tracker.leave(&event.n.to_string());
+    }
+
+    /// PostgreSQL ends the relays' connections (`pg_terminate_backend`, as a failover or an
+    /// administrator would) again and again while events are published and relayed: every
+    /// committed event is still handled (at least once: a batch handled but not written back comes
+    /// again after its lease), no row is left pending, leased or failed, nothing is dead-lettered,
+    /// and the ledger balances.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relays_whose_connections_are_killed_under_load_lose_nothing() {
+        // Publishers and the killer use a pool of their own; only the relays' connections die.
+        let (publishers, _) = setup(SCHEMA).await;
+        let options = PgConnectOptions::from_str(&database_url())
+            .expect("valid HERALD_TEST_DATABASE_URL")
+            .application_name(APP)
+            .options([("search_path", SCHEMA)]);
+        let relay_pool = PgPoolOptions::new()
+            .max_connections(6)
+            .connect_with(options)
+            .await
+            .expect("the relays' pool");
+        let outbox = PgOutbox::open(relay_pool.clone()).await.expect("open");
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &relay_pool, &tracker);
+        let relays: Vec<_> = (0..2)
+            .map(|_| {
+                outbox
+                    .relay(&herald)
+                    .batch_size(20)
+                    .lease(Duration::from_secs(2))
+                    .poll_interval(Duration::from_millis(50))
+                    .start()
+            })
+            .collect();
+        let publishing = tokio::spawn({
+            let (publishers, outbox) = (publishers.clone(), outbox.clone());
+            async move {
+                for t in 0..TRANSACTIONS {
+                    let mut tx = publishers.begin().await.expect("begin");
+                    for i in 0..PER_TRANSACTION {
+                        let n = t * PER_TRANSACTION + i;
+                        outbox
+                            .publish(&mut tx, StampCollected { n })
+                            .await
+                            .expect("publish");
+                    }
+                    tx.commit().await.expect("commit");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let mut killed = 0_i64;
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let ended: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(APP)
+            .fetch_all(&publishers)
+            .await
+            .expect("terminate the relays' connections");
+            killed += ended.iter().filter(|ended| **ended).count() as i64;
+        }
+        publishing.await.expect("the publisher");
+        assert!(killed > 0, "the relays had connections to end");
+        let total = u64::from(TRANSACTIONS * PER_TRANSACTION);
+        eventually(
+            "every event processed after the connections came back",
+            Duration::from_secs(60),
+            async || outbox.status().await.is_ok_and(|s| s.processed == total),
+        )
+        .await;
+        let mut stats = Vec::new();
+        for relay in relays {
+            stats.push(relay.stop().await);
+        }
+        let status = outbox.status().await.expect("status");
+        assert_eq!(
+            (status.pending, status.in_flight, status.failed),
+            (0, 0, 0),
+            "{status:?}"
+        );
+        let handled = tracker.handled.lock().expect("lock").clone();
+        let missing: Vec<u64> = (0..total)
+            .filter(|n| !handled.contains_key(&n.to_string()))
+            .collect();
+        assert!(missing.is_empty(), "never handled: {missing:?}");
+        let again = handled.values().filter(|times| **times > 1).count();
+        assert_eq!(
+            herald.dead_letters().count().await.expect("count"),
+            0,
+            "nothing dead-lettered"
+        );
+        let report = herald.shutdown(Duration::from_secs(10)).await;
+        assert!(report.ledger.is_balanced(), "{}", report.ledger);
+        assert_eq!(report.ledger.total.lost, 0, "{}", report.ledger);
+        println!(
+            "{killed} relay connections ended; {again} of {total} events handled more than once; relays: {stats:?}"
+        );
+    }
 }
 
 #[tokio::test]
