@@ -55,16 +55,20 @@ pub(crate) async fn run_worker(pool: Arc<Pool>) {
 /// handler's open circuit breaker holds it (still queued, keeping its slot). Returns the job and
 /// the breaker's pass for its first attempt.
 fn start(job: Job) -> Option<(Job, Option<Pass>)> {
-    let handler = job.handler.clone();
-    let (job, pass) = match &handler.breaker {
-        None => (job, None),
-        Some(breaker) => match breaker.admit_or_hold(job, &handler.counters) {
+    let (job, pass) = if job.handler.breaker.is_none() {
+        // No clone of the handler's `Arc` here: a reference count shared by the publisher and
+        // every worker is a contended cache line per job.
+        (job, None)
+    } else {
+        let handler = job.handler.clone();
+        let breaker = handler.breaker.as_ref().expect("checked above");
+        match breaker.admit_or_hold(job, &handler.counters) {
             Admit::Run(job, pass) => (job, Some(pass)),
             Admit::Held => return None,
-        },
+        }
     };
-    handler.pool.release();
-    handler.counters.started();
+    job.handler.pool.release();
+    job.handler.counters.started();
     Some((job, pass))
 }
 
