@@ -101,6 +101,7 @@ impl Drop for Job {
     fn drop(&mut self) {
         if !self.settled {
             self.handler.counters.lost();
+            self.dispatch.outcomes.lost();
             tracing::error!(
                 handler = self.handler.desc.name,
                 message_id = %self.dispatch.envelope.id,
@@ -240,7 +241,7 @@ impl Herald {
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
         let handlers = self.route(E::NAME);
-        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let sink = OutcomeCollector::event(handlers.len());
         let (dispatch, inline) = match self.accept_now(event, options, handlers, sink) {
             Ok(accepted) => accepted?,
             Err(Later(event, options, sink)) => {
@@ -260,7 +261,7 @@ impl Herald {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
         }
-        Ok(Delivery::new(dispatch.envelope.id, rx))
+        Ok(Delivery::new(dispatch))
     }
 
     /// Publishes without ever waiting: a full pool rejects (whatever its policy, `CallerRuns` and
@@ -282,13 +283,13 @@ impl Herald {
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
         let handlers = self.route(E::NAME);
-        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let sink = OutcomeCollector::event(handlers.len());
         let (dispatch, _) = self
             .accept(event, options, handlers, sink, Patience::Never)
             .now_or_never()
             .expect("accepting without patience never waits")?;
         self.record_sla_later(E::NAME, &dispatch);
-        Ok(Delivery::new(dispatch.envelope.id, rx))
+        Ok(Delivery::new(dispatch))
     }
 
     /// Sends a command to its one handler. Await the returned handle for the reply.
@@ -498,7 +499,7 @@ impl Herald {
         });
         if handlers.is_empty() {
             // Nothing to do is complete.
-            dispatch.outcomes.complete_empty(dispatch.envelope.id);
+            dispatch.outcomes.complete_empty();
         }
         let inline = self.admit(&dispatch, handlers, reservation, Attempts::Policy);
         (dispatch, inline)
