@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 pub struct Delivery {
     message_id: MessageId,
     /// The outcome is collected in the dispatch itself (its [`OutcomeCollector`]): no channel is
-    /// allocated per publish (docs/BENCHMARKS.md). The dispatch, and so the message, lives as long
-    /// as this handle.
+    /// allocated per publish (docs/BENCHMARKS.md). The dispatch, and so the message and the
+    /// `Herald` handle it carries, lives as long as this handle.
     dispatch: Arc<Dispatch>,
 }
 
