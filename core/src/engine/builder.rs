@@ -17,7 +17,6 @@ use crate::engine::registry::{self, RoutingTable};
 use crate::engine::route::{Forward, RouteSpec};
 use crate::engine::runtime::{HandlerRuntime, Herald, Inner};
 use crate::engine::sla::{Slas, DEFAULT_SLA_SWEEP_INTERVAL};
-use crate::engine::worker;
 use crate::model::message::{Message, MessageDescriptor, MessageKind};
 use crate::model::options::{CircuitBreaker, Rate};
 use crate::model::sla::{Expected, Sla, SlaBreached};
@@ -272,10 +271,17 @@ impl HeraldBuilder {
         let mut pools: BTreeMap<String, Arc<Pool>> = BTreeMap::new();
         pools.insert(
             DEFAULT_POOL.to_owned(),
-            Arc::new(Pool::new(DEFAULT_POOL.to_owned(), self.default_pool)),
+            Arc::new(Pool::new(
+                DEFAULT_POOL.to_owned(),
+                self.default_pool,
+                runtime.clone(),
+            )),
         );
         for (name, config) in &self.pools {
-            pools.insert(name.clone(), Arc::new(Pool::new(name.clone(), *config)));
+            pools.insert(
+                name.clone(),
+                Arc::new(Pool::new(name.clone(), *config, runtime.clone())),
+            );
         }
         let window = NonZeroUsize::new(self.dedupe_window).unwrap_or(NonZeroUsize::MIN);
         let observers = Observers::new(std::mem::take(&mut self.observers));
@@ -372,12 +378,6 @@ impl HeraldBuilder {
             slas,
         };
         runtime.spawn(inner.delays.clone().run());
-        for pool in &inner.pools {
-            let workers = (0..pool.config.concurrency)
-                .map(|_| runtime.spawn(worker::run_worker(pool.clone())))
-                .collect();
-            *pool.workers.lock() = workers;
-        }
         let inner = Arc::new(inner);
         if let Some(slas) = &inner.slas {
             slas.start(&inner);

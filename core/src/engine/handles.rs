@@ -2,6 +2,7 @@
 //! and the collector that fills them as handlers end.
 
 use crate::contract::handler::AnyReply;
+use crate::engine::publish::Dispatch;
 use crate::model::envelope::MessageId;
 use crate::model::error::{CommandError, Disposition, HandlerError, HandlerFailure};
 use crate::model::outcome::EventOutcome;
@@ -12,7 +13,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use tokio::sync::oneshot;
 
 /// Handle to a published event. Await it for the [`EventOutcome`]; drop it to fire and forget.
@@ -20,31 +22,61 @@ use tokio::sync::oneshot;
 #[must_use = "await the delivery for the outcome, or drop it explicitly to fire and forget"]
 pub struct Delivery {
     message_id: MessageId,
-    rx: oneshot::Receiver<EventOutcome>,
+    /// The outcome is collected in the dispatch itself (its [`OutcomeCollector`]): no channel is
+    /// allocated per publish (docs/BENCHMARKS.md). The dispatch, and so the message and the
+    /// `Herald` handle it carries, lives as long as this handle.
+    dispatch: Arc<Dispatch>,
 }
 
 impl Delivery {
-    pub(crate) fn new(message_id: MessageId, rx: oneshot::Receiver<EventOutcome>) -> Self {
-        Delivery { message_id, rx }
+    pub(crate) fn new(dispatch: Arc<Dispatch>) -> Self {
+        Delivery {
+            message_id: dispatch.envelope.id,
+            dispatch,
+        }
     }
 
     /// The event's id.
     pub fn message_id(&self) -> MessageId {
         self.message_id
     }
+
+    fn state(&self) -> &Mutex<EventState> {
+        match &self.dispatch.outcomes {
+            OutcomeCollector::Event { state, .. } => state,
+            OutcomeCollector::Command { .. } => {
+                unreachable!("a Delivery is only made for an event's collector")
+            }
+        }
+    }
 }
 
 impl Future for Delivery {
     type Output = EventOutcome;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<EventOutcome> {
-        let message_id = self.message_id;
-        Pin::new(&mut self.rx).poll(cx).map(|received| {
-            received.unwrap_or(EventOutcome {
-                message_id,
-                reports: Vec::new(),
-                complete: false,
-            })
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<EventOutcome> {
+        let mut state = self.state().lock();
+        if state.ended {
+            return Poll::Ready(EventOutcome {
+                message_id: self.message_id,
+                reports: std::mem::take(&mut state.reports),
+                complete: !state.lost,
+            });
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        // Fire and forget: the reports still to come are not kept.
+        let mut state = self.state().lock();
+        state.dropped = true;
+        state.waker = None;
+        state.reports = Vec::new();
     }
 }
 
@@ -104,25 +136,36 @@ impl<R: 'static> Future for CommandReply<R> {
 #[derive(Debug)]
 pub(crate) enum OutcomeCollector {
     Event {
+        /// Handlers that have not reported yet.
         remaining: AtomicUsize,
-        reports: Mutex<Vec<HandlerReport>>,
-        tx: Mutex<Option<oneshot::Sender<EventOutcome>>>,
+        state: Mutex<EventState>,
     },
     Command {
         tx: Mutex<Option<oneshot::Sender<Result<AnyReply, CommandError>>>>,
     },
 }
 
+/// An event's outcome as it is collected, read by its [`Delivery`].
+#[derive(Debug, Default)]
+pub(crate) struct EventState {
+    /// Allocated at the first report, and only while the handle is kept.
+    reports: Vec<HandlerReport>,
+    /// The handle's task, waiting for the last report.
+    waker: Option<Waker>,
+    /// Every handler has reported (or nothing was to do).
+    ended: bool,
+    /// The handle was dropped (fire and forget): no report is kept.
+    dropped: bool,
+    /// A job ended without reporting (a Herald bug, counted as `lost`): the outcome is incomplete.
+    lost: bool,
+}
+
 impl OutcomeCollector {
-    pub(crate) fn event(handlers: usize) -> (Self, oneshot::Receiver<EventOutcome>) {
-        let (tx, rx) = oneshot::channel();
-        let sink = OutcomeCollector::Event {
+    pub(crate) fn event(handlers: usize) -> Self {
+        OutcomeCollector::Event {
             remaining: AtomicUsize::new(handlers),
-            // Allocated at the first report, and only if someone awaits the outcome.
-            reports: Mutex::new(Vec::new()),
-            tx: Mutex::new(Some(tx)),
-        };
-        (sink, rx)
+            state: Mutex::new(EventState::default()),
+        }
     }
 
     pub(crate) fn command() -> (Self, oneshot::Receiver<Result<AnyReply, CommandError>>) {
@@ -136,14 +179,35 @@ impl OutcomeCollector {
     }
 
     /// Completes the handle of an event that has no handler: nothing to do is complete.
-    pub(crate) fn complete_empty(&self, message_id: MessageId) {
-        if let OutcomeCollector::Event { tx, .. } = self {
-            if let Some(tx) = tx.lock().take() {
-                let _ = tx.send(EventOutcome {
-                    message_id,
-                    reports: Vec::new(),
-                    complete: true,
-                });
+    pub(crate) fn complete_empty(&self) {
+        if let OutcomeCollector::Event { state, .. } = self {
+            let waker = {
+                let mut state = state.lock();
+                state.ended = true;
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// A job ended without reporting (dropped unsettled): its handler counts as reported, and the
+    /// event's handle completes as incomplete once the others have reported, instead of waiting
+    /// forever.
+    pub(crate) fn lost(&self) {
+        if let OutcomeCollector::Event { remaining, state } = self {
+            let waker = {
+                let mut state = state.lock();
+                state.lost = true;
+                if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+                    return;
+                }
+                state.ended = true;
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
     }
@@ -157,28 +221,23 @@ impl OutcomeCollector {
         reply: Option<AnyReply>,
     ) {
         match self {
-            OutcomeCollector::Event {
-                remaining,
-                reports,
-                tx,
-            } => {
-                // A dropped handle (fire and forget) never comes back: keep no reports for it.
-                let awaited = tx.lock().as_ref().is_some_and(|tx| !tx.is_closed());
-                if awaited {
-                    let mut reports = reports.lock();
-                    reports.reserve_exact(remaining.load(Ordering::Relaxed));
-                    reports.push(HandlerReport { handler, status });
-                }
-                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    if let Some(tx) = tx.lock().take().filter(|tx| !tx.is_closed()) {
-                        let reports = std::mem::take(&mut *reports.lock());
-                        // The caller may still drop the handle before this lands: fire and forget.
-                        let _ = tx.send(EventOutcome {
-                            message_id,
-                            reports,
-                            complete: true,
-                        });
+            OutcomeCollector::Event { remaining, state } => {
+                let waker = {
+                    let mut state = state.lock();
+                    // A dropped handle (fire and forget) never comes back: keep no reports for it.
+                    if !state.dropped {
+                        let more = remaining.load(Ordering::Relaxed);
+                        state.reports.reserve_exact(more);
+                        state.reports.push(HandlerReport { handler, status });
                     }
+                    if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+                        return;
+                    }
+                    state.ended = true;
+                    state.waker.take()
+                };
+                if let Some(waker) = waker {
+                    waker.wake();
                 }
             }
             OutcomeCollector::Command { tx } => {
@@ -196,5 +255,105 @@ impl OutcomeCollector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::runtime::Herald;
+    use crate::model::envelope::Envelope;
+    use crate::model::message::{Message, Payload};
+    use futures_util::FutureExt;
+
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Ping;
+
+    impl Message for Ping {
+        const NAME: &'static str = "handles.ping";
+        const KIND: crate::model::message::MessageKind = crate::model::message::MessageKind::Event;
+        type Reply = ();
+    }
+
+    fn dispatch(herald: &Herald, handlers: usize) -> Arc<Dispatch> {
+        Arc::new(Dispatch {
+            envelope: Envelope::new(Ping::NAME),
+            payload: Payload::new(Ping),
+            herald: herald.clone(),
+            outcomes: OutcomeCollector::event(handlers),
+            due: None,
+        })
+    }
+
+    fn herald() -> Herald {
+        Herald::builder()
+            .handlers_under("no_handler_lives_here")
+            .build()
+            .expect("an empty registry builds")
+    }
+
+    #[tokio::test]
+    async fn an_awaited_delivery_completes_with_every_report_at_the_last_one() {
+        let herald = herald();
+        let dispatch = dispatch(&herald, 2);
+        let mut delivery = Delivery::new(dispatch.clone());
+        assert!((&mut delivery).now_or_never().is_none());
+        let id = dispatch.envelope.id;
+        dispatch
+            .outcomes
+            .report(id, "first", HandlerStatus::Deduplicated, None);
+        assert!(
+            (&mut delivery).now_or_never().is_none(),
+            "one handler still to report"
+        );
+        dispatch
+            .outcomes
+            .report(id, "second", HandlerStatus::Dropped, None);
+        let outcome = delivery.await;
+        assert!(outcome.complete);
+        assert_eq!(outcome.message_id, id);
+        let handlers: Vec<_> = outcome.reports.iter().map(|r| r.handler).collect();
+        assert_eq!(handlers, ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_delivery_keeps_no_report() {
+        let herald = herald();
+        let dispatch = dispatch(&herald, 2);
+        drop(Delivery::new(dispatch.clone()));
+        let id = dispatch.envelope.id;
+        dispatch
+            .outcomes
+            .report(id, "first", HandlerStatus::Deduplicated, None);
+        let OutcomeCollector::Event { state, .. } = &dispatch.outcomes else {
+            unreachable!("an event's collector")
+        };
+        assert!(state.lock().reports.is_empty());
+        assert_eq!(state.lock().reports.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_job_completes_the_delivery_as_incomplete_with_the_other_reports() {
+        let herald = herald();
+        let dispatch = dispatch(&herald, 2);
+        let delivery = Delivery::new(dispatch.clone());
+        let id = dispatch.envelope.id;
+        dispatch.outcomes.lost();
+        dispatch
+            .outcomes
+            .report(id, "second", HandlerStatus::Deduplicated, None);
+        let outcome = delivery.await;
+        assert!(!outcome.complete);
+        assert_eq!(outcome.reports.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_without_handlers_is_complete_at_once() {
+        let herald = herald();
+        let dispatch = dispatch(&herald, 0);
+        let delivery = Delivery::new(dispatch.clone());
+        dispatch.outcomes.complete_empty();
+        let outcome = delivery.now_or_never().expect("complete at once");
+        assert!(outcome.complete && outcome.reports.is_empty());
     }
 }

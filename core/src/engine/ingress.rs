@@ -348,7 +348,7 @@ impl Herald {
                 });
             }
         };
-        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let sink = OutcomeCollector::event(handlers.len());
         let dispatch = Arc::new(Dispatch {
             envelope,
             payload,
@@ -357,11 +357,11 @@ impl Herald {
             due: None,
         });
         if handlers.is_empty() {
-            dispatch.outcomes.complete_empty(dispatch.envelope.id);
+            dispatch.outcomes.complete_empty();
         }
         let inline = self.admit(&dispatch, handlers, reservation, attempts);
         inline.run().await;
-        Ok(Delivery::new(dispatch.envelope.id, rx))
+        Ok(Delivery::new(dispatch))
     }
 }
 

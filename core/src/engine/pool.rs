@@ -11,6 +11,7 @@ use event_listener::Event;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -134,6 +135,9 @@ pub struct PoolStats {
     pub depth: usize,
     /// The largest depth seen since start; never above `queue`.
     pub max_depth: usize,
+    /// Workers started so far: they start when a job finds none idle, up to `concurrency`, and
+    /// stay until shutdown.
+    pub workers: usize,
     /// The overload policy.
     pub overload: Overload,
 }
@@ -145,9 +149,15 @@ pub(crate) struct Pool {
     space: Space,
     pub(crate) queue: JobQueue,
     max_depth: AtomicUsize,
-    /// Set at the shutdown deadline: workers stop taking jobs.
+    /// Set at the shutdown deadline: workers stop taking jobs, and no new worker starts.
     pub(crate) stopping: AtomicBool,
+    /// The workers started so far (at most `concurrency`; see [`Pool::enqueue`]). They stay until
+    /// the queue closes.
     pub(crate) workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Number of workers started or being started: `workers.len()` without the lock.
+    started: AtomicUsize,
+    /// Where workers are spawned: the runtime `build()` ran in.
+    runtime: tokio::runtime::Handle,
     /// Jobs whose worker was aborted at the shutdown deadline.
     pub(crate) casualties: Mutex<Vec<crate::engine::worker::Casualty>>,
 }
@@ -168,7 +178,7 @@ pub(crate) enum Room {
 }
 
 impl Pool {
-    pub(crate) fn new(name: String, config: PoolConfig) -> Self {
+    pub(crate) fn new(name: String, config: PoolConfig, runtime: tokio::runtime::Handle) -> Self {
         Pool {
             name,
             config,
@@ -177,8 +187,47 @@ impl Pool {
             max_depth: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
+            started: AtomicUsize::new(0),
+            runtime,
             casualties: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Starts one more worker if the pool has fewer than `concurrency`. Called when a job was
+    /// queued and no worker was idle to take it.
+    ///
+    /// Workers start on demand rather than all at `build()`: each is a task as large as the
+    /// worker's future, so a pool of 1,000 that mostly runs a few handlers at once would hold
+    /// 1,000 of them (docs/BENCHMARKS.md, W2). A started worker stays, parked while idle, until
+    /// the queue closes. No worker starts once the shutdown deadline has passed (`stopping`):
+    /// `shutdown` aborts the ones in `workers` and dead-letters what is still queued.
+    fn start_worker(self: &Arc<Self>) {
+        let mut started = self.started.load(Ordering::Relaxed);
+        loop {
+            if started >= self.config.concurrency {
+                return;
+            }
+            match self.started.compare_exchange_weak(
+                started,
+                started + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => started = actual,
+            }
+        }
+        // Under the lock: `shutdown` sets `stopping` before it takes the list, so a worker is
+        // either in the list it aborts or never spawned.
+        let mut workers = self.workers.lock();
+        if self.stopping.load(Ordering::Acquire) {
+            self.started.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        workers.push(
+            self.runtime
+                .spawn(crate::engine::worker::run_worker(self.clone())),
+        );
     }
 
     /// Takes one slot of queue space without waiting.
@@ -220,16 +269,43 @@ impl Pool {
         self.space.give_back();
     }
 
-    /// Puts a job that already holds a slot into the queue. The channel is as large as the number of
-    /// slots, so this cannot find it full.
-    pub(crate) fn enqueue(&self, job: Job) {
-        if let Err(job) = self.queue.push(job) {
-            // Unreachable while slots and queue capacity agree; keep the job rather than lose it.
-            tracing::error!(pool = %self.name, "queue refused a job that held a slot; parking it as a casualty");
-            self.casualties
-                .lock()
-                .push(crate::engine::worker::Casualty::queued(job));
+    /// Puts a job that already holds a slot into the queue, and starts a worker if none is idle
+    /// and the pool has fewer than `concurrency`. The queue is as large as the number of slots,
+    /// so this cannot find it full.
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+        match self.queue.push(job) {
+            Ok(Woken::Idle) => {}
+            Ok(Woken::Nobody) => self.start_worker(),
+            Err(job) => self.refused(job),
         }
+    }
+
+    /// Unreachable while slots and queue capacity agree; keeps the job rather than lose it.
+    #[cold]
+    fn refused(&self, job: Job) {
+        tracing::error!(pool = %self.name, "queue refused a job that held a slot; parking it as a casualty");
+        self.casualties
+            .lock()
+            .push(crate::engine::worker::Casualty::queued(job));
+    }
+
+    /// A worker takes the next job without waiting.
+    #[inline]
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Job> {
+        let (job, woken) = self.queue.try_take()?;
+        if woken == Woken::Nobody {
+            self.start_worker();
+        }
+        Some(job)
+    }
+
+    /// A worker waits for the next job; `None` once the queue is closed and empty.
+    pub(crate) async fn take(self: &Arc<Self>) -> Option<Job> {
+        let (job, woken) = self.queue.pop().await?;
+        if woken == Woken::Nobody {
+            self.start_worker();
+        }
+        Some(job)
     }
 
     /// Removes the oldest queued job (for `DropOldest`); its slot passes to the caller.
@@ -252,6 +328,7 @@ impl Pool {
             queue: self.config.queue,
             depth: self.depth(),
             max_depth: self.max_depth.load(Ordering::Relaxed),
+            workers: self.started.load(Ordering::Relaxed),
             overload: self.config.overload,
         }
     }
@@ -272,6 +349,15 @@ pub(crate) struct JobQueue {
     ready: Event,
 }
 
+/// Whom a push (or a worker taking a job with more behind it) woke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// An idle worker, or none was needed.
+    Idle,
+    /// No worker was idle: the pool may start one.
+    Nobody,
+}
+
 impl JobQueue {
     fn new(bound: usize) -> Self {
         JobQueue {
@@ -282,19 +368,21 @@ impl JobQueue {
     }
 
     /// Queues a job; hands it back if the queue is full or closed.
-    fn push(&self, job: Job) -> Result<(), Job> {
+    fn push(&self, job: Job) -> Result<Woken, Job> {
         self.jobs.push(job).map_err(|err| err.into_inner())?;
-        self.wake_one();
-        Ok(())
+        Ok(self.wake_one())
     }
 
     /// Wakes one idle worker unless one is already on its way.
-    fn wake_one(&self) {
+    fn wake_one(&self) -> Woken {
         // Pairs with the idle worker's SeqCst increment before its second look at the queue: either it
         // sees the job, or this load sees it idle.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.idle.load(Ordering::SeqCst) > 0 {
             self.ready.notify(1);
+            Woken::Idle
+        } else {
+            Woken::Nobody
         }
     }
 
@@ -304,13 +392,13 @@ impl JobQueue {
     }
 
     /// A worker takes the oldest job without waiting (waking another idle worker if more are queued).
-    pub(crate) fn try_take(&self) -> Option<Job> {
+    fn try_take(&self) -> Option<(Job, Woken)> {
         self.jobs.pop().ok().map(|job| self.taken(job))
     }
 
     /// Takes the oldest job, waiting for one; `None` once the queue is closed and empty.
     /// Cancel-safe: a cancelled wait takes nothing, and a wake-up it had received passes on.
-    pub(crate) async fn pop(&self) -> Option<Job> {
+    async fn pop(&self) -> Option<(Job, Woken)> {
         loop {
             match self.jobs.pop() {
                 Ok(job) => return Some(self.taken(job)),
@@ -330,12 +418,14 @@ impl JobQueue {
         }
     }
 
-    /// A worker took `job`: if more are waiting, another idle worker joins.
-    fn taken(&self, job: Job) -> Job {
-        if !self.jobs.is_empty() {
-            self.wake_one();
+    /// A worker took `job`: if more are waiting, another idle worker joins (or none was idle).
+    #[inline]
+    fn taken(&self, job: Job) -> (Job, Woken) {
+        if self.jobs.is_empty() {
+            (job, Woken::Idle)
+        } else {
+            (job, self.wake_one())
         }
-        job
     }
 
     /// Refuses new jobs; workers take what is queued, then their `pop` returns `None`.

@@ -101,6 +101,7 @@ impl Drop for Job {
     fn drop(&mut self) {
         if !self.settled {
             self.handler.counters.lost();
+            self.dispatch.outcomes.lost();
             tracing::error!(
                 handler = self.handler.desc.name,
                 message_id = %self.dispatch.envelope.id,
@@ -171,6 +172,13 @@ impl std::ops::Deref for Slots {
     }
 }
 
+/// What accepting a message gives: its dispatch and the jobs its caller runs, or the message back.
+type AcceptResult<M> = Result<(Arc<Dispatch>, CallerJobs), PublishError<M>>;
+
+/// A message [`accept_now`](Herald::accept_now) hands back, for `accept`: it must wait for room
+/// or apply an overload policy.
+struct Later<M>(M, PublishOptions, OutcomeCollector);
+
 /// Why room was refused: the handler whose pool was full.
 pub(crate) struct Refused<'a>(&'a HandlerRuntime);
 
@@ -233,10 +241,14 @@ impl Herald {
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
         let handlers = self.route(E::NAME);
-        let (sink, rx) = OutcomeCollector::event(handlers.len());
-        let (dispatch, inline) = self
-            .accept(event, options, handlers, sink, Patience::Wait)
-            .await?;
+        let sink = OutcomeCollector::event(handlers.len());
+        let (dispatch, inline) = match self.accept_now(event, options, handlers, sink) {
+            Ok(accepted) => accepted?,
+            Err(Later(event, options, sink)) => {
+                self.accept(event, options, handlers, sink, Patience::Wait)
+                    .await?
+            }
+        };
         if let Some(slas) = self.slas_concern(E::NAME) {
             slas.record_message(
                 &self.inner.background,
@@ -249,7 +261,7 @@ impl Herald {
             // Only `CallerRuns` fills it; skipping the call keeps its future out of the common path.
             inline.run().await;
         }
-        Ok(Delivery::new(dispatch.envelope.id, rx))
+        Ok(Delivery::new(dispatch))
     }
 
     /// Publishes without ever waiting: a full pool rejects (whatever its policy, `CallerRuns` and
@@ -271,13 +283,13 @@ impl Herald {
         options: PublishOptions,
     ) -> Result<Delivery, PublishError<E>> {
         let handlers = self.route(E::NAME);
-        let (sink, rx) = OutcomeCollector::event(handlers.len());
+        let sink = OutcomeCollector::event(handlers.len());
         let (dispatch, _) = self
             .accept(event, options, handlers, sink, Patience::Never)
             .now_or_never()
             .expect("accepting without patience never waits")?;
         self.record_sla_later(E::NAME, &dispatch);
-        Ok(Delivery::new(dispatch.envelope.id, rx))
+        Ok(Delivery::new(dispatch))
     }
 
     /// Sends a command to its one handler. Await the returned handle for the reply.
@@ -308,9 +320,13 @@ impl Herald {
             });
         }
         let (sink, rx) = OutcomeCollector::command();
-        let (dispatch, inline) = self
-            .accept(command, options, &handlers[..1], sink, Patience::Wait)
-            .await?;
+        let (dispatch, inline) = match self.accept_now(command, options, &handlers[..1], sink) {
+            Ok(accepted) => accepted?,
+            Err(Later(command, options, sink)) => {
+                self.accept(command, options, &handlers[..1], sink, Patience::Wait)
+                    .await?
+            }
+        };
         if let Some(slas) = self.slas_concern(C::NAME) {
             slas.record_message(
                 &self.inner.background,
@@ -368,6 +384,54 @@ impl Herald {
         }
     }
 
+    /// [`accept`](Self::accept) when every handler's pool has room now, the common case: it never
+    /// waits, so the publish does not build (and move, ~900 bytes) `accept`'s future. Hands the
+    /// message back ([`Later`]) when a pool is full or the message is delayed, for `accept` to
+    /// apply the overload policy; no slot is kept then.
+    #[inline]
+    // The message comes back by value, as `PublishError` carries it: boxing it would allocate on
+    // the path that waits for room.
+    #[allow(clippy::result_large_err)]
+    fn accept_now<M: Message>(
+        &self,
+        message: M,
+        options: PublishOptions,
+        handlers: &[Arc<HandlerRuntime>],
+        sink: OutcomeCollector,
+    ) -> Result<AcceptResult<M>, Later<M>> {
+        if options.deliver.is_some() || !self.inner.accepting.load(Ordering::Acquire) {
+            return Err(Later(message, options, sink));
+        }
+        let Some(reservation) = self.reserve_now(handlers) else {
+            return Err(Later(message, options, sink));
+        };
+        Ok(Ok(self.dispatch(
+            message,
+            options,
+            handlers,
+            sink,
+            None,
+            reservation,
+        )))
+    }
+
+    /// One slot in every handler's pool if each has room now (no overload policy applies), or
+    /// none: the slots taken are given back when one pool is full.
+    fn reserve_now<'h>(&self, handlers: &'h [Arc<HandlerRuntime>]) -> Option<Reservation<'h>> {
+        let mut reservation = Reservation {
+            handlers,
+            slots: Slots::Empty,
+        };
+        for handler in handlers {
+            match handler.pool.try_reserve() {
+                Room::Reserved => reservation.slots.push(Slot::Queued),
+                // Dropping the reservation gives back the slots taken so far.
+                Room::Full => return None,
+            }
+        }
+        Some(reservation)
+    }
+
     /// Takes room for `message` in each handler's pool, then queues its jobs. Returns the jobs the
     /// caller must run itself (`CallerRuns`).
     async fn accept<M: Message>(
@@ -407,6 +471,19 @@ impl Herald {
                 });
             }
         };
+        Ok(self.dispatch(message, options, handlers, sink, due, reservation))
+    }
+
+    /// The message has its slots: its envelope and dispatch are made and its jobs queued.
+    fn dispatch<M: Message>(
+        &self,
+        message: M,
+        options: PublishOptions,
+        handlers: &[Arc<HandlerRuntime>],
+        sink: OutcomeCollector,
+        due: Option<tokio::time::Instant>,
+        reservation: Reservation<'_>,
+    ) -> (Arc<Dispatch>, CallerJobs) {
         let mut envelope = Envelope::new(M::NAME);
         envelope.key = message.key();
         envelope.idempotency_key = options.idempotency_key;
@@ -422,10 +499,10 @@ impl Herald {
         });
         if handlers.is_empty() {
             // Nothing to do is complete.
-            dispatch.outcomes.complete_empty(dispatch.envelope.id);
+            dispatch.outcomes.complete_empty();
         }
         let inline = self.admit(&dispatch, handlers, reservation, Attempts::Policy);
-        Ok((dispatch, inline))
+        (dispatch, inline)
     }
 
     /// Takes one slot per handler, applying each pool's overload policy when it is full. On refusal,

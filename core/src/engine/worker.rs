@@ -34,9 +34,9 @@ pub(crate) async fn run_worker(pool: Arc<Pool>) {
     loop {
         // The synchronous first look also keeps rustc from copying the ~1.8 kB `run_started` future
         // twice per job (callgrind: ~400 instructions of `memcpy` per job when the loop only awaited).
-        let job = match pool.queue.try_take() {
+        let job = match pool.try_take() {
             Some(job) => job,
-            None => match pool.queue.pop().await {
+            None => match pool.take().await {
                 Some(job) => job,
                 None => return,
             },
@@ -55,16 +55,20 @@ pub(crate) async fn run_worker(pool: Arc<Pool>) {
 /// handler's open circuit breaker holds it (still queued, keeping its slot). Returns the job and
 /// the breaker's pass for its first attempt.
 fn start(job: Job) -> Option<(Job, Option<Pass>)> {
-    let handler = job.handler.clone();
-    let (job, pass) = match &handler.breaker {
-        None => (job, None),
-        Some(breaker) => match breaker.admit_or_hold(job, &handler.counters) {
+    let (job, pass) = if job.handler.breaker.is_none() {
+        // No clone of the handler's `Arc` here: a reference count shared by the publisher and
+        // every worker is a contended cache line per job.
+        (job, None)
+    } else {
+        let handler = job.handler.clone();
+        let breaker = handler.breaker.as_ref().expect("checked above");
+        match breaker.admit_or_hold(job, &handler.counters) {
             Admit::Run(job, pass) => (job, Some(pass)),
             Admit::Held => return None,
-        },
+        }
     };
-    handler.pool.release();
-    handler.counters.started();
+    job.handler.pool.release();
+    job.handler.counters.started();
     Some((job, pass))
 }
 
@@ -154,16 +158,20 @@ enum Runner {
 /// between taking the next parked job and handing it to `execute`, so an abort at shutdown never
 /// loses it.
 async fn run_started(job: Job, pass: Option<Pass>, runner: Runner) {
-    let mut current = Some((job, pass));
-    while let Some((job, pass)) = current.take() {
-        let handler = job.handler.clone();
-        let key = handler
-            .lanes
-            .as_ref()
-            .and(job.dispatch.envelope.key.clone());
+    // Reassigned in place rather than taken out of an `Option` each turn: every running job's
+    // future carries these locals (docs/BENCHMARKS.md, W2), and only an ordered job's handler
+    // is cloned to pass its key on.
+    let (mut job, mut pass) = (job, pass);
+    loop {
+        let lane = match (&job.handler.lanes, &job.dispatch.envelope.key) {
+            (Some(_), Some(key)) => Some((job.handler.clone(), key.clone())),
+            _ => None,
+        };
         execute(job, pass).await;
-        if let Some(key) = key {
-            current = pass_key(&handler, &key, runner == Runner::Worker);
+        let Some((handler, key)) = lane else { return };
+        match pass_key(&handler, &key, runner == Runner::Worker) {
+            Some((next, next_pass)) => (job, pass) = (next, next_pass),
+            None => return,
         }
     }
 }
@@ -258,17 +266,38 @@ fn cancelled(job: Job, progress: Progress, started: bool, key_passed_by_caller: 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Progress {
     pub(crate) attempts: u32,
-    pub(crate) first_error: Option<(String, DateTime<Utc>)>,
-    pub(crate) last_error: Option<(String, DateTime<Utc>)>,
+    /// Boxed: allocated at the first failure only, and every running job's future carries this
+    /// struct (docs/BENCHMARKS.md, W2: 88 bytes inline, 8 boxed).
+    errors: Option<Box<Errors>>,
+}
+
+/// The first and the last error of a job, with when they happened.
+#[derive(Debug, Clone)]
+struct Errors {
+    first: (String, DateTime<Utc>),
+    last: (String, DateTime<Utc>),
 }
 
 impl Progress {
     fn record(&mut self, error: &HandlerError) {
         let entry = (error.to_string(), Utc::now());
-        if self.first_error.is_none() {
-            self.first_error = Some(entry.clone());
+        match &mut self.errors {
+            None => {
+                self.errors = Some(Box::new(Errors {
+                    first: entry.clone(),
+                    last: entry,
+                }))
+            }
+            Some(errors) => errors.last = entry,
         }
-        self.last_error = Some(entry);
+    }
+
+    fn first_error(&self) -> Option<&(String, DateTime<Utc>)> {
+        self.errors.as_ref().map(|errors| &errors.first)
+    }
+
+    fn last_error(&self) -> Option<&(String, DateTime<Utc>)> {
+        self.errors.as_ref().map(|errors| &errors.last)
     }
 }
 
@@ -416,7 +445,7 @@ impl Drop for InFlight {
 /// 2. The circuit breaker, if the handler has one: the first attempt of a job a worker started
 ///    was let through by it already; any other attempt waits in place while it is open (in
 ///    flight, no attempt spent). Then [`wait_for_rate`]: the handler's rate limiter.
-/// 3. [`call`]: the handler under its timeout, with panics caught; observers see the attempt start
+/// 3. [`call_future`]: the handler under its timeout, with panics caught; observers see the attempt start
 ///    before and end after the retry decision. A first attempt starting later than the handler's
 ///    `start_within` is logged and counted first (`start_within.rs`).
 /// 4. [`decide`]: the retry decision ([`Next`]).
@@ -460,33 +489,39 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
             None => None,
             Some(breaker) => Some(match first_pass.take() {
                 Some(pass) => pass,
-                None => breaker.wait_in_place(&handler.counters).await,
+                None => Box::pin(breaker.wait_in_place(&handler.counters)).await,
             }),
         };
         guard.probing = pass == Some(Pass::Probe);
         let attempt = guard.next_attempt();
-        wait_for_rate(&handler).await;
+        if handler.rate.is_some() {
+            Box::pin(wait_for_rate(&handler)).await;
+        }
         start_within::check(&handler, &guard.job().dispatch, attempt);
         if hooks.watching() {
             guard.attempt_starts(hooks, attempt);
         }
-        let result = match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
-            None => match &handler.forward {
-                None => {
-                    call(
-                        invocation(guard.job(), attempt),
-                        handler.desc.options.timeout,
-                        handler.desc.call,
-                    )
-                    .await
-                }
-                Some(forward) => {
-                    let dispatch = &guard.job().dispatch;
-                    let publish = forward.publish(&dispatch.envelope, &dispatch.payload);
-                    call_future(publish, handler.desc.options.timeout).await
-                }
-            },
-            Some(span) => traced(guard.job(), attempt, span).await,
+        // The attempt's future is built before the one `.await`, so that no span, invocation or
+        // other temporary is held beside it in this (every running job's) future.
+        let (attempt_future, traced) =
+            match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
+                None => match &handler.forward {
+                    None => ((handler.desc.call)(invocation(guard.job(), attempt)), false),
+                    Some(forward) => {
+                        let dispatch = &guard.job().dispatch;
+                        (
+                            forward.publish(&dispatch.envelope, &dispatch.payload),
+                            false,
+                        )
+                    }
+                },
+                Some(span) => (traced(guard.job(), attempt, span), true),
+            };
+        let result = if traced {
+            // Timeout and panic capture are inside, so that the span records them.
+            attempt_future.await
+        } else {
+            call_future(attempt_future, handler.desc.options.timeout).await
         };
         guard.breaker_result(pass, &result);
         let next = decide(&mut guard, result, attempt, &mut delays);
@@ -497,16 +532,18 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
             // By reference: moving the guard costs a `memcpy` per job; it is disarmed inside.
             Next::Succeed(reply) => {
                 if !handler.slas.is_empty() {
-                    record_completion(&guard).await;
+                    Box::pin(record_completion(&guard)).await;
                 }
                 return succeed(&mut guard, attempt, reply);
             }
             Next::Duplicate(error) => return skip_duplicate(&mut guard, &error),
-            Next::Retry { error, delay } => retry_later(&guard, attempt, &error, delay).await,
+            Next::Retry { error, delay } => {
+                Box::pin(retry_later(&guard, attempt, &error, delay)).await
+            }
             Next::Defer(error) => return defer(&mut guard, attempt, error),
             Next::Dispose(error) => {
                 guard.release_claim(false);
-                return dispose(guard, error).await;
+                return Box::pin(dispose(guard, error)).await;
             }
         }
     }
@@ -589,17 +626,15 @@ fn traced(
     attempt: u32,
     span: tracing::Span,
 ) -> futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>> {
-    use futures_util::future::Either;
     let handler = &job.handler;
-    let timeout = handler.desc.options.timeout;
     let attempt = match &handler.forward {
-        None => Either::Left(call(invocation(job, attempt), timeout, handler.desc.call)),
+        None => (handler.desc.call)(invocation(job, attempt)),
         Some(forward) => {
             let dispatch = &job.dispatch;
-            let publish = span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload));
-            Either::Right(call_future(publish, timeout))
+            span.in_scope(|| forward.publish(&dispatch.envelope, &dispatch.payload))
         }
     };
+    let attempt = call_future(attempt, handler.desc.options.timeout);
     Box::pin(async move {
         let result = attempt.instrument(span.clone()).await;
         if let Err(error) = &result {
@@ -796,16 +831,8 @@ fn defer(guard: &mut InFlight, attempt: u32, error: HandlerError) {
     job.settle(HandlerStatus::Deferred { attempt, error }, None);
 }
 
-/// Step 3: one attempt, the handler's future under its timeout, with panics caught.
-async fn call(
-    invocation: Invocation,
-    timeout: Option<std::time::Duration>,
-    call: crate::contract::handler::HandlerFn,
-) -> Result<AnyReply, HandlerError> {
-    call_future(call(invocation), timeout).await
-}
-
-/// An attempt's future (a handler's call, a route's publish) under the timeout, panics caught.
+/// Step 3: an attempt's future (a handler's call, a route's publish) under the handler's timeout,
+/// panics caught.
 async fn call_future(
     attempt: futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>>,
     timeout: Option<std::time::Duration>,
@@ -921,8 +948,8 @@ pub(crate) fn dead_letter_entry(
     progress: &Progress,
     error: Option<&HandlerError>,
 ) -> DeadLetter {
-    let (first_error, first_failed_at) = progress.first_error.clone().unzip();
-    let (last_error, last_failed_at) = match (&progress.last_error, error) {
+    let (first_error, first_failed_at) = progress.first_error().cloned().unzip();
+    let (last_error, last_failed_at) = match (progress.last_error(), error) {
         (Some((message, at)), _) => (Some(message.clone()), Some(*at)),
         (None, Some(error)) => (Some(error.to_string()), Some(Utc::now())),
         (None, None) => (None, None),
