@@ -7,10 +7,6 @@
 //! at once and opens a short *catch window*: while it lasts, a relay that found nothing (the
 //! transaction has not committed yet) looks again after 1 ms, then 2, 4, … up to its poll
 //! interval. Rows written by other processes are still found by the ordinary polling.
-//!
-//! Not on PostgreSQL while its `LISTEN` connection works: the `NOTIFY` arrives at the commit, from
-//! this process as from any other, and a wake-up at the publish would only make the relay lease
-//! before the row is visible (one empty lease per event, measured in issue 14: `docs/OUTBOX.md`).
 
 use super::row::Waiter;
 use async_trait::async_trait;

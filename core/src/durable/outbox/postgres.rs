@@ -55,30 +55,6 @@ const RELAY_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 const CLAIM_TRANSACTION: &str =
     "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off";
 
-/// Writes a batch's outcomes back: one array per column, one row per outcome. The
-/// `set_config` makes the transaction it runs in commit without waiting for the WAL flush, as
-/// [`RELAY_TRANSACTION`] does, also when the statement is its own transaction (one round trip
-/// instead of three).
-const FINISH: &str = "UPDATE herald_outbox o SET
-        status = CASE u.kind WHEN 'release' THEN o.status WHEN 'retry' THEN o.status
-                             ELSE u.kind END,
-        processed_at = CASE WHEN u.kind IN ('processed', 'failed') THEN now()
-                            ELSE o.processed_at END,
-        failed_at = CASE WHEN u.kind IN ('failed', 'retry') THEN now() ELSE o.failed_at END,
-        fail_count = o.fail_count + CASE WHEN u.kind IN ('failed', 'retry') THEN 1 ELSE 0 END,
-        last_error = CASE WHEN u.kind IN ('failed', 'retry') THEN u.error ELSE o.last_error END,
-        handlers_done = CASE u.kind WHEN 'processed' THEN NULL
-                                    WHEN 'release' THEN o.handlers_done
-                                    ELSE u.handlers_done::jsonb END,
-        next_attempt_at = CASE WHEN u.kind = 'retry'
-                               THEN now() + make_interval(secs => u.delay)
-                               ELSE o.next_attempt_at END,
-        lease_owner = NULL, lease_expires_at = NULL
-     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])
-          AS u(id, kind, handlers_done, error, delay),
-          (SELECT set_config('synchronous_commit', 'off', true)) AS relay_commit
-     WHERE o.id = u.id AND o.lease_owner = $6";
-
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "herald_outbox";
 
@@ -345,10 +321,6 @@ impl Waiter for Listener {
             }
         }
     }
-
-    fn wakes_on_commit(&self) -> bool {
-        true
-    }
 }
 
 impl_dialect!(Postgres {
@@ -526,19 +498,6 @@ impl_dialect!(Postgres {
             errors.push(error.map(|error| pg_text(&error).into_owned()));
             delays.push(delay);
         }
-        let update = sqlx::query(FINISH)
-            .bind(ids)
-            .bind(kinds)
-            .bind(done)
-            .bind(errors)
-            .bind(delays)
-            .bind(owner.to_owned());
-        if renamed.is_empty() {
-            // One statement, so one round trip in its own transaction, which commits without
-            // waiting for the WAL flush (the `set_config` in `FINISH`).
-            update.execute(pool).await?;
-            return Ok(());
-        }
         let mut tx = pool.begin_with(RELAY_TRANSACTION).await?;
         for (id, new_message_id) in renamed {
             sqlx::query(
@@ -550,7 +509,34 @@ impl_dialect!(Postgres {
             .execute(&mut *tx)
             .await?;
         }
-        update.execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE herald_outbox o SET
+                status = CASE u.kind WHEN 'release' THEN o.status WHEN 'retry' THEN o.status
+                                     ELSE u.kind END,
+                processed_at = CASE WHEN u.kind IN ('processed', 'failed') THEN now()
+                                    ELSE o.processed_at END,
+                failed_at = CASE WHEN u.kind IN ('failed', 'retry') THEN now() ELSE o.failed_at END,
+                fail_count = o.fail_count + CASE WHEN u.kind IN ('failed', 'retry') THEN 1 ELSE 0 END,
+                last_error = CASE WHEN u.kind IN ('failed', 'retry') THEN u.error ELSE o.last_error END,
+                handlers_done = CASE u.kind WHEN 'processed' THEN NULL
+                                            WHEN 'release' THEN o.handlers_done
+                                            ELSE u.handlers_done::jsonb END,
+                next_attempt_at = CASE WHEN u.kind = 'retry'
+                                       THEN now() + make_interval(secs => u.delay)
+                                       ELSE o.next_attempt_at END,
+                lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])
+                  AS u(id, kind, handlers_done, error, delay)
+             WHERE o.id = u.id AND o.lease_owner = $6",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&done)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

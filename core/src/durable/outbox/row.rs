@@ -103,12 +103,6 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 #[async_trait]
 pub(crate) trait Waiter: Send {
     async fn wait(&mut self, timeout: Duration);
-    /// Whether it wakes when a row commits, from any process (`LISTEN/NOTIFY`). A publish in
-    /// this process then needs no wake-up of its own (`local_wake.rs`): one before the commit
-    /// only makes the relay look too early.
-    fn wakes_on_commit(&self) -> bool {
-        false
-    }
 }
 
 /// Waits by sleeping.

@@ -487,13 +487,13 @@ impl<D: Dialect> Backend for SqlBackend<D> {
     }
 
     async fn waiter(&self) -> Box<dyn Waiter> {
-        let waiter = D::waiter(&self.pool).await;
-        if waiter.wakes_on_commit() {
-            // PostgreSQL's NOTIFY arrives at the commit: a wake-up at the publish would make the
-            // relay claim before the row is visible, one empty lease per event (issue 14, item 0).
-            return waiter;
-        }
-        Box::new(LocalWaiter::new(waiter, self.local.clone()))
+        // Also on PostgreSQL, whose NOTIFY arrives at the commit anyway: leaving the relay to the
+        // NOTIFY alone saves the empty leases the catch window makes before the commit, but was
+        // not faster with one event per transaction (issue 14, item 0: `docs/BENCHMARKS.md`).
+        Box::new(LocalWaiter::new(
+            D::waiter(&self.pool).await,
+            self.local.clone(),
+        ))
     }
 
     async fn delete_finished(
