@@ -1,9 +1,14 @@
 //! Outbox end to end: commit → handler done, SQLite and PostgreSQL, batch sizes 1 and 100, one and
 //! two relays, beside a plain `SKIP LOCKED` polling loop (no Herald) as the baseline.
 //!
-//! `cargo bench --bench outbox --all-features` (100,000 events; batch-1 rows use 10,000).
-//! `HERALD_BENCH_N=10000` for a quick run, `HERALD_BENCH_ONLY=sqlite|postgres` for one backend.
-//! The producer (one INSERT per event, or `publish_all`) is the same for Herald and the baseline.
+//! `cargo bench --bench outbox --all-features` (100,000 events; batch-1 rows use 10,000, and so
+//! does the one-event-per-transaction producer, `1-tx`).
+//! `HERALD_BENCH_N=10000` for a quick run, `HERALD_BENCH_ONLY=sqlite|postgres` for one backend,
+//! `HERALD_BENCH_PRODUCER=1-tx|1-row|bulk` for one producer shape, `HERALD_BENCH_RUNS=3` to repeat
+//! each row (medians are printed with every run's figure).
+//! The producer (one INSERT per event, `publish_all`, or one event per transaction) is the same
+//! for Herald and the baseline. `benches/peers/graphile-worker/` runs the `1-tx` shape on
+//! graphile-worker, for comparison (optional, Node.js; see its README).
 //! PostgreSQL: `HERALD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
 //! schema `herald_bench`.
 
@@ -78,13 +83,17 @@ async fn ping_started(ping: Ping, State(times): State<Times>) {
 
 const TX_SIZE: u64 = 100;
 
-/// How the producer writes its 100 events per transaction: the same for Herald and the baseline.
+/// How the producer writes its events: the same for Herald and the baseline.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Producer {
-    /// One `INSERT` per event (`publish`).
+    /// 100 events per transaction, one `INSERT` per event (`publish`).
     OneRow,
-    /// One multi-row `INSERT` per transaction (`publish_all`).
+    /// 100 events per transaction in one multi-row `INSERT` (`publish_all`).
     Bulk,
+    /// One event per transaction (`BEGIN; publish; COMMIT`): the everyday shape of an outbox (a
+    /// request commits one order and its event). Each commit waits for its own WAL flush on
+    /// PostgreSQL.
+    PerTransaction,
 }
 
 impl Producer {
@@ -92,18 +101,29 @@ impl Producer {
         match self {
             Producer::OneRow => "1-row",
             Producer::Bulk => "bulk",
+            Producer::PerTransaction => "1-tx",
+        }
+    }
+
+    /// Events per transaction.
+    fn tx_size(self) -> u64 {
+        match self {
+            Producer::OneRow | Producer::Bulk => TX_SIZE,
+            Producer::PerTransaction => 1,
         }
     }
 }
 
-fn items(chunk: u64) -> impl Iterator<Item = Item> {
-    (0..TX_SIZE).map(move |i| Item {
-        n: chunk * TX_SIZE + i,
+/// The events of transaction `chunk`.
+fn items(producer: Producer, chunk: u64) -> impl Iterator<Item = Item> {
+    let size = producer.tx_size();
+    (0..size).map(move |i| Item {
+        n: chunk * size + i,
     })
 }
 
-fn payloads(chunk: u64) -> Vec<String> {
-    items(chunk)
+fn payloads(producer: Producer, chunk: u64) -> Vec<String> {
+    items(producer, chunk)
         .map(|item| serde_json::to_string(&item).expect("json"))
         .collect()
 }
@@ -197,17 +217,17 @@ async fn sqlite_herald(n: u64, batch: usize, relays: usize, producer: Producer) 
                 .start()
         })
         .collect();
-    for chunk in 0..n / TX_SIZE {
+    for chunk in 0..n / producer.tx_size() {
         let mut tx = pool.begin().await.expect("begin");
         match producer {
-            Producer::OneRow => {
-                for item in items(chunk) {
+            Producer::OneRow | Producer::PerTransaction => {
+                for item in items(producer, chunk) {
                     outbox.publish(&mut tx, item).await.expect("publish");
                 }
             }
             Producer::Bulk => {
                 outbox
-                    .publish_all(&mut tx, items(chunk))
+                    .publish_all(&mut tx, items(producer, chunk))
                     .await
                     .expect("publish_all");
             }
@@ -266,11 +286,11 @@ async fn sqlite_baseline(n: u64, batch: usize, producer: Producer) -> f64 {
             }
         })
     };
-    for chunk in 0..n / TX_SIZE {
+    for chunk in 0..n / producer.tx_size() {
         let mut tx = pool.begin().await.expect("begin");
         match producer {
-            Producer::OneRow => {
-                for payload in payloads(chunk) {
+            Producer::OneRow | Producer::PerTransaction => {
+                for payload in payloads(producer, chunk) {
                     sqlx::query("INSERT INTO plain (payload) VALUES (?1)")
                         .bind(payload)
                         .execute(&mut *tx)
@@ -280,7 +300,7 @@ async fn sqlite_baseline(n: u64, batch: usize, producer: Producer) -> f64 {
             }
             Producer::Bulk => {
                 let mut insert = sqlx::QueryBuilder::new("INSERT INTO plain (payload) ");
-                insert.push_values(payloads(chunk), |mut row, payload| {
+                insert.push_values(payloads(producer, chunk), |mut row, payload| {
                     row.push_bind(payload);
                 });
                 insert.build().execute(&mut *tx).await.expect("insert");
@@ -330,17 +350,17 @@ mod pg {
         let running: Vec<_> = (0..relays)
             .map(|_| outbox.relay(&herald).batch_size(batch).start())
             .collect();
-        for chunk in 0..n / TX_SIZE {
+        for chunk in 0..n / producer.tx_size() {
             let mut tx = pool.begin().await.expect("begin");
             match producer {
-                Producer::OneRow => {
-                    for item in items(chunk) {
+                Producer::OneRow | Producer::PerTransaction => {
+                    for item in items(producer, chunk) {
                         outbox.publish(&mut tx, item).await.expect("publish");
                     }
                 }
                 Producer::Bulk => {
                     outbox
-                        .publish_all(&mut tx, items(chunk))
+                        .publish_all(&mut tx, items(producer, chunk))
                         .await
                         .expect("publish_all");
                 }
@@ -395,11 +415,11 @@ mod pg {
                 }
             })
         };
-        for chunk in 0..n / TX_SIZE {
+        for chunk in 0..n / producer.tx_size() {
             let mut tx = pool.begin().await.expect("begin");
             match producer {
-                Producer::OneRow => {
-                    for payload in payloads(chunk) {
+                Producer::OneRow | Producer::PerTransaction => {
+                    for payload in payloads(producer, chunk) {
                         sqlx::query("INSERT INTO plain (payload) VALUES ($1)")
                             .bind(payload)
                             .execute(&mut *tx)
@@ -409,7 +429,7 @@ mod pg {
                 }
                 Producer::Bulk => {
                     let mut insert = sqlx::QueryBuilder::new("INSERT INTO plain (payload) ");
-                    insert.push_values(payloads(chunk), |mut row, payload| {
+                    insert.push_values(payloads(producer, chunk), |mut row, payload| {
                         row.push_bind(payload);
                     });
                     insert.build().execute(&mut *tx).await.expect("insert");
@@ -422,82 +442,139 @@ mod pg {
     }
 }
 
-fn row(
-    backend: &str,
-    what: &str,
-    producer: Producer,
-    batch: usize,
-    relays: usize,
-    n: u64,
-    rate: f64,
-) {
-    let producer = producer.label();
+/// Prints a table row: the median rate of the runs, then every run's rate.
+fn row(backend: &str, what: &str, case: &Case, relays: usize, n: u64, rates: &[f64]) {
+    let producer = case.producer.label();
+    let batch = case.batch;
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
     println!(
-        "| {backend:<8} | {what:<22} | {producer:<8} | {batch:>5} | {relays:>6} | {n:>7} | {rate:>10.0} |"
+        "| {backend:<8} | {what:<22} | {producer:<8} | {batch:>5} | {relays:>6} | {n:>7} | {median:>10.0} | {} |",
+        runs.join(", ")
     );
 }
 
-/// The rows measured per backend: (batch size, producer, relays for Herald). Batch 1 makes two
-/// round trips per event, so it runs on a tenth of the events.
-const CASES: [(usize, Producer, &[usize]); 3] = [
-    (1, Producer::Bulk, &[1, 2]),
-    (100, Producer::OneRow, &[1]),
-    (100, Producer::Bulk, &[1, 2]),
+/// One row group per backend: Herald with each relay count, then the baseline.
+struct Case {
+    batch: usize,
+    producer: Producer,
+    relays: &'static [usize],
+}
+
+/// The rows measured per backend. Batch 1 makes two round trips per event and `1-tx` waits for a
+/// WAL flush per event on PostgreSQL, so they run on a tenth of the events (at most 10,000).
+const CASES: [Case; 4] = [
+    Case {
+        batch: 1,
+        producer: Producer::Bulk,
+        relays: &[1, 2],
+    },
+    Case {
+        batch: 100,
+        producer: Producer::OneRow,
+        relays: &[1],
+    },
+    Case {
+        batch: 100,
+        producer: Producer::Bulk,
+        relays: &[1, 2],
+    },
+    Case {
+        batch: 100,
+        producer: Producer::PerTransaction,
+        relays: &[1],
+    },
 ];
+
+impl Case {
+    fn events(&self, n: u64) -> u64 {
+        if self.batch == 1 || self.producer == Producer::PerTransaction {
+            (n / 10).clamp(TX_SIZE, 10_000)
+        } else {
+            n
+        }
+    }
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: u64 = std::env::var("HERALD_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    let n: u64 = env("HERALD_BENCH_N")
+        .parse()
         .unwrap_or(100_000)
         .max(TX_SIZE);
     // `HERALD_BENCH_ONLY=postgres` (or `sqlite`) runs one backend.
-    let only = std::env::var("HERALD_BENCH_ONLY").unwrap_or_default();
-    let events = |batch: usize| if batch == 1 { (n / 10).max(TX_SIZE) } else { n };
-    println!("outbox end to end: commit -> handler done (producer commits {TX_SIZE} events per transaction: \
-              1-row = one INSERT per event, bulk = one multi-row INSERT / publish_all)");
+    let only = env("HERALD_BENCH_ONLY");
+    // `HERALD_BENCH_PRODUCER=1-tx` (or `1-row`, `bulk`) runs one producer shape and no latency
+    // table; `HERALD_BENCH_PRODUCER=latency` runs the latency table alone.
+    let producer_only = env("HERALD_BENCH_PRODUCER");
+    // `HERALD_BENCH_RUNS=3`: each row group that many times, Herald and baseline alternating.
+    let runs: usize = env("HERALD_BENCH_RUNS").parse().unwrap_or(1).max(1);
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|case| producer_only.is_empty() || case.producer.label() == producer_only)
+        .collect();
     println!(
-        "| backend  | what                   | producer | batch | relays |  events |   events/s |"
+        "outbox end to end: commit -> handler done (1-row = 100 INSERTs per transaction, \
+              bulk = one multi-row INSERT of 100 per transaction / publish_all, \
+              1-tx = one event per transaction); events/s is the median of {runs} run(s)"
     );
     println!(
-        "|----------|------------------------|----------|-------|--------|---------|------------|"
+        "| backend  | what                   | producer | batch | relays |  events |   events/s | runs |"
     );
-    for (batch, producer, relays) in CASES {
-        if !only.is_empty() && only != "sqlite" {
-            break;
+    println!(
+        "|----------|------------------------|----------|-------|--------|---------|------------|------|"
+    );
+    if only.is_empty() || only == "sqlite" {
+        for case in &cases {
+            let n = case.events(n);
+            let mut herald_rates = vec![Vec::new(); case.relays.len()];
+            let mut baseline_rates = Vec::new();
+            for _ in 0..runs {
+                for (i, &relays) in case.relays.iter().enumerate() {
+                    herald_rates[i].push(sqlite_herald(n, case.batch, relays, case.producer).await);
+                }
+                baseline_rates.push(sqlite_baseline(n, case.batch, case.producer).await);
+            }
+            for (rates, &relays) in herald_rates.iter().zip(case.relays) {
+                row("sqlite", "herald relay", case, relays, n, rates);
+            }
+            row("sqlite", "plain polling loop", case, 1, n, &baseline_rates);
         }
-        let n = events(batch);
-        for &relays in relays {
-            let rate = sqlite_herald(n, batch, relays, producer).await;
-            row("sqlite", "herald relay", producer, batch, relays, n, rate);
-        }
-        let rate = sqlite_baseline(n, batch, producer).await;
-        row("sqlite", "plain polling loop", producer, batch, 1, n, rate);
     }
     #[cfg(feature = "postgres")]
-    for (batch, producer, relays) in CASES {
-        if !only.is_empty() && only != "postgres" {
-            break;
+    if only.is_empty() || only == "postgres" {
+        for case in &cases {
+            let n = case.events(n);
+            let mut herald_rates = vec![Vec::new(); case.relays.len()];
+            let mut baseline_rates = Vec::new();
+            for _ in 0..runs {
+                for (i, &relays) in case.relays.iter().enumerate() {
+                    herald_rates[i]
+                        .push(pg::herald_run(n, case.batch, relays, case.producer).await);
+                }
+                baseline_rates.push(pg::baseline(n, case.batch, case.producer).await);
+            }
+            for (rates, &relays) in herald_rates.iter().zip(case.relays) {
+                row("postgres", "herald relay", case, relays, n, rates);
+            }
+            row(
+                "postgres",
+                "plain SKIP LOCKED loop",
+                case,
+                1,
+                n,
+                &baseline_rates,
+            );
         }
-        let n = events(batch);
-        for &relays in relays {
-            let rate = pg::herald_run(n, batch, relays, producer).await;
-            row("postgres", "herald relay", producer, batch, relays, n, rate);
-        }
-        let rate = pg::baseline(n, batch, producer).await;
-        row(
-            "postgres",
-            "plain SKIP LOCKED loop",
-            producer,
-            batch,
-            1,
-            n,
-            rate,
-        );
     }
     #[cfg(not(feature = "postgres"))]
     println!("(PostgreSQL rows need `--features postgres`)");
+    if !producer_only.is_empty() && producer_only != "latency" {
+        return;
+    }
 
     // Commit → handler start, one event per transaction at 1,000 events/s (same run, both backends).
     let pings = usize::try_from((n / 20).clamp(500, 5_000)).unwrap_or(5_000);

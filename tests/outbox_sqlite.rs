@@ -722,6 +722,107 @@ mod order {
             assert_eq!(order, (0..40).collect::<Vec<_>>(), "account {account}");
         }
     }
+
+    /// On SQLite a relay writes a batch's outcomes and leases the next batch in one transaction
+    /// (`settle_and_receive`): the lease must see the batch finished, so the next event of a key
+    /// comes in that same step, and the outcomes must be written.
+    #[tokio::test]
+    async fn a_batch_is_settled_with_the_next_lease_in_one_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let mut tx = pool.begin().await.expect("begin");
+        for seq in 0..2 {
+            let event = AccountChanged {
+                account: "a".into(),
+                seq,
+            };
+            outbox.publish(&mut *tx, event).await.expect("publish");
+        }
+        tx.commit().await.expect("commit");
+        let seen = Seen::default();
+        let herald = build(module_path!(), &pool, &seen);
+        let source = outbox.relay(&herald).source().clone();
+        let lease = Duration::from_secs(30);
+        let first = source.receive("relay-a", 10, lease).await.expect("receive");
+        assert_eq!(
+            first.len(),
+            1,
+            "the second event of the key waits for the first"
+        );
+        let mut settled = Vec::new();
+        for received in first {
+            settled.push((received.receipt, herald.ingest(&received.message).await));
+        }
+        let (settle, next) = source
+            .settle_and_receive("relay-a", settled, 10, lease)
+            .await;
+        settle.expect("settle");
+        let next = next.expect("receive");
+        assert_eq!(next.len(), 1, "the lease saw the first event finished");
+        assert!(next[0].message.payload.contains("\"seq\":1"), "{next:?}");
+        let status = outbox.status().await.expect("status");
+        assert_eq!((status.processed, status.in_flight), (1, 1));
+        let mut settled = Vec::new();
+        for received in next {
+            settled.push((received.receipt, herald.ingest(&received.message).await));
+        }
+        source.settle("relay-a", settled).await.expect("settle");
+        assert_eq!(outbox.status().await.expect("status").processed, 2);
+        assert_eq!(seen.all(), ["a:0", "a:1"]);
+        herald.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+mod stopping {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_sqlite.report_requested")]
+    pub(crate) struct ReportRequested {
+        pub(crate) n: u32,
+    }
+
+    /// Holds the handler until the test opens it.
+    #[derive(Clone)]
+    struct Gate(Arc<tokio::sync::Semaphore>);
+
+    #[async_handler]
+    async fn report(_event: ReportRequested, State(gate): State<Gate>, State(seen): State<Seen>) {
+        seen.push("started");
+        let _pass = gate.0.acquire().await.expect("gate");
+    }
+
+    /// On SQLite a batch's outcomes wait for the next lease (one transaction for both): the last
+    /// batch's are written when the relay stops instead.
+    #[tokio::test]
+    async fn a_stopping_relay_writes_its_last_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, outbox) = open(&dir).await;
+        let seen = Seen::default();
+        let gate = Gate(Arc::new(tokio::sync::Semaphore::new(0)));
+        let herald = Herald::builder()
+            .handlers_under(module_path!())
+            .state(seen.clone())
+            .state(gate.clone())
+            .build()
+            .expect("valid registry");
+        let relay = outbox.relay(&herald).start();
+        let mut conn = pool.acquire().await.expect("connection");
+        outbox
+            .publish(&mut conn, ReportRequested { n: 1 })
+            .await
+            .expect("publish");
+        eventually("the handler started", async || seen.count("started") == 1).await;
+        // Stop while the batch is in hand; it finishes once the handler is let go.
+        let stopping = tokio::spawn(relay.stop());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.0.add_permits(1);
+        let stats = stopping.await.expect("stop");
+        assert_eq!(stats.processed, 1);
+        let status = outbox.status().await.expect("status");
+        assert_eq!((status.processed, status.pending), (1, 0));
+        herald.shutdown(Duration::from_secs(5)).await;
+    }
 }
 
 mod store {

@@ -178,6 +178,24 @@ pub trait MessageSource: Send + Sync + fmt::Debug + 'static {
         true
     }
 
+    /// Settles a batch, then leases the next one: the relay's step between two batches where
+    /// [`overlaps_settle`](Self::overlaps_settle) is false. A source whose writes are serialised
+    /// can do both in one write (the SQL outbox on SQLite: one transaction per batch instead of
+    /// two). The default settles, then receives.
+    ///
+    /// Returns both answers: a failed settlement does not keep the next batch from being leased,
+    /// and the messages of a batch whose settlement failed are delivered again after their lease.
+    async fn settle_and_receive(
+        &self,
+        owner: &str,
+        settled: Vec<(Receipt, Settlement)>,
+        limit: usize,
+        lease: Duration,
+    ) -> (Result<(), SourceError>, Result<Vec<Received>, SourceError>) {
+        let settle = self.settle(owner, settled).await;
+        (settle, self.receive(owner, limit, lease).await)
+    }
+
     /// Deletes finished messages older than `older_than`, `batch` per step (a store that keeps
     /// them, such as the outbox's event store); returns how many. Sources that keep nothing
     /// return 0.

@@ -72,7 +72,9 @@ pub(crate) struct Statements {
     pub(crate) redrive_update: &'static str,
     /// Binds message id, id, owner.
     pub(crate) finish_rename: &'static str,
-    /// Binds processed_at, owner; `{ids}` is replaced by the ids (integers).
+    /// Binds processed_at, owner; `{ids}` is replaced by the ids (integers). Without `{ids}`, a
+    /// third bind holds the ids as a JSON array (one statement text for every batch, prepared
+    /// once per connection).
     pub(crate) finish_processed: &'static str,
     /// Binds processed_at, failed_at, error, handlers_done, id, owner.
     pub(crate) finish_failed: &'static str,
@@ -236,7 +238,26 @@ pub(crate) mod sealed {
             owner: &str,
             outcomes: Vec<Outcome>,
         ) -> Result<(), OutboxError> {
-            super::super::sql::finish_row_by_row(pool, owner, outcomes).await
+            super::super::sql::finish_row_by_row(pool, owner, &outcomes).await
+        }
+        /// Writes a batch's outcomes, then leases the next batch (the relay's step between
+        /// batches where `overlaps_write_back` is false). The default: `finish`, then `claim`.
+        async fn finish_and_claim(
+            pool: &sqlx::Pool<Self>,
+            owner: &str,
+            outcomes: Vec<Outcome>,
+            limit: usize,
+            lease: Duration,
+        ) -> (
+            Result<(), OutboxError>,
+            Result<Vec<ClaimedRow>, OutboxError>,
+        ) {
+            let finished = if outcomes.is_empty() {
+                Ok(())
+            } else {
+                Self::finish(pool, owner, outcomes).await
+            };
+            (finished, Self::claim(pool, owner, limit, lease).await)
         }
         fn overlaps_write_back() -> bool {
             true

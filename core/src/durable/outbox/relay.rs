@@ -245,6 +245,9 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
     let source = config.source.clone();
     let mut last_sweep = Instant::now();
     let mut writing: Option<JoinHandle<Result<(), SourceError>>> = None;
+    // Where settlements do not overlap the next receive (SQLite), the last batch's outcomes wait
+    // here and are written with the next lease, in one step (`MessageSource::settle_and_receive`).
+    let mut unsettled: Option<Vec<(Receipt, Settlement)>> = None;
     tracing::debug!(owner = %config.owner, "relay started");
     while !stop.is_cancelled() {
         if let Some(period) = config.retention {
@@ -261,10 +264,23 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
                 }
             }
         }
-        let received = match source
-            .receive(&config.owner, config.batch_size, config.lease)
-            .await
-        {
+        let received = match unsettled.take() {
+            Some(outcomes) => {
+                let (settled, received) = source
+                    .settle_and_receive(&config.owner, outcomes, config.batch_size, config.lease)
+                    .await;
+                if let Err(error) = settled {
+                    write_back_failed(&error.to_string(), &stats, &config.owner);
+                }
+                received
+            }
+            None => {
+                source
+                    .receive(&config.owner, config.batch_size, config.lease)
+                    .await
+            }
+        };
+        let received = match received {
             Ok(received) => received,
             Err(error) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +315,12 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
             && outcomes
                 .iter()
                 .all(|(_, s)| matches!(s, Settlement::Release));
+        if !source.overlaps_settle() && !released {
+            // Written with the next lease, which follows at once (a released batch is written now:
+            // the relay backs off below, and the rows must not stay leased meanwhile).
+            unsettled = Some(outcomes);
+            continue;
+        }
         // The write-back runs while the next batch is leased and delivered (one at a time, in
         // order), where the source has concurrent writers. That is safe: until it commits, this
         // batch's messages are still pending and leased by this relay, so no receive takes them,
@@ -326,6 +348,11 @@ async fn run(config: RelayBuilder, stop: CancellationToken, stats: Arc<RelayCoun
     }
     if let Some(last) = writing.take() {
         finish_write_back(last, &stats, &config.owner).await;
+    }
+    if let Some(outcomes) = unsettled.take() {
+        if let Err(error) = source.settle(&config.owner, outcomes).await {
+            write_back_failed(&error.to_string(), &stats, &config.owner);
+        }
     }
     tracing::debug!(owner = %config.owner, "relay stopped");
 }
@@ -452,6 +479,11 @@ async fn finish_write_back(
         Ok(Err(error)) => error.to_string(),
         Err(error) => error.to_string(),
     };
+    write_back_failed(&error, stats, owner);
+}
+
+/// Counts and logs a batch's failed write-back.
+fn write_back_failed(error: &str, stats: &RelayCounters, owner: &str) {
     stats.errors.fetch_add(1, Ordering::Relaxed);
     // The leases expire and another attempt delivers these rows again (at least once).
     tracing::warn!(%error, %owner, "outbox relay could not record a batch; its rows are redelivered after the lease");

@@ -72,6 +72,21 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<i64>, OutboxError>;
     /// Writes the outcomes back in one transaction (rows whose lease was lost are left alone).
     async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError>;
+    /// Writes a batch's outcomes, then leases the next batch (see
+    /// `MessageSource::settle_and_receive`); SQLite does both in one transaction.
+    async fn finish_and_claim(
+        &self,
+        owner: &str,
+        outcomes: Vec<Outcome>,
+        limit: usize,
+        lease: Duration,
+    ) -> (
+        Result<(), OutboxError>,
+        Result<Vec<ClaimedRow>, OutboxError>,
+    ) {
+        let finished = self.finish(owner, outcomes).await;
+        (finished, self.claim(owner, limit, lease).await)
+    }
     /// Whether a batch's write-back may run beside the next claim (true where writers run
     /// concurrently; SQLite's single writer would only make them wait for each other's lock).
     fn overlaps_write_back(&self) -> bool {

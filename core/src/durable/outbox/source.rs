@@ -1,7 +1,7 @@
 //! A SQL outbox as a [`MessageSource`]: the adapter between the relay's public seam and a backend's
 //! rows (`Backend` in `row.rs`).
 
-use super::row::{Backend, Outcome, Waiter};
+use super::row::{Backend, ClaimedRow, Outcome, Waiter};
 use crate::ports::{Capabilities, MessageSource, Receipt, Received, Settlement, SourceError};
 use async_trait::async_trait;
 use std::fmt;
@@ -45,6 +45,15 @@ fn row_id(receipt: Receipt) -> i64 {
     receipt.0 as i64
 }
 
+fn received(rows: &[ClaimedRow]) -> Vec<Received> {
+    rows.iter()
+        .map(|row| Received {
+            receipt: receipt(row.id),
+            message: row.to_stored(),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl MessageSource for BackendSource {
     async fn receive(
@@ -58,13 +67,7 @@ impl MessageSource for BackendSource {
             .claim(owner, limit, lease)
             .await
             .map_err(|e| SourceError::backend("receive", e))?;
-        Ok(rows
-            .iter()
-            .map(|row| Received {
-                receipt: receipt(row.id),
-                message: row.to_stored(),
-            })
-            .collect())
+        Ok(received(&rows))
     }
 
     async fn keep(
@@ -95,6 +98,29 @@ impl MessageSource for BackendSource {
             .finish(owner, outcomes)
             .await
             .map_err(|e| SourceError::backend("settle", e))
+    }
+
+    async fn settle_and_receive(
+        &self,
+        owner: &str,
+        settled: Vec<(Receipt, Settlement)>,
+        limit: usize,
+        lease: Duration,
+    ) -> (Result<(), SourceError>, Result<Vec<Received>, SourceError>) {
+        let outcomes = settled
+            .into_iter()
+            .map(|(receipt, settlement)| Outcome::from_settlement(row_id(receipt), settlement))
+            .collect();
+        let (finished, claimed) = self
+            .backend
+            .finish_and_claim(owner, outcomes, limit, lease)
+            .await;
+        (
+            finished.map_err(|e| SourceError::backend("settle", e)),
+            claimed
+                .map(|rows| received(&rows))
+                .map_err(|e| SourceError::backend("receive", e)),
+        )
     }
 
     async fn wait(&self, timeout: Duration) {

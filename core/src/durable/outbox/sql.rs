@@ -463,11 +463,33 @@ impl<D: Dialect> Backend for SqlBackend<D> {
         D::finish(&self.pool, owner, outcomes).await
     }
 
+    async fn finish_and_claim(
+        &self,
+        owner: &str,
+        outcomes: Vec<Outcome>,
+        limit: usize,
+        lease: Duration,
+    ) -> (
+        Result<(), OutboxError>,
+        Result<Vec<ClaimedRow>, OutboxError>,
+    ) {
+        let (finished, claimed) =
+            D::finish_and_claim(&self.pool, owner, outcomes, limit, lease).await;
+        let claimed = claimed.map(|mut rows| {
+            rows.sort_by_key(|row| row.id);
+            rows
+        });
+        (finished, claimed)
+    }
+
     fn overlaps_write_back(&self) -> bool {
         D::overlaps_write_back()
     }
 
     async fn waiter(&self) -> Box<dyn Waiter> {
+        // Also on PostgreSQL, whose NOTIFY arrives at the commit anyway: leaving the relay to the
+        // NOTIFY alone saves the empty leases the catch window makes before the commit, but was
+        // not faster with one event per transaction (issue 14, item 0: `docs/BENCHMARKS.md`).
         Box::new(LocalWaiter::new(
             D::waiter(&self.pool).await,
             self.local.clone(),
@@ -498,17 +520,28 @@ impl<D: Dialect> Backend for SqlBackend<D> {
 pub(crate) async fn finish_row_by_row<D: SqlDialect>(
     pool: &sqlx::Pool<D>,
     owner: &str,
-    outcomes: Vec<Outcome>,
+    outcomes: &[Outcome],
+) -> Result<(), OutboxError> {
+    let mut tx = pool.begin().await?;
+    write_outcomes::<D>(&mut tx, owner, outcomes).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The statements of `finish_row_by_row`, on `conn` (a transaction the caller ends).
+pub(crate) async fn write_outcomes<D: SqlDialect>(
+    conn: &mut D::Connection,
+    owner: &str,
+    outcomes: &[Outcome],
 ) -> Result<(), OutboxError> {
     let sql = D::statements();
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
     for (id, new_message_id) in outcomes.iter().filter_map(row::new_message_id) {
         let query = sqlx::query(sql.finish_rename)
             .message_id(new_message_id)
             .int(id)
             .text(owner.to_owned());
-        D::execute(&mut tx, query).await?;
+        D::execute(conn, query).await?;
     }
     let processed: Vec<String> = outcomes
         .iter()
@@ -520,10 +553,21 @@ pub(crate) async fn finish_row_by_row<D: SqlDialect>(
         })
         .collect();
     if !processed.is_empty() {
-        // Ids are integers from the database: safe to inline, and one statement per batch.
-        let statement = sql.finish_processed.replace("{ids}", &processed.join(","));
-        let query = sqlx::query(&statement).time(now).text(owner.to_owned());
-        D::execute(&mut tx, query).await?;
+        let ids = processed.join(",");
+        if sql.finish_processed.contains("{ids}") {
+            // Ids are integers from the database: safe to inline, and one statement per batch.
+            let statement = sql.finish_processed.replace("{ids}", &ids);
+            let query = sqlx::query(&statement).time(now).text(owner.to_owned());
+            D::execute(conn, query).await?;
+        } else {
+            // The same text every batch: prepared once per connection, not once per batch under
+            // the write lock.
+            let query = sqlx::query(sql.finish_processed)
+                .time(now)
+                .text(owner.to_owned())
+                .text(format!("[{ids}]"));
+            D::execute(conn, query).await?;
+        }
     }
     for outcome in outcomes {
         let query = match outcome {
@@ -537,9 +581,9 @@ pub(crate) async fn finish_row_by_row<D: SqlDialect>(
             } => sqlx::query(sql.finish_failed)
                 .time(now)
                 .time(now)
-                .free_text(error)
-                .text(row::handlers_json(&handlers_done))
-                .int(id)
+                .free_text(error.clone())
+                .text(row::handlers_json(handlers_done))
+                .int(*id)
                 .text(owner.to_owned()),
             Outcome::Retry {
                 id,
@@ -549,18 +593,17 @@ pub(crate) async fn finish_row_by_row<D: SqlDialect>(
                 ..
             } => sqlx::query(sql.finish_retry)
                 .time(now)
-                .free_text(Some(error))
-                .text(row::handlers_json(&handlers_done))
-                .after_now(delay)
-                .int(id)
+                .free_text(Some(error.clone()))
+                .text(row::handlers_json(handlers_done))
+                .after_now(*delay)
+                .int(*id)
                 .text(owner.to_owned()),
             Outcome::Release { id } => sqlx::query(sql.finish_release)
-                .int(id)
+                .int(*id)
                 .text(owner.to_owned()),
         };
-        D::execute(&mut tx, query).await?;
+        D::execute(conn, query).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //! Times a person reads are RFC 3339 text; the relay's times are Unix milliseconds.
 
 use super::dialect::{claimed_row, impl_dialect, Query, Statements};
-use super::row::{self, ClaimedRow, Sleeper, Waiter};
+use super::row::{self, ClaimedRow, Outcome, Sleeper, Waiter};
+use super::sql::{finish_row_by_row, write_outcomes};
 use super::{NewRow, OutboxError, BULK_COLUMNS};
 use crate::model::envelope::{DeliverAt, Envelope, MessageId};
 use crate::model::sla::SlaBreached;
@@ -123,7 +124,7 @@ static STATEMENTS: Statements = Statements {
     finish_rename: "UPDATE herald_outbox SET message_id = ?1 WHERE id = ?2 AND lease_owner = ?3",
     finish_processed: "UPDATE herald_outbox SET status = 'processed', processed_at = ?1,
                           lease_owner = NULL, lease_expires_at = NULL, handlers_done = NULL
-                       WHERE lease_owner = ?2 AND id IN ({ids})",
+                       WHERE lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))",
     finish_failed: "UPDATE herald_outbox SET status = 'failed', processed_at = ?1, failed_at = ?2,
                        fail_count = fail_count + 1, last_error = ?3, handlers_done = ?4,
                        lease_owner = NULL, lease_expires_at = NULL
@@ -191,6 +192,37 @@ async fn insert_all(conn: &mut sqlx::SqliteConnection, rows: &[NewRow]) -> Resul
         insert.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Leases up to `limit` due rows to `owner` (see `Backend::claim`), in one statement on `conn`.
+async fn claim(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedRow>, OutboxError> {
+    let now = Utc::now().timestamp_millis();
+    let rows = sqlx::query(
+        "UPDATE herald_outbox SET lease_owner = ?1, lease_expires_at = ?2
+         WHERE id IN (
+            SELECT o.id FROM herald_outbox o
+            WHERE o.status = 'pending' AND o.next_attempt_at <= ?3
+              AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?3)
+              AND (o.key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM herald_outbox p
+                    WHERE p.key = o.key AND p.status = 'pending' AND p.id <> o.id
+                      AND (p.id < o.id OR p.lease_expires_at > ?3)))
+            ORDER BY o.id LIMIT ?4)
+         RETURNING id, message_id, message_type, key, payload, headers, occurred_at,
+                   fail_count, handlers_done, only_handlers",
+    )
+    .bind(owner)
+    .bind(now.saturating_add(millis(lease)))
+    .bind(now)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(claimed_row::<Sqlite>).collect()
 }
 
 impl_dialect!(Sqlite {
@@ -290,28 +322,38 @@ impl_dialect!(Sqlite {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, OutboxError> {
-        let now = Utc::now().timestamp_millis();
-        let rows = sqlx::query(
-            "UPDATE herald_outbox SET lease_owner = ?1, lease_expires_at = ?2
-             WHERE id IN (
-                SELECT o.id FROM herald_outbox o
-                WHERE o.status = 'pending' AND o.next_attempt_at <= ?3
-                  AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?3)
-                  AND (o.key IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM herald_outbox p
-                        WHERE p.key = o.key AND p.status = 'pending' AND p.id <> o.id
-                          AND (p.id < o.id OR p.lease_expires_at > ?3)))
-                ORDER BY o.id LIMIT ?4)
-             RETURNING id, message_id, message_type, key, payload, headers, occurred_at,
-                       fail_count, handlers_done, only_handlers",
-        )
-        .bind(owner)
-        .bind(now.saturating_add(millis(lease)))
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(pool)
-        .await?;
-        rows.iter().map(claimed_row::<Sqlite>).collect()
+        claim(&mut *pool.acquire().await?, owner, limit, lease).await
+    }
+
+    async fn finish_and_claim(
+        pool: &sqlx::Pool<Self>,
+        owner: &str,
+        outcomes: Vec<Outcome>,
+        limit: usize,
+        lease: Duration,
+    ) -> (Result<(), OutboxError>, Result<Vec<ClaimedRow>, OutboxError>) {
+        if outcomes.is_empty() {
+            return (Ok(()), Self::claim(pool, owner, limit, lease).await);
+        }
+        // One write transaction per batch instead of two: the last batch's outcomes and the next
+        // lease commit together (the claim sees the finished rows, so per-key order holds).
+        let together = async {
+            let mut tx = pool.begin_with(STATEMENTS.write_begin).await?;
+            write_outcomes::<Sqlite>(&mut tx, owner, &outcomes).await?;
+            let claimed = claim(&mut tx, owner, limit, lease).await?;
+            tx.commit().await?;
+            Ok::<_, OutboxError>(claimed)
+        }
+        .await;
+        match together {
+            Ok(claimed) => (Ok(()), Ok(claimed)),
+            Err(error) => {
+                // Rolled back: the outcomes are written on their own, as before this step existed.
+                tracing::debug!(%error, "outbox write-back with the next lease failed; writing it alone");
+                let finished = finish_row_by_row::<Sqlite>(pool, owner, &outcomes).await;
+                (finished, Self::claim(pool, owner, limit, lease).await)
+            }
+        }
     }
 
     async fn renew(
