@@ -11,7 +11,7 @@ use event_listener::Event;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -336,6 +336,12 @@ impl Pool {
 
 /// The jobs waiting for a worker: a bounded lock-free queue, and an event that wakes idle workers.
 ///
+/// The queue's `queue` slots (40 B each) are allocated at the first job, not at `build()`: a pool
+/// that never receives one (the default pool, when every handler names its own) holds nothing
+/// (docs/BENCHMARKS.md, W2). Not an unbounded queue that allocates as it fills: its blocks are
+/// allocated on the publisher's thread and freed on a worker's, ~150 instructions per job in
+/// malloc and free (callgrind, W1).
+///
 /// It replaces an `async_channel`, whose every send and receive notifies an `event_listener::Event`
 /// (three per job: receivers, streams, senders), and `Event::notify` always takes the event's lock;
 /// with 64 workers listening on one event that lock was contended (`perf`: ~5% of W1 in
@@ -343,7 +349,8 @@ impl Pool {
 /// while a woken worker is still on its way, later pushes wake nobody, and each worker that takes a job
 /// wakes the next idle one if more jobs are waiting, so wake-ups follow the work instead of the pushes.
 pub(crate) struct JobQueue {
-    jobs: ConcurrentQueue<Job>,
+    jobs: OnceLock<ConcurrentQueue<Job>>,
+    bound: usize,
     /// Workers inside [`pop`](Self::pop) that found the queue empty.
     idle: AtomicUsize,
     ready: Event,
@@ -361,7 +368,8 @@ pub(crate) enum Woken {
 impl JobQueue {
     fn new(bound: usize) -> Self {
         JobQueue {
-            jobs: ConcurrentQueue::bounded(bound),
+            jobs: OnceLock::new(),
+            bound,
             idle: AtomicUsize::new(0),
             ready: Event::new(),
         }
@@ -369,7 +377,10 @@ impl JobQueue {
 
     /// Queues a job; hands it back if the queue is full or closed.
     fn push(&self, job: Job) -> Result<Woken, Job> {
-        self.jobs.push(job).map_err(|err| err.into_inner())?;
+        self.jobs
+            .get_or_init(|| ConcurrentQueue::bounded(self.bound))
+            .push(job)
+            .map_err(|err| err.into_inner())?;
         Ok(self.wake_one())
     }
 
@@ -386,28 +397,37 @@ impl JobQueue {
         }
     }
 
+    /// The oldest job, if any; a queue not allocated yet is empty.
+    #[inline]
+    fn pop_now(&self) -> Result<Job, PopError> {
+        match self.jobs.get() {
+            Some(jobs) => jobs.pop(),
+            None => Err(PopError::Empty),
+        }
+    }
+
     /// Takes the oldest job without waiting.
     pub(crate) fn try_pop(&self) -> Option<Job> {
-        self.jobs.pop().ok()
+        self.jobs.get()?.pop().ok()
     }
 
     /// A worker takes the oldest job without waiting (waking another idle worker if more are queued).
     fn try_take(&self) -> Option<(Job, Woken)> {
-        self.jobs.pop().ok().map(|job| self.taken(job))
+        self.jobs.get()?.pop().ok().map(|job| self.taken(job))
     }
 
     /// Takes the oldest job, waiting for one; `None` once the queue is closed and empty.
     /// Cancel-safe: a cancelled wait takes nothing, and a wake-up it had received passes on.
     async fn pop(&self) -> Option<(Job, Woken)> {
         loop {
-            match self.jobs.pop() {
+            match self.pop_now() {
                 Ok(job) => return Some(self.taken(job)),
                 Err(PopError::Closed) => return None,
                 Err(PopError::Empty) => {}
             }
             let _idle = Idle::enter(&self.idle);
             let listener = self.ready.listen();
-            match self.jobs.pop() {
+            match self.pop_now() {
                 Ok(job) => {
                     drop(_idle);
                     return Some(self.taken(job));
@@ -421,7 +441,7 @@ impl JobQueue {
     /// A worker took `job`: if more are waiting, another idle worker joins (or none was idle).
     #[inline]
     fn taken(&self, job: Job) -> (Job, Woken) {
-        if self.jobs.is_empty() {
+        if self.jobs.get().is_none_or(ConcurrentQueue::is_empty) {
             (job, Woken::Idle)
         } else {
             (job, self.wake_one())
@@ -430,7 +450,8 @@ impl JobQueue {
 
     /// Refuses new jobs; workers take what is queued, then their `pop` returns `None`.
     pub(crate) fn close(&self) {
-        self.jobs.close();
+        // A pool that never had a job gets an empty queue (allocating nothing), closed.
+        self.jobs.get_or_init(ConcurrentQueue::unbounded).close();
         self.ready.notify(usize::MAX);
     }
 }

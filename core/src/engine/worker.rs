@@ -30,23 +30,198 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 /// A pool worker: takes jobs until the queue closes.
-pub(crate) async fn run_worker(pool: Arc<Pool>) {
-    loop {
-        // The synchronous first look also keeps rustc from copying the ~1.8 kB `run_started` future
-        // twice per job (callgrind: ~400 instructions of `memcpy` per job when the loop only awaited).
-        let job = match pool.try_take() {
-            Some(job) => job,
-            None => match pool.take().await {
+// A block rather than an `async fn`: the argument of an `async fn` is stored twice in its
+// future (as the argument and as the local it is moved into), and this future is part of every
+// worker's task for as long as the worker lives (docs/BENCHMARKS.md, W2).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run_worker(
+    pool: Arc<Pool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        loop {
+            // The synchronous first look also keeps rustc from copying the job's future twice
+            // per job (callgrind: ~400 instructions of `memcpy` per job when the loop only
+            // awaited).
+            let job = match pool.try_take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        if pool.stopping.load(Ordering::Acquire) {
-            pool.casualties.lock().push(Casualty::queued(job));
-            continue;
+                None => match pool.take().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            if pool.stopping.load(Ordering::Acquire) {
+                pool.casualties.lock().push(Casualty::queued(job));
+                continue;
+            }
+            if let Some(run) = begin(job) {
+                run.await;
+            }
         }
-        if let Some((job, pass)) = start(job) {
-            run_started(job, pass, Runner::Worker).await;
+    }
+}
+
+/// Starts a job a worker took ([`start`]: `None` if its breaker holds it) and makes the one
+/// future the worker awaits for it: a single `.await` in the worker, since each value live
+/// across two of them takes room of its own in the worker's future.
+#[inline]
+fn begin(job: Job) -> Option<OnWorker> {
+    let (job, pass) = start(job)?;
+    Some(if plain(&job, pass) {
+        OnWorker::plain(job)
+    } else {
+        // Boxed: its future (~600 B) would otherwise be part of every worker's task, which
+        // lives as long as the worker (docs/BENCHMARKS.md, W2).
+        OnWorker {
+            stage: Stage::Rest(Box::pin(run_started(job, pass, Runner::Worker))),
+            flight: PlainFlight { job: None },
+        }
+    })
+}
+
+/// Whether a started job needs none of the machinery around a handler call: no dedupe, circuit
+/// breaker, rate limiter, timeout, SLA, key to pass on, attempt observer or span. Such a job runs
+/// its first attempt in an [`OnWorker`]; only a failure goes on to [`execute`].
+#[inline]
+fn plain(job: &Job, pass: Option<Pass>) -> bool {
+    let handler = &job.handler;
+    pass.is_none()
+        && handler.breaker.is_none()
+        && handler.dedupe.is_none()
+        && handler.rate.is_none()
+        && handler.desc.options.timeout.is_none()
+        && handler.slas.is_empty()
+        && (handler.lanes.is_none() || job.dispatch.envelope.key.is_none())
+        && !handler.counters.hooks().watching()
+        && !tracing::span_enabled!(tracing::Level::INFO)
+}
+
+/// Holds a [`plain`] job during its first attempt: the job alone (its attempt's number follows
+/// from it), since this guard is part of every busy worker's task (docs/BENCHMARKS.md, W2). Dropped
+/// armed (the worker aborted at the shutdown deadline), it hands the job to an [`InFlight`]
+/// guard, whose drop makes it a casualty as for any other job.
+struct PlainFlight {
+    job: Option<Job>,
+}
+
+/// The number of a [`plain`] job's attempt, as `execute` counts: a relay's attempt `n` is `n`,
+/// any other job's first is 1.
+fn plain_attempt(job: &Job) -> u32 {
+    match job.attempts {
+        Attempts::Policy => 1,
+        Attempts::Once(attempt) => attempt.max(1),
+    }
+}
+
+impl Drop for PlainFlight {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            let attempts = plain_attempt(&job);
+            drop(InFlight {
+                job: Some(job),
+                progress: Progress {
+                    attempts,
+                    errors: None,
+                },
+                claim: None,
+                attempt_started: None,
+                probing: false,
+            });
+        }
+    }
+}
+
+/// A job on a worker: the first attempt of a [`plain`] job, polled by hand, or the boxed
+/// [`run_started`] of any other.
+///
+/// Polled by hand rather than written as an `async fn`: a generator keeps room for the result
+/// of each `.await` (here ~100 B) beside what it holds, and this future is part of every busy
+/// worker's task (docs/BENCHMARKS.md, W2). A plain job's stage holds the handler's future and
+/// its guard the job. A success settles here; a failure, panic included, goes on to [`execute`]
+/// for the retry decision and what follows, as if its first attempt had run there.
+struct OnWorker {
+    // Declared first, so dropped first: the handler's future goes before its job's guard
+    // records the job, as in `execute`.
+    stage: Stage,
+    flight: PlainFlight,
+}
+
+enum Stage {
+    /// The handler's call (or a route's publish).
+    Call(futures_util::future::BoxFuture<'static, Result<AnyReply, HandlerError>>),
+    /// The attempt failed: the rest of the job, in [`execute`].
+    Rest(futures_util::future::BoxFuture<'static, ()>),
+    Done,
+}
+
+impl OnWorker {
+    fn plain(job: Job) -> Self {
+        let attempt = plain_attempt(&job);
+        start_within::check(&job.handler, &job.dispatch, attempt);
+        let call = match &job.handler.forward {
+            None => (job.handler.desc.call)(invocation(&job, attempt)),
+            Some(forward) => forward.publish(&job.dispatch.envelope, &job.dispatch.payload),
+        };
+        OnWorker {
+            stage: Stage::Call(call),
+            flight: PlainFlight { job: Some(job) },
+        }
+    }
+}
+
+impl std::future::Future for OnWorker {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            match &mut this.stage {
+                Stage::Call(call) => {
+                    // Panics caught as `call_future` does.
+                    let result =
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+                        {
+                            Ok(Poll::Pending) => return Poll::Pending,
+                            Ok(Poll::Ready(result)) => result,
+                            Err(panic) => {
+                                Err(HandlerError::panicked(panic_message(panic.as_ref())))
+                            }
+                        };
+                    let job = this
+                        .flight
+                        .job
+                        .take()
+                        .expect("armed until the attempt ends");
+                    let attempt = plain_attempt(&job);
+                    match result {
+                        Ok(reply) => {
+                            this.stage = Stage::Done;
+                            job.handler.counters.finished(Ending::Succeeded);
+                            job.settle(HandlerStatus::Succeeded { attempts: attempt }, Some(reply));
+                            return Poll::Ready(());
+                        }
+                        // The job passes to `execute`'s guard before anything can cut it off.
+                        Err(error) => {
+                            this.stage = Stage::Rest(Box::pin(execute(
+                                job,
+                                None,
+                                Some((attempt, Err(error))),
+                            )))
+                        }
+                    }
+                }
+                Stage::Rest(rest) => {
+                    let done = rest.as_mut().poll(cx);
+                    if done.is_ready() {
+                        this.stage = Stage::Done;
+                    }
+                    return done;
+                }
+                Stage::Done => return Poll::Ready(()),
+            }
         }
     }
 }
@@ -167,7 +342,7 @@ async fn run_started(job: Job, pass: Option<Pass>, runner: Runner) {
             (Some(_), Some(key)) => Some((job.handler.clone(), key.clone())),
             _ => None,
         };
-        execute(job, pass).await;
+        execute(job, pass, None).await;
         let Some((handler, key)) = lane else { return };
         match pass_key(&handler, &key, runner == Runner::Worker) {
             Some((next, next_pass)) => (job, pass) = (next, next_pass),
@@ -455,7 +630,14 @@ impl Drop for InFlight {
 ///
 /// The [`InFlight`] guard holds the job throughout, so a worker aborted or a publisher gone at any
 /// `.await` still ends the job in a recorded state.
-async fn execute(job: Job, first_pass: Option<Pass>) {
+///
+/// `done` is the number and result of an attempt an [`OnWorker`] made already (a [`plain`] job,
+/// which needs none of steps 1 and 2): the job goes on from step 4 with it.
+async fn execute(
+    job: Job,
+    first_pass: Option<Pass>,
+    done: Option<(u32, Result<AnyReply, HandlerError>)>,
+) {
     let handler = job.handler.clone();
     let hooks = handler.counters.hooks();
     // Built in place: a constructor returning the guard by value costs a `memcpy` per job.
@@ -484,44 +666,54 @@ async fn execute(job: Job, first_pass: Option<Pass>) {
         }
     }
     let mut delays = None;
+    let mut done = done;
     loop {
-        let pass = match &handler.breaker {
-            None => None,
-            Some(breaker) => Some(match first_pass.take() {
-                Some(pass) => pass,
-                None => Box::pin(breaker.wait_in_place(&handler.counters)).await,
-            }),
-        };
-        guard.probing = pass == Some(Pass::Probe);
-        let attempt = guard.next_attempt();
-        if handler.rate.is_some() {
-            Box::pin(wait_for_rate(&handler)).await;
-        }
-        start_within::check(&handler, &guard.job().dispatch, attempt);
-        if hooks.watching() {
-            guard.attempt_starts(hooks, attempt);
-        }
-        // The attempt's future is built before the one `.await`, so that no span, invocation or
-        // other temporary is held beside it in this (every running job's) future.
-        let (attempt_future, traced) =
-            match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
-                None => match &handler.forward {
-                    None => ((handler.desc.call)(invocation(guard.job(), attempt)), false),
-                    Some(forward) => {
-                        let dispatch = &guard.job().dispatch;
-                        (
-                            forward.publish(&dispatch.envelope, &dispatch.payload),
-                            false,
-                        )
-                    }
-                },
-                Some(span) => (traced(guard.job(), attempt, span), true),
-            };
-        let result = if traced {
-            // Timeout and panic capture are inside, so that the span records them.
-            attempt_future.await
-        } else {
-            call_future(attempt_future, handler.desc.options.timeout).await
+        let (attempt, pass, result) = match done.take() {
+            Some((attempt, result)) => {
+                guard.progress.attempts = attempt;
+                (attempt, None, result)
+            }
+            None => {
+                let pass = match &handler.breaker {
+                    None => None,
+                    Some(breaker) => Some(match first_pass.take() {
+                        Some(pass) => pass,
+                        None => Box::pin(breaker.wait_in_place(&handler.counters)).await,
+                    }),
+                };
+                guard.probing = pass == Some(Pass::Probe);
+                let attempt = guard.next_attempt();
+                if handler.rate.is_some() {
+                    Box::pin(wait_for_rate(&handler)).await;
+                }
+                start_within::check(&handler, &guard.job().dispatch, attempt);
+                if hooks.watching() {
+                    guard.attempt_starts(hooks, attempt);
+                }
+                // The attempt's future is built before the one `.await`, so that no span, invocation or
+                // other temporary is held beside it in this (every running job's) future.
+                let (attempt_future, traced) =
+                    match attempt_span(&handler, &guard.job().dispatch.envelope, attempt) {
+                        None => match &handler.forward {
+                            None => ((handler.desc.call)(invocation(guard.job(), attempt)), false),
+                            Some(forward) => {
+                                let dispatch = &guard.job().dispatch;
+                                (
+                                    forward.publish(&dispatch.envelope, &dispatch.payload),
+                                    false,
+                                )
+                            }
+                        },
+                        Some(span) => (traced(guard.job(), attempt, span), true),
+                    };
+                let result = if traced {
+                    // Timeout and panic capture are inside, so that the span records them.
+                    attempt_future.await
+                } else {
+                    call_future(attempt_future, handler.desc.options.timeout).await
+                };
+                (attempt, pass, result)
+            }
         };
         guard.breaker_result(pass, &result);
         let next = decide(&mut guard, result, attempt, &mut delays);
