@@ -500,3 +500,55 @@ impl_dialect!(Sqlite {
         Ok(breaches)
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn only_an_all_processed_batch_is_one_script() {
+        let done = |id, failed| Outcome::Done {
+            id,
+            failed,
+            handlers_done: Vec::new(),
+            error: None,
+            new_message_id: None,
+        };
+        assert_eq!(
+            all_processed(&[done(3, false), done(4, false)]).as_deref(),
+            Some("[3,4]")
+        );
+        assert_eq!(all_processed(&[done(3, false), done(4, true)]), None);
+        assert_eq!(
+            all_processed(&[done(3, false), Outcome::Release { id: 4 }]),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_script_leaves_no_transaction_open() {
+        // One connection, so the one the script used is the one checked below.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::from_str("sqlite::memory:").expect("options"))
+            .await
+            .expect("open");
+        super::super::SqlOutbox::<Sqlite>::new(pool.clone())
+            .await
+            .expect("migrate");
+        // Not JSON: `json_each` fails after `BEGIN IMMEDIATE`.
+        let failed =
+            settle_and_claim(&pool, "relay", "[1,".into(), 10, Duration::from_secs(30)).await;
+        assert!(failed.is_err());
+        let tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .expect("no transaction left open");
+        tx.commit().await.expect("commit");
+        let claimed = settle_and_claim(&pool, "relay", "[]".into(), 10, Duration::from_secs(30))
+            .await
+            .expect("an empty batch");
+        assert!(claimed.is_empty());
+    }
+}
