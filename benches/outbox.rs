@@ -5,7 +5,9 @@
 //! does the one-event-per-transaction producer, `1-tx`).
 //! `HERALD_BENCH_N=10000` for a quick run, `HERALD_BENCH_ONLY=sqlite|postgres` for one backend,
 //! `HERALD_BENCH_PRODUCER=1-tx|1-row|bulk` for one producer shape, `HERALD_BENCH_RUNS=3` to repeat
-//! each row (medians are printed with every run's figure).
+//! each row (medians are printed with every run's figure). `HERALD_BENCH_PREFILL=1` (SQLite
+//! only): every row is committed (in `bulk` transactions) before the relay or loop starts and the
+//! clock runs from there, so it times the consumer alone, with no producer holding the write lock.
 //! The producer (one INSERT per event, `publish_all`, or one event per transaction) is the same
 //! for Herald and the baseline. `benches/peers/graphile-worker/` runs the `1-tx` shape on
 //! graphile-worker, for comparison (optional, Node.js; see its README).
@@ -207,7 +209,19 @@ async fn sqlite_herald(n: u64, batch: usize, relays: usize, producer: Producer) 
     let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
     let done = Done::default();
     let herald = herald(&done);
-    let started = Instant::now();
+    let prefill = std::env::var("HERALD_BENCH_PREFILL").is_ok();
+    let mut started = Instant::now();
+    if prefill {
+        for chunk in 0..n / producer.tx_size() {
+            let mut tx = pool.begin().await.expect("begin");
+            outbox
+                .publish_all(&mut tx, items(producer, chunk))
+                .await
+                .expect("publish_all");
+            tx.commit().await.expect("commit");
+        }
+        started = Instant::now();
+    }
     let running: Vec<_> = (0..relays)
         .map(|_| {
             outbox
@@ -217,7 +231,7 @@ async fn sqlite_herald(n: u64, batch: usize, relays: usize, producer: Producer) 
                 .start()
         })
         .collect();
-    for chunk in 0..n / producer.tx_size() {
+    for chunk in 0..if prefill { 0 } else { n / producer.tx_size() } {
         let mut tx = pool.begin().await.expect("begin");
         match producer {
             Producer::OneRow | Producer::PerTransaction => {
@@ -260,6 +274,21 @@ async fn sqlite_baseline(n: u64, batch: usize, producer: Producer) -> f64 {
         .await
         .expect("index");
     let done = Arc::new(AtomicU64::new(0));
+    let prefill = std::env::var("HERALD_BENCH_PREFILL").is_ok();
+    let fill = async |pool: &sqlx::SqlitePool| {
+        for chunk in 0..n / producer.tx_size() {
+            let mut tx = pool.begin().await.expect("begin");
+            let mut insert = sqlx::QueryBuilder::new("INSERT INTO plain (payload) ");
+            insert.push_values(payloads(producer, chunk), |mut row, payload| {
+                row.push_bind(payload);
+            });
+            insert.build().execute(&mut *tx).await.expect("insert");
+            tx.commit().await.expect("commit");
+        }
+    };
+    if prefill {
+        fill(&pool).await;
+    }
     let started = Instant::now();
     let consumer = {
         let pool = pool.clone();
@@ -286,7 +315,7 @@ async fn sqlite_baseline(n: u64, batch: usize, producer: Producer) -> f64 {
             }
         })
     };
-    for chunk in 0..n / producer.tx_size() {
+    for chunk in 0..if prefill { 0 } else { n / producer.tx_size() } {
         let mut tx = pool.begin().await.expect("begin");
         match producer {
             Producer::OneRow | Producer::PerTransaction => {
