@@ -4,7 +4,7 @@
 //!   unless an access token or a trusted proxy header is configured ([`Access::check_bind`]).
 //! - **Console access.** With a token, a browser logs in once at `/login` and gets an `HttpOnly`,
 //!   `SameSite=Strict` session cookie (also `Secure` when a proxy says the browser came over
-//!   HTTPS: [`over_https`]) holding an HMAC of the token under a per-process key (never
+//!   HTTPS, see `over_https`) holding an HMAC of the token under a per-process key (never
 //!   the token); a script may send `Authorization: Bearer <token>` instead. With a proxy header,
 //!   a request that carries it (non-empty) is let in.
 //! - **CSRF.** Every mutation is a `POST` whose form carries a token derived from the per-process
