@@ -405,26 +405,21 @@ impl_dialect!(Sqlite {
             return (Ok(()), Self::claim(pool, owner, limit, lease).await);
         }
         // One write transaction per batch instead of two: the last batch's outcomes and the next
-        // lease commit together (the claim sees the finished rows, so per-key order holds).
-        if let Some(ids) = all_processed(&outcomes) {
-            // The usual batch, in one call; on an error it was rolled back and is written below.
-            match settle_and_claim(pool, owner, ids, limit, lease).await {
-                Ok(claimed) => return (Ok(()), Ok(claimed)),
-                Err(error) => {
-                    tracing::debug!(%error, "outbox write-back with the next lease failed; writing it alone");
-                    let finished = finish_row_by_row::<Sqlite>(pool, owner, &outcomes).await;
-                    return (finished, Self::claim(pool, owner, limit, lease).await);
+        // lease commit together (the claim sees the finished rows, so per-key order holds). The
+        // usual batch (all processed) is one script in one call.
+        let together = match all_processed(&outcomes) {
+            Some(ids) => settle_and_claim(pool, owner, ids, limit, lease).await,
+            None => {
+                async {
+                    let mut tx = pool.begin_with(STATEMENTS.write_begin).await?;
+                    write_outcomes::<Sqlite>(&mut tx, owner, &outcomes).await?;
+                    let claimed = claim(&mut tx, owner, limit, lease).await?;
+                    tx.commit().await?;
+                    Ok::<_, OutboxError>(claimed)
                 }
+                .await
             }
-        }
-        let together = async {
-            let mut tx = pool.begin_with(STATEMENTS.write_begin).await?;
-            write_outcomes::<Sqlite>(&mut tx, owner, &outcomes).await?;
-            let claimed = claim(&mut tx, owner, limit, lease).await?;
-            tx.commit().await?;
-            Ok::<_, OutboxError>(claimed)
-        }
-        .await;
+        };
         match together {
             Ok(claimed) => (Ok(()), Ok(claimed)),
             Err(error) => {
