@@ -914,7 +914,7 @@ async fn a_version_1_database_is_upgraded_to_the_latest_version_with_its_rows_ke
     let outbox = MySqlOutbox::new(pool.clone()).await.expect("upgrade");
     assert_eq!(
         MySqlOutbox::schema_version(&pool).await.expect("version"),
-        4
+        5
     );
     let old = outbox.dead_letters().list(10).await.expect("list");
     assert_eq!(old.len(), 1);
@@ -922,7 +922,7 @@ async fn a_version_1_database_is_upgraded_to_the_latest_version_with_its_rows_ke
     assert_eq!(outbox.status().await.expect("status").pending, 1);
     // Migrating again changes nothing.
     MySqlOutbox::migrate(&pool).await.expect("again");
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM herald_schema").await, 4);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM herald_schema").await, 5);
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM herald_sla_expectations").await,
         0,

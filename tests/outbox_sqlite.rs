@@ -934,6 +934,92 @@ mod store {
     }
 
     #[tokio::test]
+    async fn the_version_5_rebuild_keeps_rows_states_and_never_reuses_an_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = outbox::sqlite::connect(dir.path().join("v4.db"))
+            .await
+            .expect("open");
+        for script in [
+            include_str!("../core/migrations/sqlite/0001_outbox.sql"),
+            include_str!("../core/migrations/sqlite/0002_claim_tuning.sql"),
+            include_str!("../core/migrations/sqlite/0003_dead_letter_failure.sql"),
+            include_str!("../core/migrations/sqlite/0004_slas.sql"),
+        ] {
+            sqlx::raw_sql(script).execute(&pool).await.expect("schema");
+        }
+        // Rows 1..=4 in every state; row 5 (the newest) was processed and deleted by retention,
+        // so no row holds the AUTOINCREMENT high-water mark.
+        sqlx::raw_sql(
+            "CREATE TABLE herald_schema (version INTEGER PRIMARY KEY, description TEXT NOT NULL,
+                applied_at TEXT NOT NULL);
+             INSERT INTO herald_schema VALUES (1, 'a', 'x'), (2, 'b', 'x'), (3, 'c', 'x'), (4, 'd', 'x');
+             INSERT INTO herald_outbox (message_id, message_type, key, payload, occurred_at, status,
+                                        fail_count, last_error, next_attempt_at)
+             VALUES ('0190b2a8-0000-7000-8000-000000000001', 'v4', 'k', '{}', '2026-01-01T00:00:00.000Z', 'pending', 0, NULL, 0),
+                    ('0190b2a8-0000-7000-8000-000000000002', 'v4', NULL, '{\"a\":1}', '2026-01-01T00:00:00.000Z', 'processed', 0, NULL, 0),
+                    ('0190b2a8-0000-7000-8000-000000000003', 'v4', 'k', '{}', '2026-01-01T00:00:00.000Z', 'failed', 3, 'boom', 0),
+                    ('0190b2a8-0000-7000-8000-000000000004', 'v4', NULL, '{}', '2026-01-01T00:00:00.000Z', 'pending', 1, 'once', 99),
+                    ('0190b2a8-0000-7000-8000-000000000005', 'v4', NULL, '{}', '2026-01-01T00:00:00.000Z', 'processed', 0, NULL, 0);
+             DELETE FROM herald_outbox WHERE id = 5;",
+        )
+        .execute(&pool)
+        .await
+        .expect("a v4 database with rows");
+        let outbox = SqliteOutbox::new(pool.clone()).await.expect("upgrade");
+        assert!(SqliteOutbox::schema_version(&pool).await.expect("version") >= 5);
+        let rows: Vec<(i64, String, i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, status, fail_count, last_error, next_attempt_at FROM herald_outbox ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+        assert_eq!(
+            rows,
+            vec![
+                (1, "pending".into(), 0, None, 0),
+                (2, "processed".into(), 0, None, 0),
+                (3, "failed".into(), 3, Some("boom".into()), 0),
+                (4, "pending".into(), 1, Some("once".into()), 99),
+            ]
+        );
+        let mut tx = pool.begin().await.expect("begin");
+        let id = outbox
+            .publish(
+                &mut *tx,
+                super::commit::OrderPlaced {
+                    order: "after the upgrade".into(),
+                },
+            )
+            .await
+            .expect("publish");
+        tx.commit().await.expect("commit");
+        let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("max");
+        assert_eq!(newest, 6, "id 5 was a feed position once: never reused ({id:?})");
+        // The check still refuses a status that is not one of the three.
+        let refused = sqlx::query("UPDATE herald_outbox SET status = 'lost' WHERE id = 1")
+            .execute(&pool)
+            .await;
+        assert!(refused.is_err(), "the status check holds after the rebuild");
+        for index in [
+            "herald_outbox_pending",
+            "herald_outbox_pending_key",
+            "herald_outbox_finished",
+        ] {
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            )
+            .bind(index)
+            .fetch_one(&pool)
+            .await
+            .expect("index");
+            assert_eq!(found, 1, "{index} is rebuilt");
+        }
+    }
+
+    #[tokio::test]
     async fn every_failure_kind_round_trips_through_the_sqlite_store() {
         use herald::{DeadLetter, DeadLetterId, Envelope, FailureKind};
         let dir = tempfile::tempdir().expect("tempdir");

@@ -56,6 +56,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0004_slas.sql"),
         mysql: include_str!("../../../migrations/mysql/0004_slas.sql"),
     },
+    Migration {
+        version: 5,
+        description: "SQLite: the outbox status check as comparisons (an IN list cost every update)",
+        sqlite: include_str!("../../../migrations/sqlite/0005_status_check.sql"),
+        postgres: include_str!("../../../migrations/postgres/0005_status_check.sql"),
+        mysql: include_str!("../../../migrations/mysql/0005_status_check.sql"),
+    },
 ];
 
 /// The newest version this build ships.
