@@ -1217,6 +1217,87 @@ mod dropped_connections {
     }
 }
 
+mod failed_write_back {
+    use super::*;
+
+    const SCHEMA: &str = "herald_t_write_back_retry";
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.badge_awarded")]
+    pub(crate) struct BadgeAwarded {
+        pub(crate) n: u32,
+    }
+
+    #[async_handler]
+    async fn award(event: BadgeAwarded, State(tracker): State<Tracker>) {
+        tracker.enter(&event.n.to_string());
+        tracker.leave(&event.n.to_string());
+    }
+
+    /// The first write-back fails the way a lost connection or a failover does (SQLSTATE 40001,
+    /// raised once by a trigger; a sequence counts the tries, since it does not roll back). The
+    /// relay tries it again at once: the batch is recorded within seconds and handled once,
+    /// instead of being delivered again when its 30 s lease runs out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_back_that_lost_its_connection_is_tried_again_at_once() {
+        let (pool, outbox) = setup(SCHEMA).await;
+        sqlx::raw_sql(
+            "CREATE SEQUENCE write_back_tries;
+             CREATE FUNCTION fail_first_write_back() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('write_back_tries') = 1 THEN
+                     RAISE EXCEPTION 'the first write-back fails' USING ERRCODE = '40001';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER fail_first_write_back BEFORE UPDATE OF status ON herald_outbox
+                 FOR EACH ROW WHEN (NEW.status = 'processed') EXECUTE FUNCTION fail_first_write_back();",
+        )
+        .execute(&pool)
+        .await
+        .expect("a trigger that fails the first write-back");
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let mut tx = pool.begin().await.expect("begin");
+        for n in 0..5 {
+            outbox
+                .publish(&mut *tx, BadgeAwarded { n })
+                .await
+                .expect("publish");
+        }
+        tx.commit().await.expect("commit");
+        let relay = outbox
+            .relay(&herald)
+            .batch_size(10)
+            .lease(Duration::from_secs(30))
+            .start();
+        eventually(
+            "the batch recorded well before its lease runs out",
+            Duration::from_secs(10),
+            async || outbox.status().await.is_ok_and(|s| s.processed == 5),
+        )
+        .await;
+        let stats = relay.stop().await;
+        let tries: i64 = sqlx::query_scalar("SELECT last_value FROM write_back_tries")
+            .fetch_one(&pool)
+            .await
+            .expect("tries");
+        assert!(
+            tries >= 2,
+            "the first write-back failed and another followed: {tries}"
+        );
+        let handled = tracker.handled.lock().expect("lock").clone();
+        assert_eq!(handled.len(), 5, "{handled:?}");
+        assert!(handled.values().all(|times| *times == 1), "{handled:?}");
+        assert_eq!(
+            stats.errors, 0,
+            "the retry hid the failure from the relay: {stats:?}"
+        );
+        let report = herald.shutdown(Duration::from_secs(10)).await;
+        assert!(report.ledger.is_balanced(), "{}", report.ledger);
+    }
+}
+
 #[tokio::test]
 async fn connect_reports_a_refused_connection_at_once() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

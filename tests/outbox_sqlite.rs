@@ -997,7 +997,10 @@ mod store {
             .fetch_one(&pool)
             .await
             .expect("max");
-        assert_eq!(newest, 6, "id 5 was a feed position once: never reused ({id:?})");
+        assert_eq!(
+            newest, 6,
+            "id 5 was a feed position once: never reused ({id:?})"
+        );
         // The check still refuses a status that is not one of the three.
         let refused = sqlx::query("UPDATE herald_outbox SET status = 'lost' WHERE id = 1")
             .execute(&pool)

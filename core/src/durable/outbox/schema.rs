@@ -58,7 +58,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
-        description: "SQLite: the outbox status check as comparisons (an IN list cost every update)",
+        description:
+            "SQLite: the outbox status check as comparisons (an IN list cost every update)",
         sqlite: include_str!("../../../migrations/sqlite/0005_status_check.sql"),
         postgres: include_str!("../../../migrations/postgres/0005_status_check.sql"),
         mysql: include_str!("../../../migrations/mysql/0005_status_check.sql"),

@@ -431,6 +431,37 @@ async fn version<D: SqlDialect>(conn: &mut D::Connection) -> Result<i64, OutboxE
     })
 }
 
+/// The pauses before a failed write-back is tried again (then once more): about a second in all,
+/// well inside a lease (30 s by default), so the rows are still this relay's.
+const WRITE_BACK_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
+
+/// Whether `error` says the connection or the server failed rather than the statement: a new
+/// connection may then succeed. SQLSTATE classes 08 (connection exception), 40 (transaction
+/// rolled back: serialization failure, deadlock), 53 (insufficient resources) and 57 (operator
+/// intervention, such as `pg_terminate_backend` or a server shutting down).
+fn lost_connection(error: &OutboxError) -> bool {
+    let OutboxError::Database(error) = error else {
+        return false;
+    };
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl<D: Dialect> Backend for SqlBackend<D> {
     async fn claim(
@@ -456,11 +487,25 @@ impl<D: Dialect> Backend for SqlBackend<D> {
         D::renew(&self.pool, owner, ids, lease).await
     }
 
-    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+    async fn finish(&self, owner: &str, mut outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
         if outcomes.is_empty() {
             return Ok(());
         }
-        D::finish(&self.pool, owner, outcomes).await
+        // A write-back that failed with its connection (a failover, an administrator ending the
+        // session, a network cut) is tried again at once on another connection instead of leaving
+        // the batch to be delivered again after its lease. That is safe: every statement of the
+        // write-back is guarded by the lease owner, so a repeat after a commit whose answer was
+        // lost changes nothing, and rows another relay took meanwhile are left alone.
+        for pause in WRITE_BACK_RETRIES {
+            match D::finish(&self.pool, owner, outcomes.clone()).await {
+                Err(error) if lost_connection(&error) => {
+                    tracing::debug!(%error, %owner, ?pause, "outbox write-back lost its connection; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                done => return done,
+            }
+        }
+        D::finish(&self.pool, owner, std::mem::take(&mut outcomes)).await
     }
 
     async fn finish_and_claim(
@@ -644,4 +689,31 @@ fn outbox_span(name: &'static str, count: usize) -> tracing::Span {
         messaging.batch.message_count = count,
         messaging.message.id = tracing::field::Empty,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_connection_makes_a_write_back_try_again() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(lost_connection(&OutboxError::Database(sqlx::Error::Io(
+            io()
+        ))));
+        assert!(lost_connection(&OutboxError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
+        assert!(lost_connection(&OutboxError::Database(
+            sqlx::Error::Protocol("unexpected end of stream".into())
+        )));
+        // The statement's own failures would fail again.
+        assert!(!lost_connection(&OutboxError::Database(
+            sqlx::Error::RowNotFound
+        )));
+        assert!(!lost_connection(&OutboxError::Corrupt("bad row".into())));
+        assert!(!lost_connection(&OutboxError::Database(
+            sqlx::Error::PoolClosed
+        )));
+    }
 }
