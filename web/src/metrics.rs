@@ -16,7 +16,9 @@
 //! - **gauges sampled at scrape time**: pool depth and in-flight jobs ([`Herald::pool_stats`] and
 //!   the ledger), stored dead letters, outbox pending and oldest-pending age
 //!   ([`OutboxOps::status`]), consumer lag ([`ConsumerLag`]) and SLA expectations by state
-//!   ([`Herald::sla_status`], [`OutboxOps::sla_status`]).
+//!   ([`Herald::sla_status`], [`OutboxOps::sla_status`]);
+//! - **relay counters** read at scrape time from [`RelayWatch`] handles (`Relay::watch`): batches,
+//!   messages by outcome, errors, renewals, lost leases, retention deletions.
 //!
 //! The engine's own `metrics` series (resolved against this recorder by [`HeraldMetrics::build`])
 //! include the deadline ones: `herald_sla_events_total{sla,event}` and
@@ -53,6 +55,7 @@ use herald_core::feed::OutboxOps;
 use herald_core::observe::{
     AttemptEnd, AttemptObserver, AttemptOutcome, FinalEvent, LedgerChange, LedgerEvent,
 };
+use herald_core::outbox::RelayWatch;
 use herald_core::ports::lag::ConsumerLag;
 use herald_core::sla::{ExpectationState, SlaStatus};
 use herald_core::{
@@ -107,6 +110,7 @@ struct Sources {
     heralds: Vec<Herald>,
     outboxes: Vec<(String, Arc<dyn OutboxOps>)>,
     consumers: Vec<Arc<dyn ConsumerLag>>,
+    relays: Vec<(String, RelayWatch)>,
 }
 
 impl fmt::Debug for HeraldMetrics {
@@ -209,6 +213,15 @@ impl HeraldMetrics {
         self
     }
 
+    /// Reads a relay's counters at every scrape (`relay.watch()`), labelled `relay = name`: the
+    /// batches it leased, its messages by outcome, its errors, renewals, lost leases and the
+    /// finished rows its retention deleted. Name each relay of a process differently; a stopped
+    /// relay keeps its last values.
+    pub fn watch_relay(&self, name: impl Into<String>, relay: RelayWatch) -> &Self {
+        self.inner.sources.lock().relays.push((name.into(), relay));
+        self
+    }
+
     /// The exporter's handle, to render without sampling (the gauges keep their last values).
     pub fn handle(&self) -> PrometheusHandle {
         self.inner.handle.clone()
@@ -227,12 +240,13 @@ impl HeraldMetrics {
 
     async fn sample(&self) {
         let _one_at_a_time = self.inner.sampling.lock().await;
-        let (heralds, outboxes, consumers) = {
+        let (heralds, outboxes, consumers, relays) = {
             let sources = self.inner.sources.lock();
             (
                 sources.heralds.clone(),
                 sources.outboxes.clone(),
                 sources.consumers.clone(),
+                sources.relays.clone(),
             )
         };
         for herald in &heralds {
@@ -244,6 +258,31 @@ impl HeraldMetrics {
         for consumer in &consumers {
             self.sample_consumer(consumer.as_ref()).await;
         }
+        for (name, relay) in &relays {
+            self.sample_relay(name, relay);
+        }
+    }
+
+    /// A relay's counters, read from memory (no query).
+    fn sample_relay(&self, name: &str, relay: &RelayWatch) {
+        let stats = relay.stats();
+        self.in_scope(|| {
+            let relay = name.to_owned();
+            counter!("herald_relay_batches_total", "relay" => relay.clone()).absolute(stats.batches);
+            for (outcome, count) in [
+                ("processed", stats.processed),
+                ("failed", stats.failed),
+                ("retried", stats.retried),
+                ("released", stats.released),
+            ] {
+                counter!("herald_relay_messages_total", "relay" => relay.clone(), "outcome" => outcome)
+                    .absolute(count);
+            }
+            counter!("herald_relay_errors_total", "relay" => relay.clone()).absolute(stats.errors);
+            counter!("herald_relay_renewed_total", "relay" => relay.clone()).absolute(stats.renewed);
+            counter!("herald_relay_lost_total", "relay" => relay.clone()).absolute(stats.lost);
+            counter!("herald_relay_deleted_total", "relay" => relay).absolute(stats.deleted);
+        });
     }
 
     async fn sample_herald(&self, herald: &Herald) {
@@ -368,6 +407,30 @@ async fn scrape(State(metrics): State<HeraldMetrics>) -> impl IntoResponse {
 
 /// HELP lines for every series Herald writes (the ledger mirror's as well).
 fn describe() {
+    describe_counter!(
+        "herald_relay_batches_total",
+        "Non-empty batches a relay leased"
+    );
+    describe_counter!(
+        "herald_relay_messages_total",
+        "Messages a relay settled, by outcome: processed, failed (for good), retried, released (given back without an attempt)"
+    );
+    describe_counter!(
+        "herald_relay_errors_total",
+        "A relay's failed database or broker calls (it retries after its poll interval)"
+    );
+    describe_counter!(
+        "herald_relay_renewed_total",
+        "Leases a relay renewed while handlers ran"
+    );
+    describe_counter!(
+        "herald_relay_lost_total",
+        "Messages whose lease a relay lost while their handlers ran (their outcome was not written)"
+    );
+    describe_counter!(
+        "herald_relay_deleted_total",
+        "Finished rows a relay's retention sweep deleted"
+    );
     describe_counter!("herald_messages_total", "Handler jobs by outcome: accepted, succeeded, dead_lettered, rejected, dropped, deduplicated, ignored, deferred, lost");
     describe_counter!(
         "herald_failed_attempts_total",

@@ -400,6 +400,103 @@ async fn a_failing_source_is_counted_and_the_rest_still_renders() {
     drop(herald);
 }
 
+mod relay {
+    use super::*;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "obs.relayed")]
+    pub(crate) struct Relayed {
+        pub(crate) n: u32,
+    }
+
+    /// Calls of `relayed` for message 0 (a static: the crate's other test registers this module's
+    /// handler too, under its wider prefix, and never sends it a message).
+    static FIRST_MESSAGE_CALLS: AtomicU32 = AtomicU32::new(0);
+
+    /// Fails the first attempt of message 0 (the relay writes the retry back and delivers it
+    /// again), succeeds otherwise.
+    #[async_handler(retry(max_attempts = 2, backoff = fixed(1ms)))]
+    async fn relayed(event: Relayed) -> Result<(), HandlerError> {
+        if event.n == 0 && FIRST_MESSAGE_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(HandlerError::msg("the first attempt of message 0 fails"));
+        }
+        Ok(())
+    }
+
+    /// A watched relay's counters are on `/metrics`, labelled with its name, and keep their
+    /// values after it stopped.
+    #[tokio::test]
+    async fn a_watched_relay_reports_its_batches_outcomes_and_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = outbox::sqlite::connect(dir.path().join("relay.db"))
+            .await
+            .expect("open sqlite");
+        let outbox = SqliteOutbox::new(pool.clone()).await.expect("migrate");
+        let metrics = HeraldMetrics::new();
+        let herald = metrics
+            .build(Herald::builder().handlers_under(module_path!()))
+            .expect("valid registry");
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        metrics.watch_relay("orders", relay.watch());
+        assert_eq!(relay.watch().owner(), relay.owner());
+        let mut tx = pool.begin().await.expect("begin");
+        for n in 0..3 {
+            outbox
+                .publish(&mut *tx, Relayed { n })
+                .await
+                .expect("publish");
+        }
+        tx.commit().await.expect("commit");
+        let watch = relay.watch();
+        eventually("the relay processed the three messages", || {
+            watch.stats().processed == 3
+        })
+        .await;
+        let stats = relay.stop().await;
+        let text = metrics.render().await;
+        let series = Series::parse(&text);
+        let at = |name: &str, labels: &[(&str, &str)]| series.value(name, labels, &text);
+        let orders = ("relay", "orders");
+        assert_eq!(
+            at(
+                "herald_relay_messages_total",
+                &[orders, ("outcome", "processed")]
+            ),
+            3.0
+        );
+        // Message 0's first attempt failed: its retry was written back and delivered again.
+        assert_eq!(
+            at(
+                "herald_relay_messages_total",
+                &[orders, ("outcome", "retried")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            at(
+                "herald_relay_messages_total",
+                &[orders, ("outcome", "failed")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            at("herald_relay_batches_total", &[orders]),
+            stats.batches as f64
+        );
+        assert!(stats.batches >= 1, "{stats:?}");
+        assert_eq!(at("herald_relay_errors_total", &[orders]), 0.0);
+        assert_eq!(at("herald_relay_lost_total", &[orders]), 0.0);
+        assert!(
+            text.contains("# HELP herald_relay_messages_total"),
+            "described: {text}"
+        );
+        drop(herald);
+    }
+}
+
 /// `GET /metrics` over a plain HTTP/1.1 connection.
 async fn scrape(address: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(address)

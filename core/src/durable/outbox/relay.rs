@@ -175,12 +175,40 @@ impl Relay {
         self.stats.snapshot()
     }
 
+    /// A handle that reads this relay's [`RelayStats`] from elsewhere (a metrics exporter, a
+    /// health check) while the relay runs and after it stopped; cheap to clone.
+    pub fn watch(&self) -> RelayWatch {
+        RelayWatch {
+            owner: self.owner.as_str().into(),
+            stats: self.stats.clone(),
+        }
+    }
+
     /// Finishes the batch in hand, writes its outcome, and stops.
     pub async fn stop(self) -> RelayStats {
         self.stop.cancel();
         if let Err(error) = self.task.await {
             tracing::error!(%error, owner = %self.owner, "relay task ended abnormally");
         }
+        self.stats.snapshot()
+    }
+}
+
+/// Reads one relay's counters without owning the relay: made by [`Relay::watch`].
+#[derive(Debug, Clone)]
+pub struct RelayWatch {
+    owner: Arc<str>,
+    stats: Arc<RelayCounters>,
+}
+
+impl RelayWatch {
+    /// The relay's lease owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// What the relay has done so far (the same as [`Relay::stats`]).
+    pub fn stats(&self) -> RelayStats {
         self.stats.snapshot()
     }
 }
