@@ -1217,6 +1217,99 @@ mod dropped_connections {
     }
 }
 
+mod stuck {
+    use super::*;
+    use herald::feed::OutboxOps;
+
+    #[derive(Event, Clone, Debug, Serialize, Deserialize)]
+    #[event(name = "outbox_pg.seat_held", key = flight)]
+    pub(crate) struct SeatHeld {
+        pub(crate) flight: String,
+        pub(crate) seat: u32,
+    }
+
+    /// Seat 0 of flight `LH-1` fails (its retry is an hour away); every other seat works.
+    #[async_handler(retry(max_attempts = 5, backoff = fixed(1h)))]
+    async fn hold(event: SeatHeld, State(tracker): State<Tracker>) -> Result<(), HandlerError> {
+        if event.flight == "LH-1" && event.seat == 0 {
+            return Err(HandlerError::msg("the seat map is down"));
+        }
+        let id = format!("{}:{}", event.flight, event.seat);
+        tracker.enter(&id);
+        tracker.leave(&id);
+        Ok(())
+    }
+
+    /// A key whose first message fails is listed with the messages waiting behind it; a key
+    /// that moved on is not.
+    #[tokio::test]
+    async fn a_key_held_up_by_a_failing_message_is_listed_with_what_waits_behind_it() {
+        let (pool, outbox) = setup("herald_t_stuck").await;
+        let tracker = Tracker::default();
+        let herald = build(module_path!(), &pool, &tracker);
+        let mut tx = pool.begin().await.expect("begin");
+        for (flight, seat) in [
+            ("LH-1", 0),
+            ("LH-1", 1),
+            ("LH-1", 2),
+            ("BA-7", 0),
+            ("BA-7", 1),
+        ] {
+            outbox
+                .publish(
+                    &mut *tx,
+                    SeatHeld {
+                        flight: flight.into(),
+                        seat,
+                    },
+                )
+                .await
+                .expect("publish");
+        }
+        tx.commit().await.expect("commit");
+        let first: i64 = sqlx::query_scalar("SELECT MIN(id) FROM herald_outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("first row");
+        assert!(outbox.stuck_keys(10).await.expect("stuck").is_empty());
+        let relay = outbox
+            .relay(&herald)
+            .poll_interval(Duration::from_millis(10))
+            .start();
+        eventually(
+            "BA-7 handled and LH-1's first seat failed once",
+            Duration::from_secs(20),
+            async || {
+                tracker.handled.lock().expect("lock").len() == 2
+                    && outbox.status().await.is_ok_and(|s| s.retrying == 1)
+            },
+        )
+        .await;
+        relay.stop().await;
+        let stuck = OutboxOps::stuck_keys(&outbox, 10).await.expect("stuck");
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        let held = &stuck[0];
+        assert_eq!(held.key, "LH-1");
+        assert_eq!(held.head, first, "the row of seat 0");
+        assert_eq!(held.message_type, "outbox_pg.seat_held");
+        assert_eq!(held.failed_attempts, 1);
+        assert_eq!(held.waiting, 2, "seats 1 and 2");
+        assert!(
+            held.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("the seat map is down")),
+            "{held:?}"
+        );
+        assert!(held.last_failed_at.is_some());
+        let handled = tracker.handled.lock().expect("lock").clone();
+        assert!(
+            !handled.keys().any(|id| id.starts_with("LH-1")),
+            "nothing of LH-1 ran past its first seat: {handled:?}"
+        );
+        herald.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
 mod failed_write_back {
     use super::*;
 

@@ -123,6 +123,12 @@ struct ServeArgs {
 enum OutboxCommand {
     /// Pending, in flight, retrying, failed, processed, and the lag (age of the oldest pending row).
     Status,
+    /// Ordering keys held up by a failing message, with the messages waiting behind it.
+    Stuck {
+        /// At most this many keys, oldest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +391,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         lag.as_secs_f64()
                     ),
                     _ => println!("lag           0 (nothing pending)"),
+                }
+            }
+        }
+        Command::Outbox {
+            command: OutboxCommand::Stuck { limit },
+        } => {
+            let stuck = db.stuck_keys(limit).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&stuck)?);
+            } else if stuck.is_empty() {
+                println!("no stuck keys");
+            } else {
+                println!(
+                    "{:<24}  {:>8}  {:<32}  {:>5}  {:>7}  {:<19}  last error",
+                    "key", "held by", "message", "tries", "waiting", "last failed at"
+                );
+                for key in &stuck {
+                    println!(
+                        "{:<24}  {:>8}  {:<32}  {:>5}  {:>7}  {:<19}  {}",
+                        key.key.escape_debug().to_string(),
+                        key.head,
+                        key.message_type,
+                        key.failed_attempts,
+                        key.waiting,
+                        key.last_failed_at.map_or("-".to_owned(), |at| at
+                            .format("%Y-%m-%d %H:%M:%S")
+                            .to_string()),
+                        key.last_error.as_deref().unwrap_or("-")
+                    );
                 }
             }
         }

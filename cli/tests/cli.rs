@@ -24,6 +24,51 @@ fn herald(url: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test]
+async fn stuck_keys_on_a_sqlite_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.db");
+    let pool = herald_core::outbox::sqlite::connect(&path)
+        .await
+        .expect("open");
+    SqliteOutbox::new(pool.clone()).await.expect("migrate");
+    // The key's first message failed three times and waits; one more waits behind it.
+    herald_core::sqlx::raw_sql(
+        "INSERT INTO herald_outbox (message_id, message_type, key, payload, occurred_at, fail_count,
+                                    last_error, failed_at, next_attempt_at)
+         VALUES ('0190b2a8-0000-7000-8000-0000000000b1', 'cli.refund_requested', 'order-9', '{}',
+                 '2026-01-01T00:00:00.000Z', 3, 'psp timeout', '2026-01-01T00:00:09.000Z',
+                 99999999999999),
+                ('0190b2a8-0000-7000-8000-0000000000b2', 'cli.refund_requested', 'order-9', '{}',
+                 '2026-01-01T00:00:01.000Z', 0, NULL, NULL, 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("a stuck key");
+    pool.close().await;
+    let url = format!("sqlite:{}", path.display());
+    let (ok, out, err) = herald(&url, &["outbox", "stuck"]);
+    assert!(ok, "{err}");
+    let line = out.lines().nth(1).expect("one key under the header");
+    for part in [
+        "order-9",
+        "cli.refund_requested",
+        "3",
+        "1",
+        "2026-01-01 00:00:09",
+        "psp timeout",
+    ] {
+        assert!(line.contains(part), "{part} in {out}");
+    }
+    let (ok, out, _) = herald(&url, &["--json", "outbox", "stuck", "--limit", "5"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
+    assert!(
+        ok && listed[0]["key"] == "order-9" && listed[0]["waiting"] == 1,
+        "{out}"
+    );
+    assert_eq!(listed[0]["head"], 1, "{out}");
+}
+
+#[tokio::test]
 async fn status_dead_letters_and_events_on_a_sqlite_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("app.db");
@@ -55,6 +100,8 @@ async fn status_dead_letters_and_events_on_a_sqlite_file() {
 
     let (ok, out, _) = herald(&url, &["outbox", "status"]);
     assert!(ok && out.contains("dead letters  1"), "{out}");
+    let (ok, out, _) = herald(&url, &["outbox", "stuck"]);
+    assert!(ok && out.contains("no stuck keys"), "{out}");
     let (ok, out, _) = herald(&url, &["dead-letters", "list"]);
     assert!(
         ok && out.contains("app::send_sms") && out.contains("partner 503"),

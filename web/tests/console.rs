@@ -427,6 +427,11 @@ async fn the_outbox_page_and_the_feed_browser() {
         "{}",
         outbox.body
     );
+    assert!(
+        outbox.body.contains(r#"id="stuck-keys-none""#),
+        "no key is stuck: {}",
+        outbox.body
+    );
     let first = get(&router, "/feed?after=0&limit=2").await;
     assert_eq!(first.body.matches("data-row=").count(), 2, "{}", first.body);
     assert!(
@@ -481,4 +486,37 @@ async fn invalid_utf8_written_by_hand_is_shown_lossily() {
         "{}",
         detail.body
     );
+}
+
+#[tokio::test]
+async fn the_outbox_page_lists_stuck_keys_escaped() {
+    let store = store().await;
+    // Rows written as a relay leaves them: the key's first message failed twice and waits for
+    // its next attempt; two more of the key wait behind it. The key and the error carry markup
+    // and a NUL, which the page must show as text.
+    herald::sqlx::raw_sql(
+        "INSERT INTO herald_outbox (message_id, message_type, key, payload, occurred_at, fail_count,
+                                    last_error, failed_at, next_attempt_at)
+         VALUES ('0190b2a8-0000-7000-8000-0000000000a1', 'web_test.order_placed',
+                 'acct-<i>7</i>' || char(0), '{}', '2026-01-01T00:00:00.000Z', 2,
+                 '<b>card declined</b>', '2026-01-01T00:00:05.000Z', 99999999999999),
+                ('0190b2a8-0000-7000-8000-0000000000a2', 'web_test.order_placed',
+                 'acct-<i>7</i>' || char(0), '{}', '2026-01-01T00:00:01.000Z', 0, NULL, NULL, 0),
+                ('0190b2a8-0000-7000-8000-0000000000a3', 'web_test.order_placed',
+                 'acct-<i>7</i>' || char(0), '{}', '2026-01-01T00:00:02.000Z', 0, NULL, NULL, 0)",
+    )
+    .execute(store.outbox.pool())
+    .await
+    .expect("a stuck key");
+    let outbox = get(&router(&store), "/outbox").await;
+    let body = &outbox.body;
+    assert!(body.contains(r#"id="stuck-keys""#), "{body}");
+    assert!(
+        body.contains("acct-&lt;i&gt;7&lt;/i&gt;\\u{0}"),
+        "the key, escaped: {body}"
+    );
+    assert!(!body.contains("<i>7</i>"), "{body}");
+    assert!(body.contains("&lt;b&gt;card declined&lt;/b&gt;"), "{body}");
+    assert!(body.contains(r#"href="/feed?row=1""#), "{body}");
+    assert!(body.contains(r#"<td class="waiting">2</td>"#), "{body}");
 }

@@ -73,6 +73,54 @@ pub trait OutboxOps: EventFeed {
     async fn sla_status(&self) -> Result<Vec<SlaStatus>, OpsError> {
         Ok(Vec::new())
     }
+
+    /// Ordering keys held up by a failing message: the key's oldest pending message has failed at
+    /// least once and waits for its next attempt, and later messages of the key wait behind it
+    /// (per-key order). Oldest first, at most `limit`. Empty when the store cannot tell (the
+    /// default).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn stuck_keys(&self, limit: usize) -> Result<Vec<StuckKey>, OpsError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+}
+
+/// An ordering key whose oldest pending message keeps failing while later messages of the key
+/// wait behind it ([`OutboxOps::stuck_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StuckKey {
+    /// The ordering key.
+    pub key: String,
+    /// The outbox row that holds the key up (its oldest pending message).
+    pub head: i64,
+    /// That message's type (wire name).
+    pub message_type: String,
+    /// How many of its attempts failed so far.
+    pub failed_attempts: u64,
+    /// Its last error.
+    pub last_error: Option<String>,
+    /// When it last failed.
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// Later pending messages of the key, waiting behind it.
+    pub waiting: u64,
+}
+
+impl StuckKey {
+    /// A stuck key (for stores outside herald-core that implement [`OutboxOps::stuck_keys`]).
+    pub fn new(key: impl Into<String>, head: i64, message_type: impl Into<String>) -> Self {
+        StuckKey {
+            key: key.into(),
+            head,
+            message_type: message_type.into(),
+            failed_attempts: 0,
+            last_error: None,
+            last_failed_at: None,
+            waiting: 0,
+        }
+    }
 }
 
 /// What the outbox holds now (`herald outbox status`).

@@ -123,6 +123,10 @@ pub(crate) struct Statements {
     /// Binds sla, a_message_id. Columns sla, correlation_key, a_message_id, opened_at, due_at,
     /// state, fulfilled_at, fulfilled_by, breached_at (ids as text).
     pub(crate) sla_get: &'static str,
+    /// Binds limit. Columns id, ordering_key, message_type, fail_count, waiting (integers),
+    /// last_error (text), failed_at (time): each key whose oldest pending row failed at least
+    /// once and has later pending rows behind it, by that row's id.
+    pub(crate) stuck_keys: &'static str,
 }
 
 /// Counts by SLA and state (the same text on every dialect: `COUNT` of a `CASE` is an integer

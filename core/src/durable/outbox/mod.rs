@@ -74,7 +74,7 @@ pub mod sqlite;
 
 pub use crate::model::stored_message::OUTBOX_HANDLER;
 /// The ops port's data, re-exported where they were first defined.
-pub use crate::ports::feed::{OutboxStatus, StoredEvent};
+pub use crate::ports::feed::{OutboxStatus, StoredEvent, StuckKey};
 pub use relay::{Relay, RelayBuilder, RelayStats, RelayWatch};
 pub use schema::{Migration, MIGRATIONS_TABLE};
 

@@ -4,7 +4,7 @@ use super::{Dialect, SqlOutbox};
 use crate::model::dead_letter::DeadLetterId;
 use crate::model::sla::SlaStatus;
 use crate::ports::dead_letters::DeadLetterStore;
-use crate::ports::feed::{EventFeed, OpsError, OutboxOps, OutboxStatus, StoredEvent};
+use crate::ports::feed::{EventFeed, OpsError, OutboxOps, OutboxStatus, StoredEvent, StuckKey};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -42,5 +42,11 @@ impl<D: Dialect> OutboxOps for SqlOutbox<D> {
         SqlOutbox::sla_status(self)
             .await
             .map_err(|e| OpsError::new("counting SLA expectations", e))
+    }
+
+    async fn stuck_keys(&self, limit: usize) -> Result<Vec<StuckKey>, OpsError> {
+        SqlOutbox::stuck_keys(self, limit)
+            .await
+            .map_err(|e| OpsError::new("listing stuck ordering keys", e))
     }
 }

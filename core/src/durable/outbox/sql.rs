@@ -10,7 +10,7 @@ use super::schema::{self, MIGRATIONS};
 use super::sla::{self as sla_store, Declared};
 use super::{
     NewRow, OutboxConnection, OutboxError, OutboxPublishError, OutboxStatus, RelayBuilder,
-    StoredEvent, DEFAULT_MAX_PAYLOAD_BYTES,
+    StoredEvent, StuckKey, DEFAULT_MAX_PAYLOAD_BYTES,
 };
 use crate::durable::dead_letters::SqlDeadLetters;
 use crate::engine::runtime::Herald;
@@ -351,6 +351,35 @@ impl<D: Dialect> SqlOutbox<D> {
             lag: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
             dead_letters: count("dead_letters")?,
         })
+    }
+
+    /// Ordering keys held up by a failing message, oldest first, at most `limit` (see
+    /// [`OutboxOps::stuck_keys`](crate::ports::feed::OutboxOps::stuck_keys)).
+    ///
+    /// # Errors
+    /// A database error, or a row Herald did not write.
+    pub async fn stuck_keys(&self, limit: usize) -> Result<Vec<StuckKey>, OutboxError> {
+        let mut conn = self.backend.pool.acquire().await?;
+        let query =
+            sqlx::query(D::statements().stuck_keys).int(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = D::fetch_all(&mut conn, query).await?;
+        rows.iter()
+            .map(|row| {
+                let count = |name: &str| -> Result<u64, OutboxError> {
+                    Ok(u64::try_from(D::get_int(row, name)?).unwrap_or(0))
+                };
+                let mut stuck = StuckKey::new(
+                    D::get_text(row, "ordering_key")?.unwrap_or_default(),
+                    D::get_int(row, "id")?,
+                    D::get_text(row, "message_type")?.unwrap_or_default(),
+                );
+                stuck.failed_attempts = count("fail_count")?;
+                stuck.waiting = count("waiting")?;
+                stuck.last_error = D::get_text(row, "last_error")?;
+                stuck.last_failed_at = D::get_time(row, "failed_at")?;
+                Ok(stuck)
+            })
+            .collect()
     }
 
     /// Stored events after `offset` (exclusive), in position order, at most `limit`. Keep the

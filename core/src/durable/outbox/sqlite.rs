@@ -172,6 +172,15 @@ static STATEMENTS: Statements = Statements {
     sla_get: "SELECT sla, correlation_key, a_message_id, opened_at, due_at, state, fulfilled_at,
                      fulfilled_by, breached_at
               FROM herald_sla_expectations WHERE sla = ?1 AND a_message_id = ?2",
+    stuck_keys: "SELECT id, ordering_key, message_type, fail_count, last_error, failed_at, waiting FROM (
+        SELECT o.id, o.key AS ordering_key, o.message_type, o.fail_count, o.last_error, o.failed_at,
+               (SELECT COUNT(*) FROM herald_outbox w
+                WHERE w.key = o.key AND w.status = 'pending' AND w.id > o.id) AS waiting
+        FROM herald_outbox o
+        WHERE o.status = 'pending' AND o.key IS NOT NULL AND o.fail_count > 0
+          AND NOT EXISTS (SELECT 1 FROM herald_outbox p
+                          WHERE p.key = o.key AND p.status = 'pending' AND p.id < o.id)
+     ) held WHERE waiting > 0 ORDER BY id LIMIT ?1",
 };
 
 /// Inserts `rows` with multi-row `INSERT`s, as many rows per statement as the bind limit allows.
