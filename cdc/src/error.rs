@@ -91,23 +91,7 @@ impl CdcError {
 }
 
 fn transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57: operator intervention (pg_terminate_backend,
-            // shutdown); 53: insufficient resources; 55006: the slot is active for another PID;
-            // 40001/40P01: serialization failure, deadlock.
-            code.starts_with("08")
-                || code.starts_with("57")
-                || code.starts_with("53")
-                || code == "55006"
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
-    }
+    // 55006: the slot is active for another PID (it frees when that session ends).
+    herald_core::outbox::is_transient(error)
+        || matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55006"))
 }

@@ -85,7 +85,7 @@ pub use mysql::MySqlOutbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PgOutbox;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::SqlOutbox;
+pub use sql::{is_transient, SqlOutbox};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutbox;
 

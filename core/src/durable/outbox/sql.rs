@@ -468,14 +468,12 @@ const WRITE_BACK_RETRIES: [Duration; 3] = [
     Duration::from_millis(800),
 ];
 
-/// Whether `error` says the connection or the server failed rather than the statement: a new
-/// connection may then succeed. SQLSTATE classes 08 (connection exception), 40 (transaction
-/// rolled back: serialization failure, deadlock), 53 (insufficient resources) and 57 (operator
-/// intervention, such as `pg_terminate_backend` or a server shutting down).
-fn lost_connection(error: &OutboxError) -> bool {
-    let OutboxError::Database(error) = error else {
-        return false;
-    };
+/// Whether a database call that failed with `error` may succeed on another connection: the
+/// connection or the server failed, not the statement. I/O, TLS and protocol errors, a pool timeout,
+/// SQLite's worker thread gone, and SQLSTATE classes 08 (connection exception), 53 (insufficient
+/// resources) and 57 (operator intervention: `pg_terminate_backend`, a server shutting down), and
+/// 40001/40P01 (serialization failure, deadlock; MySQL reports its deadlock as 40001 too).
+pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -483,12 +481,19 @@ fn lost_connection(error: &OutboxError) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            ["08", "40", "53", "57"]
+            ["08", "53", "57"]
                 .iter()
                 .any(|class| code.starts_with(class))
+                || code == "40001"
+                || code == "40P01"
         }),
         _ => false,
     }
+}
+
+/// [`is_transient`] for an outbox error: only a database error can be.
+fn lost_connection(error: &OutboxError) -> bool {
+    matches!(error, OutboxError::Database(error) if is_transient(error))
 }
 
 #[async_trait]
