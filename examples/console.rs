@@ -10,10 +10,13 @@
 //! ```
 //!
 //! It prints `console: http://ADDR/` once it listens (the browser test in `web/browser/` reads
-//! that line). Stop it with Ctrl-C.
+//! that line). Prometheus metrics are served beside it on `/metrics`: the runtime's ledger and pools,
+//! the outbox's gauges, and the relay's counters (`herald_relay_*`, `docs/OBSERVABILITY.md`). Stop
+//! it with Ctrl-C.
 
 use herald::outbox::{self, SqliteOutbox};
 use herald::web::access::Secret;
+use herald::web::metrics::HeraldMetrics;
 use herald::web::HeraldWeb;
 use herald::{async_handler, DeadLetterStore, Event, HandlerError, Herald, State};
 use serde::{Deserialize, Serialize};
@@ -92,15 +95,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = outbox::sqlite::connect(&db).await?;
     let outbox = SqliteOutbox::new(pool.clone()).await?;
     let partner = Partner::default();
-    let herald = Herald::builder()
-        .handlers_under(module_path!())
-        .state(partner.clone())
-        .dead_letters(outbox.dead_letters())
-        .build()?;
+    let metrics = HeraldMetrics::new();
+    let herald = metrics.build(
+        Herald::builder()
+            .handlers_under(module_path!())
+            .state(partner.clone())
+            .dead_letters(outbox.dead_letters()),
+    )?;
     let relay = outbox
         .relay(&herald)
         .poll_interval(Duration::from_millis(50))
         .start();
+    metrics
+        .watch_outbox("app", Arc::new(outbox.clone()))
+        .watch_relay("app", relay.watch());
 
     let mut conn = pool.acquire().await?;
     for n in 1..=3 {
@@ -137,13 +145,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "the invoice is in the dead letters; the partner is back: re-drive it from the console"
     );
 
-    let mut web = HeraldWeb::builder(Arc::new(outbox.clone())).herald(herald.clone());
+    let mut web = HeraldWeb::builder(Arc::new(outbox.clone()))
+        .herald(herald.clone())
+        .merge(metrics.router());
     if let Some(token) = token {
         web = web.access_token(Secret::new(token));
     }
     let web = web.build()?;
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("console: http://{}/", listener.local_addr()?);
+    println!("metrics: http://{}/metrics", listener.local_addr()?);
     std::io::stdout().flush()?;
     herald::web::serve_on(web, listener, async {
         let _ = tokio::signal::ctrl_c().await;
