@@ -1058,7 +1058,8 @@ mod store {
                     ('0190b2a8-0000-7000-8000-000000000003', 'v4', 'k', '{}', '2026-01-01T00:00:00.000Z', 'failed', 3, 'boom', 0),
                     ('0190b2a8-0000-7000-8000-000000000004', 'v4', NULL, '{}', '2026-01-01T00:00:00.000Z', 'pending', 1, 'once', 99),
                     ('0190b2a8-0000-7000-8000-000000000005', 'v4', NULL, '{}', '2026-01-01T00:00:00.000Z', 'processed', 0, NULL, 0);
-             DELETE FROM herald_outbox WHERE id = 5;",
+             DELETE FROM herald_outbox WHERE id = 5;
+             CREATE VIEW app_pending AS SELECT id FROM herald_outbox WHERE status = 'pending';",
         )
         .execute(&pool)
         .await
@@ -1080,6 +1081,11 @@ mod store {
                 (4, "pending".into(), 1, Some("once".into()), 99),
             ]
         );
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_pending")
+            .fetch_one(&pool)
+            .await
+            .expect("the application's view over the outbox still works");
+        assert_eq!(pending, 2);
         let mut tx = pool.begin().await.expect("begin");
         let id = outbox
             .publish(
