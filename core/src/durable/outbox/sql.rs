@@ -521,7 +521,7 @@ impl<D: Dialect> Backend for SqlBackend<D> {
         D::renew(&self.pool, owner, ids, lease).await
     }
 
-    async fn finish(&self, owner: &str, mut outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
+    async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), OutboxError> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -539,7 +539,7 @@ impl<D: Dialect> Backend for SqlBackend<D> {
                 done => return done,
             }
         }
-        D::finish(&self.pool, owner, std::mem::take(&mut outcomes)).await
+        D::finish(&self.pool, owner, outcomes).await
     }
 
     async fn finish_and_claim(
