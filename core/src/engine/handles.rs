@@ -145,6 +145,27 @@ pub(crate) enum OutcomeCollector {
     },
 }
 
+/// One handler of an event has ended: `record` what it left under the lock, count it off, and
+/// when it was the last one, mark the outcome ended and wake the waiting handle (outside the lock).
+fn count_down(
+    remaining: &AtomicUsize,
+    state: &Mutex<EventState>,
+    record: impl FnOnce(&mut EventState),
+) {
+    let waker = {
+        let mut state = state.lock();
+        record(&mut state);
+        if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        state.ended = true;
+        state.waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
 /// An event's outcome as it is collected, read by its [`Delivery`].
 #[derive(Debug, Default)]
 pub(crate) struct EventState {
@@ -197,18 +218,7 @@ impl OutcomeCollector {
     /// forever.
     pub(crate) fn lost(&self) {
         if let OutcomeCollector::Event { remaining, state } = self {
-            let waker = {
-                let mut state = state.lock();
-                state.lost = true;
-                if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-                    return;
-                }
-                state.ended = true;
-                state.waker.take()
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            count_down(remaining, state, |state| state.lost = true);
         }
     }
 
@@ -222,23 +232,14 @@ impl OutcomeCollector {
     ) {
         match self {
             OutcomeCollector::Event { remaining, state } => {
-                let waker = {
-                    let mut state = state.lock();
+                count_down(remaining, state, |state| {
                     // A dropped handle (fire and forget) never comes back: keep no reports for it.
                     if !state.dropped {
                         let more = remaining.load(Ordering::Relaxed);
                         state.reports.reserve_exact(more);
                         state.reports.push(HandlerReport { handler, status });
                     }
-                    if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-                        return;
-                    }
-                    state.ended = true;
-                    state.waker.take()
-                };
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
+                });
             }
             OutcomeCollector::Command { tx } => {
                 let result = match status {
